@@ -1,0 +1,30 @@
+//! srvd: an authoritative DNS-SD server that answers SRV, TXT, A and AAAA from an in-memory
+//! snapshot, with SRV records in RFC 2782 order.
+//!
+//! ```text
+//! zones/*.zone ─► zonefile ─► index (immutable snapshot, published through IndexHandle)
+//!                                       │
+//! UDP/TCP ─► server (decode, zone match, EDNS, truncation) ─► answer(zone, question) ◄─┘
+//!                                          dnssd::srv_order (shared with the client library)
+//! config + cli wire it; daemon runs it.
+//! ```
+//!
+//! Modules: [`dnssd`] (RFC 2782 order, shared), and with the `server` feature [`zonefile`],
+//! [`index`], [`answer`], [`server`], [`config`], [`daemon`], [`cli`]. See ARCHITECTURE.md.
+
+pub mod dnssd;
+
+#[cfg(feature = "server")]
+pub mod answer;
+#[cfg(feature = "server")]
+pub mod cli;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod daemon;
+#[cfg(feature = "server")]
+pub mod index;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod zonefile;

@@ -1,0 +1,11 @@
+//! srvd integration tests: a real server on loopback, real UDP and TCP sockets, real clients.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod answers;
+mod binary;
+mod order;
+mod protocol;
+mod readme;
+mod support;
+mod tcp;
+mod truncation;

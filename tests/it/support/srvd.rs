@@ -1,0 +1,172 @@
+//! srvd under test: in-process on a free loopback port, or the real binary.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use srvd::config::{Config, ZoneSource};
+use srvd::daemon::{self, Running};
+
+/// An in-process server; shut down when dropped.
+pub struct TestServer {
+    /// UDP and TCP address.
+    pub addr: SocketAddr,
+    running: Option<Running>,
+}
+
+impl TestServer {
+    /// Starts srvd on 127.0.0.1:0 with the given config tweaks.
+    pub async fn start_with(zones_dir: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            zones: ZoneSource::Dir(zones_dir.to_path_buf()),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let running = daemon::start(&config).await.expect("srvd starts");
+        Self {
+            addr: running.addrs[0],
+            running: Some(running),
+        }
+    }
+
+    /// Starts srvd serving `zones_dir`.
+    pub async fn start(zones_dir: &Path) -> Self {
+        Self::start_with(zones_dir, |_| {}).await
+    }
+
+    /// Graceful shutdown, returning once every task finished.
+    pub async fn shutdown(mut self) {
+        let running = self.running.take().unwrap();
+        running.shutdown();
+        tokio::time::timeout(Duration::from_secs(10), running.wait())
+            .await
+            .expect("shutdown completes");
+    }
+
+    /// Every bound address, in `--listen` order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.running.as_ref().unwrap().addrs.clone()
+    }
+
+    /// Starts shutdown without waiting.
+    pub fn begin_shutdown(&self) {
+        self.running.as_ref().unwrap().shutdown();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(running) = &self.running {
+            running.shutdown();
+        }
+    }
+}
+
+/// The srvd binary, started with arguments; killed by PID on drop.
+pub struct SrvdProcess {
+    /// The child process.
+    pub child: Child,
+    /// The address from its `srvd serving` line.
+    pub addr: SocketAddr,
+    /// Every stderr line seen up to the serving line.
+    pub log: Vec<String>,
+}
+
+/// Runs `srvd serve --listen 127.0.0.1:0 ARGS...` in `cwd` and waits (bounded) for its serving line.
+pub fn spawn_binary(cwd: &Path, args: &[&str]) -> SrvdProcess {
+    let child = Command::new(env!("CARGO_BIN_EXE_srvd"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("srvd binary starts");
+    // From here on the process is owned by a value whose Drop kills it, even if we panic.
+    let mut process = SrvdProcess {
+        child,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        log: Vec::new(),
+    };
+    let stderr = process.child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("no serving line from srvd; log so far: {:#?}", process.log)
+        });
+        process.log.push(line.clone());
+        if line.contains("srvd serving") {
+            process.addr = line
+                .split("udp+tcp ")
+                .nth(1)
+                .and_then(|rest| rest.split([',', ' ']).next())
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("cannot read the address in {line:?}"));
+            return process;
+        }
+    }
+}
+
+impl SrvdProcess {
+    /// Sends a signal by PID.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "srvd did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SrvdProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `srvd serve ARGS...` expecting it to fail at start; returns (exit code, stderr).
+pub fn run_binary_expecting_failure(cwd: &Path, args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_srvd"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
