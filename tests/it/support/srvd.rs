@@ -124,13 +124,16 @@ pub fn spawn_binary(cwd: &Path, args: &[&str]) -> SrvdProcess {
 }
 
 impl SrvdProcess {
-    /// Sends a signal by PID.
+    /// Sends SIGTERM or SIGINT by PID (no `kill` binary needed: minimal machines lack procps).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        use rustix::process::{Pid, Signal, kill_process};
+        let signal = match name {
+            "TERM" => Signal::TERM,
+            "INT" => Signal::INT,
+            other => panic!("unsupported signal {other}"),
+        };
+        let pid = Pid::from_raw(self.child.id() as i32).expect("a child PID is positive");
+        kill_process(pid, signal).expect("signal delivered");
     }
 
     /// Waits (bounded) for the process to exit.
