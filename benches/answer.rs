@@ -54,7 +54,9 @@ fn index() -> Index {
         None,
     )
     .expect("generated zone");
-    build_index(vec![shipped, generated]).expect("index")
+    build_index(vec![shipped, generated], None)
+        .expect("index")
+        .0
 }
 
 fn bench_answer(c: &mut Criterion) {
@@ -86,7 +88,7 @@ fn bench_answer(c: &mut Criterion) {
                 let question = Question::new(&name, qtype);
                 let zone = index.find_zone(&question.key).expect("zone");
                 let mut out = Answer::with_buffers(buffers.take().unwrap_or_default());
-                answer::answer(zone, &question, &mut rng, &mut out);
+                answer::answer(&index, zone, &question, &mut rng, &mut out);
                 black_box(out.answers.len() + out.additional.len());
                 buffers = Some(out.into_buffers());
             });

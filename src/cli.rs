@@ -7,7 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, DEFAULT_LISTEN, ZoneSource};
+use crate::config::{
+    Config, DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_ZONE, DEFAULT_LISTEN, EtcdConfig, ZoneSource,
+    duration, parse_endpoint, parse_zone,
+};
+use crate::index::leases::LeaseBounds;
 use crate::server::TcpLimits;
 
 /// srvd: an authoritative DNS-SD server.
@@ -22,7 +26,7 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve DNS over UDP and TCP from zone files.
+    /// Serve DNS over UDP and TCP from zone files and, with --etcd, from an etcd mirror.
     Serve(ServeArgs),
 }
 
@@ -42,6 +46,23 @@ pub struct ServeArgs {
     /// Most TCP connections served at once; further ones are closed.
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub tcp_max_connections: usize,
+    /// Mirror etcd at these client URLs (comma-separated, or repeat the option) and answer the
+    /// --zone zones from it, as CoreDNS's etcd plugin does.
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// A zone answered from etcd; repeat for several (reverse zones such as
+    /// 10.in-addr.arpa. too) [default: service.local.; needs --etcd].
+    #[arg(long = "zone", value_name = "ZONE")]
+    pub zones: Vec<String>,
+    /// The etcd key prefix (CoreDNS `path`).
+    #[arg(long, value_name = "PREFIX", default_value = DEFAULT_ETCD_PREFIX)]
+    pub etcd_prefix: String,
+    /// Lower bound on the TTL of records whose keys have a lease (seconds, or 90s, 5m, 2h30m).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub min_lease_ttl: String,
+    /// Upper bound on the TTL of records whose keys have a lease.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub max_lease_ttl: String,
 }
 
 impl ServeArgs {
@@ -58,7 +79,9 @@ impl ServeArgs {
             self.tcp_idle_timeout > 0,
             "--tcp-idle-timeout must be at least 1 second"
         );
+        let etcd = self.etcd_config()?;
         Ok(Config {
+            etcd,
             listen: self.listen.clone(),
             zones: match &self.zones_dir {
                 Some(dir) => ZoneSource::Dir(dir.clone()),
@@ -70,6 +93,57 @@ impl ServeArgs {
             },
             ..Config::default()
         })
+    }
+}
+
+impl ServeArgs {
+    fn etcd_config(&self) -> anyhow::Result<Option<EtcdConfig>> {
+        if self.etcd.is_empty() {
+            anyhow::ensure!(
+                self.zones.is_empty(),
+                "--zone names a zone served from etcd: it needs --etcd"
+            );
+            return Ok(None);
+        }
+        let endpoints = self
+            .etcd
+            .iter()
+            .map(|e| parse_endpoint(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
+        let zone_args: Vec<&str> = if self.zones.is_empty() {
+            vec![DEFAULT_ETCD_ZONE]
+        } else {
+            self.zones.iter().map(String::as_str).collect()
+        };
+        let mut zones = Vec::new();
+        for zone in zone_args {
+            let zone = parse_zone(zone).map_err(anyhow::Error::msg)?;
+            if !zones.contains(&zone) {
+                zones.push(zone);
+            }
+        }
+        let secs = |flag: &str, text: &str| -> anyhow::Result<u32> {
+            let d = duration::parse(text).map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
+            Ok(u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        };
+        let lease_bounds = LeaseBounds {
+            min_secs: secs("--min-lease-ttl", &self.min_lease_ttl)?,
+            max_secs: secs("--max-lease-ttl", &self.max_lease_ttl)?,
+        };
+        anyhow::ensure!(
+            lease_bounds.min_secs <= lease_bounds.max_secs,
+            "--min-lease-ttl ({}s) is above --max-lease-ttl ({}s)",
+            lease_bounds.min_secs,
+            lease_bounds.max_secs
+        );
+        Ok(Some(EtcdConfig {
+            endpoints,
+            prefix: self.etcd_prefix.clone(),
+            zones,
+            lease_bounds,
+            ..EtcdConfig::new(Vec::new())
+        }))
     }
 }
 
@@ -91,8 +165,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Install the handlers before anything is served: a SIGTERM that arrives just after the
+    // "serving" line must stop srvd gracefully, not kill it with the default action.
+    let signals = Signals::install()?;
     let running = crate::daemon::start(&config).await?;
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down");
     running.shutdown();
     if tokio::time::timeout(config.shutdown_grace, running.wait())
@@ -104,11 +181,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT"),
-        _ = term.recv() => Ok(()),
+/// SIGINT and SIGTERM, listened for from the moment they are installed.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }

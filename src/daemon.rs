@@ -8,9 +8,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{Config, DEFAULT_ZONES_DIR, ZoneSource};
-use crate::index::{Index, IndexHandle, Zone};
+use crate::backend::skydns::key;
+use crate::config::{Config, DEFAULT_ZONES_DIR, EtcdConfig, ZoneSource};
+use crate::index::leases::LeaseTable;
+use crate::index::{EtcdData, EtcdZone, Index, IndexHandle, Zone};
 use crate::server::{self, Listeners, handler::Handler};
+use crate::sync::{self, SyncSetup, SyncStatus, etcd::Etcd};
 use crate::zonefile::{self, ZoneFile, ZoneFileError};
 
 /// Why `srvd serve` could not start.
@@ -20,6 +23,12 @@ pub enum StartError {
     /// A zone file (or the zones directory) failed to load.
     #[error(transparent)]
     Zone(#[from] ZoneFileError),
+    /// The etcd client could not be set up.
+    #[error("etcd: {0}")]
+    Etcd(#[from] crate::sync::etcd::SyncError),
+    /// Nothing to serve.
+    #[error("no zones to serve: give --zones-dir with zone files, or --etcd with --zone")]
+    NoZones,
     /// An address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -37,6 +46,8 @@ pub struct Running {
     pub addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+    sync_task: Option<JoinHandle<()>>,
+    sync_status: Option<tokio::sync::watch::Receiver<SyncStatus>>,
 }
 
 impl Running {
@@ -47,8 +58,29 @@ impl Running {
 
     /// Waits until every listener and connection has finished.
     pub async fn wait(self) {
-        // A panicked listener task has already been reported by tokio; nothing more to do.
+        // A panicked task has already been reported by tokio; nothing more to do.
         let _ = self.task.await;
+        if let Some(sync) = self.sync_task {
+            let _ = sync.await;
+        }
+    }
+
+    /// The etcd mirror's progress (`None` without etcd).
+    pub fn sync_status(&self) -> Option<SyncStatus> {
+        self.sync_status.as_ref().map(|s| s.borrow().clone())
+    }
+
+    /// Waits (up to `limit`) until the mirror reflects at least `revision`; returns whether it does.
+    pub async fn wait_for_revision(&self, revision: i64, limit: std::time::Duration) -> bool {
+        let Some(mut status) = self.sync_status.clone() else {
+            return false;
+        };
+        tokio::time::timeout(
+            limit,
+            status.wait_for(|s| s.revision.is_some_and(|r| r >= revision)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -56,8 +88,9 @@ impl Running {
 ///
 /// # Errors
 /// The first zone file that fails, naming file and line.
-pub fn load_zones(source: &ZoneSource) -> Result<Vec<ZoneFile>, ZoneFileError> {
+pub fn load_zones(source: &ZoneSource, with_etcd: bool) -> Result<Vec<ZoneFile>, ZoneFileError> {
     match source {
+        ZoneSource::None => Ok(Vec::new()),
         ZoneSource::Dir(dir) => {
             if !dir.is_dir() {
                 return Err(ZoneFileError {
@@ -72,6 +105,9 @@ pub fn load_zones(source: &ZoneSource) -> Result<Vec<ZoneFile>, ZoneFileError> {
             let dir = Path::new(DEFAULT_ZONES_DIR);
             if dir.is_dir() {
                 zonefile::load_dir(dir)
+            } else if with_etcd {
+                // With etcd, the example zone would shadow real data: serve etcd alone.
+                Ok(Vec::new())
             } else {
                 info!(
                     "no ./{DEFAULT_ZONES_DIR} directory; serving the embedded example zone {}",
@@ -83,11 +119,15 @@ pub fn load_zones(source: &ZoneSource) -> Result<Vec<ZoneFile>, ZoneFileError> {
     }
 }
 
-/// Builds the index from loaded zone files.
+/// Builds the index from loaded zone files, plus the etcd zones (a zone with a file and etcd
+/// data is one zone with both). Returns the zones' etcd key paths in slot order.
 ///
 /// # Errors
-/// A zone without an apex SOA (already caught by the loader) or two files for one zone.
-pub fn build_index(files: Vec<ZoneFile>) -> Result<Index, ZoneFileError> {
+/// Two files for one zone.
+pub fn build_index(
+    files: Vec<ZoneFile>,
+    etcd: Option<&EtcdConfig>,
+) -> Result<(Index, Vec<String>), ZoneFileError> {
     let mut zones: Vec<Zone> = Vec::with_capacity(files.len());
     for file in files {
         if zones.iter().any(|z| *z.origin() == file.origin) {
@@ -97,14 +137,29 @@ pub fn build_index(files: Vec<ZoneFile>) -> Result<Index, ZoneFileError> {
                 message: format!("a second file for the zone {}", file.origin),
             });
         }
-        let zone = Zone::new(file.origin, file.records).map_err(|message| ZoneFileError {
+        let zone = Zone::from_file(file.origin, file.records).map_err(|message| ZoneFileError {
             file: file.source,
             line: None,
             message: message.into(),
         })?;
         zones.push(zone);
     }
-    Ok(Index::new(zones))
+    let mut paths = Vec::new();
+    if let Some(etcd) = etcd {
+        let root = key::root_path(&etcd.prefix);
+        for (slot, origin) in etcd.zones.iter().enumerate() {
+            let etcd_zone = EtcdZone {
+                path: key::path(origin, &root),
+                slot,
+            };
+            paths.push(etcd_zone.path.clone());
+            match zones.iter_mut().find(|z| z.origin() == origin) {
+                Some(zone) => zone.add_etcd(etcd_zone),
+                None => zones.push(Zone::from_etcd(origin.clone(), etcd_zone)),
+            }
+        }
+    }
+    Ok((Index::new(zones), paths))
 }
 
 /// Loads zones, binds every listen address and starts serving.
@@ -112,11 +167,23 @@ pub fn build_index(files: Vec<ZoneFile>) -> Result<Index, ZoneFileError> {
 /// # Errors
 /// See [`StartError`]; nothing is left running on error.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    let index = build_index(load_zones(&config.zones)?)?;
-    let zones_summary = index
+    let (base, zone_paths) = build_index(
+        load_zones(&config.zones, config.etcd.is_some())?,
+        config.etcd.as_ref(),
+    )?;
+    if base.zones().is_empty() {
+        return Err(StartError::NoZones);
+    }
+    let zones_summary = base
         .zones()
         .iter()
-        .map(|z| format!("{} ({} records)", z.origin(), z.tree().record_count()))
+        .map(|z| match (z.file(), z.etcd()) {
+            (Some(_), None) => format!("{} ({} records)", z.origin(), z.file_record_count()),
+            (Some(_), Some(_)) => {
+                format!("{} ({} records + etcd)", z.origin(), z.file_record_count())
+            }
+            _ => format!("{} (etcd)", z.origin()),
+        })
         .collect::<Vec<_>>()
         .join(", ");
 
@@ -138,6 +205,30 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         listeners.tcp.push(tcp);
     }
 
+    let shutdown = CancellationToken::new();
+    let (handle, sync_task, sync_status) = match &config.etcd {
+        None => (Arc::new(IndexHandle::new(base)), None, None),
+        Some(etcd) => {
+            let (handle, task, status) =
+                start_sync(etcd, base, zone_paths, shutdown.clone()).await?;
+            (handle, Some(task), Some(status))
+        }
+    };
+    if let (Some(etcd), Some(status)) = (&config.etcd, &sync_status) {
+        let mut status = status.clone();
+        let synced = tokio::time::timeout(
+            etcd.initial_sync_wait,
+            status.wait_for(|s| s.revision.is_some()),
+        )
+        .await;
+        if synced.is_err() {
+            tracing::warn!(
+                endpoints = ?etcd.endpoints,
+                "etcd not reachable yet; etcd zones answer SERVFAIL until the first sync"
+            );
+        }
+    }
+
     let listen_summary = addrs
         .iter()
         .map(|a| format!("udp+tcp {a}"))
@@ -146,8 +237,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // The test harness and operators read this line: keep its shape stable.
     info!(listen = %listen_summary, zones = %zones_summary, "srvd serving");
 
-    let handler = Handler::new(Arc::new(IndexHandle::new(index)));
-    let shutdown = CancellationToken::new();
+    let handler = Handler::new(handle);
     let task = tokio::spawn(server::run(
         listeners,
         handler,
@@ -158,5 +248,50 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         addrs,
         shutdown,
         task,
+        sync_task,
+        sync_status,
     })
+}
+
+type SyncParts = (
+    Arc<IndexHandle>,
+    JoinHandle<()>,
+    tokio::sync::watch::Receiver<SyncStatus>,
+);
+
+/// Publishes the not-yet-synced index and spawns the sync task.
+async fn start_sync(
+    etcd: &EtcdConfig,
+    base: Index,
+    zone_paths: Vec<String>,
+    shutdown: CancellationToken,
+) -> Result<SyncParts, StartError> {
+    let root: Arc<str> = key::root_path(&etcd.prefix).into();
+    let watch_prefix = if root.ends_with('/') {
+        root.to_string()
+    } else {
+        format!("{root}/")
+    };
+    let client = Etcd::connect(&etcd.endpoints, &watch_prefix).await?;
+    let (expired_tx, expired_rx) = tokio::sync::mpsc::unbounded_channel();
+    let leases = Arc::new(LeaseTable::new(etcd.lease_bounds, move |id| {
+        let _ = expired_tx.send(id);
+    }));
+    let handle = Arc::new(IndexHandle::new(base.with_etcd(EtcdData {
+        mirror: None,
+        root: root.clone(),
+        leases: leases.clone(),
+    })));
+    let (status_tx, status_rx) = tokio::sync::watch::channel(SyncStatus::default());
+    let setup = SyncSetup {
+        etcd: client,
+        root,
+        zone_paths,
+        base,
+        handle: handle.clone(),
+        leases,
+        expired_leases: expired_rx,
+    };
+    let task = tokio::spawn(sync::run(setup, status_tx, shutdown));
+    Ok((handle, task, status_rx))
 }

@@ -17,6 +17,8 @@ pub mod dnssd;
 #[cfg(feature = "server")]
 pub mod answer;
 #[cfg(feature = "server")]
+pub mod backend;
+#[cfg(feature = "server")]
 pub mod cli;
 #[cfg(feature = "server")]
 pub mod config;
@@ -26,5 +28,7 @@ pub mod daemon;
 pub mod index;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod sync;
 #[cfg(feature = "server")]
 pub mod zonefile;

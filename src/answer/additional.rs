@@ -7,46 +7,63 @@
 
 use hickory_proto::rr::{Name, RData, RecordType};
 
-use super::{Answer, Rr};
-use crate::index::Zone;
+use super::{Answer, Owner, Rr};
 use crate::index::name_key::LookupKey;
+use crate::index::{FileZone, Zone};
 
 /// Adds the additional records for every record in the answer section.
-pub(super) fn add_for_answers<'a>(zone: &'a Zone, out: &mut Answer<'a>) {
+pub(super) fn add_for_answers<'a>(zone: &'a Zone, file: &'a FileZone, out: &mut Answer<'a>) {
     for i in 0..out.answers.len() {
-        let record = out.answers[i].record;
+        // invariant: zone-file answers only hold borrowed records.
+        let std::borrow::Cow::Borrowed(record) = out.answers[i].record else {
+            continue;
+        };
         match &record.data {
-            RData::SRV(srv) => add_addresses(zone, &srv.target, out),
-            RData::MX(mx) => add_addresses(zone, &mx.exchange, out),
-            RData::NS(ns) => add_addresses(zone, &ns.0, out),
-            RData::PTR(ptr) => add_instance(zone, &ptr.0, out),
+            RData::SRV(srv) => add_addresses(zone, file, &srv.target, out),
+            RData::MX(mx) => add_addresses(zone, file, &mx.exchange, out),
+            RData::NS(ns) => add_addresses(zone, file, &ns.0, out),
+            RData::PTR(ptr) => add_instance(zone, file, &ptr.0, out),
             _ => {}
         }
     }
 }
 
 /// A and AAAA of `target`, if it is a name in this zone.
-fn add_addresses<'a>(zone: &'a Zone, target: &Name, out: &mut Answer<'a>) {
-    add_types(zone, target, &[RecordType::A, RecordType::AAAA], out);
+fn add_addresses<'a>(zone: &Zone, file: &'a FileZone, target: &Name, out: &mut Answer<'a>) {
+    add_types(zone, file, target, &[RecordType::A, RecordType::AAAA], out);
 }
 
 /// SRV and TXT of a DNS-SD instance, then its targets' addresses.
-fn add_instance<'a>(zone: &'a Zone, instance: &Name, out: &mut Answer<'a>) {
+fn add_instance<'a>(zone: &Zone, file: &'a FileZone, instance: &Name, out: &mut Answer<'a>) {
     let start = out.additional.len();
-    add_types(zone, instance, &[RecordType::SRV, RecordType::TXT], out);
+    add_types(
+        zone,
+        file,
+        instance,
+        &[RecordType::SRV, RecordType::TXT],
+        out,
+    );
     for i in start..out.additional.len() {
-        if let RData::SRV(srv) = &out.additional[i].record.data {
-            add_addresses(zone, &srv.target, out);
+        if let std::borrow::Cow::Borrowed(record) = out.additional[i].record
+            && let RData::SRV(srv) = &record.data
+        {
+            add_addresses(zone, file, &srv.target, out);
         }
     }
 }
 
-fn add_types<'a>(zone: &'a Zone, name: &Name, types: &[RecordType], out: &mut Answer<'a>) {
+fn add_types<'a>(
+    zone: &Zone,
+    file: &'a FileZone,
+    name: &Name,
+    types: &[RecordType],
+    out: &mut Answer<'a>,
+) {
     let key = LookupKey::from_name(name);
     if !key.is_within(zone.key()) {
         return;
     }
-    let Some(node) = zone.tree().node(key.as_bytes()) else {
+    let Some(node) = file.tree().node(key.as_bytes()) else {
         return;
     };
     for rtype in types {
@@ -58,9 +75,9 @@ fn add_types<'a>(zone: &'a Zone, name: &Name, types: &[RecordType], out: &mut An
                 .answers
                 .iter()
                 .chain(&out.additional)
-                .any(|rr| std::ptr::eq(rr.record, record));
+                .any(|rr| std::ptr::eq(rr.record.as_ref(), record));
             if !already {
-                out.additional.push(Rr::own(record));
+                out.additional.push(Rr::borrowed(Owner::Record, record));
             }
         }
     }

@@ -1,31 +1,36 @@
 //! `answer()`: one question against one zone of one index snapshot, producing the three sections.
 //!
-//! Zone files keep standard authoritative semantics: exact owner names (case-insensitive), RFC 4592
-//! wildcards, CNAMEs answered and followed inside the zone, empty non-terminals as NODATA
-//! (RFC 8020), NXDOMAIN/NODATA with the SOA in authority at the RFC 2308 negative TTL, ANY answered
-//! minimally (RFC 8482). SRV RRsets come out in a fresh RFC 2782 order every time.
+//! Two sources, two rule sets:
+//! - zone files (`file`) keep standard authoritative semantics (exact names, RFC 4592
+//!   wildcards, RFC 8020 empty non-terminals, CNAMEs followed in-zone, RFC 8482 ANY);
+//! - etcd data (`etcd`) is answered as CoreDNS's `etcd` plugin answers it (subtree reads,
+//!   `*`/`any` wildcards, groups, weight normalisation; `../shared/coredns-etcd.md`), except
+//!   where srvd is deliberately better (RFC 2782 order, REFUSED outside zones, skipped keys).
 //!
-//! The answer borrows records from the snapshot: nothing is cloned, and the sections are vectors
-//! the caller recycles between queries (see [`AnswerBuffers`]), so a warm query allocates nothing
-//! here. Records whose owner is the question name carry no owner of their own ([`Rr::owner`] is
-//! `None`): the encoder writes the question's name, spelled as the client spelled it.
+//! A zone with both: a name that owns records in the zone file is answered from the file alone,
+//! SOA and apex NS come from the file, every other name from etcd, and when etcd has nothing at
+//! or below the name, the file's rules decide (wildcard, empty non-terminal or NXDOMAIN).
 //!
-//! Invariant: no I/O, no sockets, no runtime; deterministic given the RNG.
+//! Answers borrow zone-file records from the snapshot; etcd answers are synthesised per question.
+//! Records whose owner is the question name carry [`Owner::Question`]: the encoder writes the
+//! question's name, spelled as the client spelled it. SRV RRsets come out in a fresh RFC 2782
+//! order every time.
+//!
+//! Invariant: no I/O, no sockets, no runtime; deterministic given the RNG (and lease clock).
 
 mod additional;
+mod etcd;
+mod file;
 mod srv;
 
+use std::borrow::Cow;
+
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, Record, RecordType};
 use rand::Rng;
 
-use crate::index::Zone;
 use crate::index::name_key::LookupKey;
-use crate::index::tree::{Found, Node};
-
-/// CNAME chains longer than this inside one zone are cut (RFC 1034 §3.6.2 asks servers to stop
-/// loops; BIND and NSD use similar small bounds).
-const MAX_CNAME_HOPS: usize = 8;
+use crate::index::{Index, Zone};
 
 /// One question, as the answer path sees it.
 pub struct Question<'q> {
@@ -48,44 +53,59 @@ impl<'q> Question<'q> {
     }
 }
 
-/// One resource record in a response: a borrowed record, its owner, and the TTL to send.
+/// Whose name a response record is sent under.
 #[derive(Clone, Copy, Debug)]
+pub enum Owner<'a> {
+    /// The question name as asked (exact matches, wildcard synthesis, etcd answers).
+    Question,
+    /// This name (a CNAME target reached through a zone-file wildcard).
+    Name(&'a Name),
+    /// The record's own name.
+    Record,
+}
+
+/// One resource record in a response: a record, its owner, and the TTL to send.
+#[derive(Clone, Debug)]
 pub struct Rr<'a> {
-    /// `None`: the question name as asked (exact matches and wildcard synthesis); otherwise the
-    /// record's own owner.
-    pub owner: Option<&'a Name>,
-    /// The record (its owner is ignored when `owner` is `None`).
-    pub record: &'a Record,
+    /// Whose name to send.
+    pub owner: Owner<'a>,
+    /// The record, borrowed from a zone file or synthesised from etcd data.
+    pub record: Cow<'a, Record>,
     /// The TTL to send (the record's own, or the RFC 2308 negative TTL for a negative SOA).
     pub ttl: u32,
 }
 
 impl<'a> Rr<'a> {
-    fn at_question(record: &'a Record) -> Self {
-        Self {
-            owner: None,
-            record,
-            ttl: record.ttl,
-        }
-    }
-
-    fn at(owner: Option<&'a Name>, record: &'a Record) -> Self {
+    fn borrowed(owner: Owner<'a>, record: &'a Record) -> Self {
         Self {
             owner,
-            record,
             ttl: record.ttl,
+            record: Cow::Borrowed(record),
         }
     }
 
-    fn own(record: &'a Record) -> Self {
-        Self::at(Some(&record.name), record)
+    fn owned(owner: Owner<'a>, record: Record) -> Self {
+        Self {
+            owner,
+            ttl: record.ttl,
+            record: Cow::Owned(record),
+        }
+    }
+
+    /// The name this record goes out under, given the question name.
+    pub fn owner_name<'n>(&'n self, question: &'n Name) -> &'n Name {
+        match self.owner {
+            Owner::Question => question,
+            Owner::Name(name) => name,
+            Owner::Record => &self.record.name,
+        }
     }
 }
 
 /// The sections of an authoritative answer.
 #[derive(Debug)]
 pub struct Answer<'a> {
-    /// NOERROR or NXDOMAIN.
+    /// NOERROR, NXDOMAIN, or SERVFAIL (etcd zone not synced yet; a CoreDNS error case).
     pub rcode: ResponseCode,
     /// The answer section, in the order to send it.
     pub answers: Vec<Rr<'a>>,
@@ -137,94 +157,43 @@ impl<'a> Answer<'a> {
         }
     }
 
-    fn negative(&mut self, zone: &'a Zone, rcode: ResponseCode) {
-        self.rcode = rcode;
-        let soa = zone.soa();
-        // RFC 2308 §5: the negative TTL is the minimum of the SOA's TTL and its MINIMUM field.
-        let minimum = zone.soa_data().map_or(soa.ttl, |data| data.minimum);
-        self.authority.push(Rr {
-            owner: Some(&soa.name),
-            record: soa,
-            ttl: soa.ttl.min(minimum),
-        });
+    fn clear(&mut self) {
+        self.rcode = ResponseCode::NoError;
+        self.answers.clear();
+        self.authority.clear();
+        self.additional.clear();
     }
 }
 
-/// Answers `question` from `zone`, which must contain the question name.
+/// Answers `question` from `zone` of `index`; the zone must contain the question name.
 pub fn answer<'a, R: Rng + ?Sized>(
+    index: &'a Index,
     zone: &'a Zone,
     question: &Question<'_>,
     rng: &mut R,
     out: &mut Answer<'a>,
 ) {
-    let mut key = question.key.clone();
-    let mut owner: Option<&'a Name> = None;
-    for _ in 0..MAX_CNAME_HOPS {
-        let node = match zone.tree().find(&key, zone.apex_labels()) {
-            Found::Exact(node) | Found::Wildcard(node) => node,
-            Found::EmptyNonTerminal => return out.negative(zone, ResponseCode::NoError),
-            Found::NxDomain => return out.negative(zone, ResponseCode::NXDomain),
-        };
-        match follow_cname(node, question.qtype) {
-            Some((cname, target)) => {
-                out.answers.push(Rr::at(owner, cname));
-                let next = LookupKey::from_name(target);
-                if !next.is_within(zone.key()) {
-                    // Outside this zone: the resolver follows it (RFC 1034 §4.3.2 step 3a).
-                    return;
-                }
-                key = next;
-                owner = Some(target);
-            }
-            None => {
-                if !answer_node(node, owner, question.qtype, rng, out) {
-                    out.negative(zone, ResponseCode::NoError);
-                    return;
-                }
-                additional::add_for_answers(zone, out);
-                return;
+    let etcd = zone.etcd().zip(index.etcd());
+    match (zone.file(), etcd) {
+        (Some(file), None) => file::answer(zone, file, question, rng, out),
+        (None, Some((etcd_zone, data))) => {
+            if etcd::answer(zone, etcd_zone, data, question, rng, out) == etcd::Outcome::NotFound {
+                etcd::negative(zone, etcd_zone, data, ResponseCode::NXDomain, out);
             }
         }
+        (Some(file), Some((etcd_zone, data))) => {
+            let apex = question.key.label_count() == zone.apex_labels();
+            let from_file = question.qtype == RecordType::SOA
+                || (question.qtype == RecordType::NS && apex)
+                || file.tree().node(question.key.as_bytes()).is_some();
+            if from_file
+                || etcd::answer(zone, etcd_zone, data, question, rng, out)
+                    == etcd::Outcome::NotFound
+            {
+                out.clear();
+                file::answer(zone, file, question, rng, out);
+            }
+        }
+        (None, None) => out.rcode = ResponseCode::ServFail,
     }
-}
-
-/// The CNAME to follow at `node`, if it has one and the question is not for the CNAME itself.
-fn follow_cname(node: &Node, qtype: RecordType) -> Option<(&Record, &Name)> {
-    if matches!(qtype, RecordType::CNAME) {
-        return None;
-    }
-    let record = node.rrset(RecordType::CNAME)?.records.first()?;
-    match &record.data {
-        RData::CNAME(target) => Some((record, &target.0)),
-        _ => None,
-    }
-}
-
-/// Pushes the RRset answering `qtype` at `node`; returns false when there is none (NODATA).
-fn answer_node<'a, R: Rng + ?Sized>(
-    node: &'a Node,
-    owner: Option<&'a Name>,
-    qtype: RecordType,
-    rng: &mut R,
-    out: &mut Answer<'a>,
-) -> bool {
-    let rrset = if qtype == RecordType::ANY {
-        // RFC 8482 §4.1: answer with one RRset of the name's choosing, never the whole node.
-        node.rrsets.first()
-    } else {
-        node.rrset(qtype)
-    };
-    let Some(rrset) = rrset else {
-        return false;
-    };
-    let start = out.answers.len();
-    out.answers
-        .extend(rrset.records.iter().map(|record| match owner {
-            None => Rr::at_question(record),
-            Some(_) => Rr::at(owner, record),
-        }));
-    if rrset.rtype == RecordType::SRV {
-        srv::order(&mut out.answers[start..], rng);
-    }
-    true
 }

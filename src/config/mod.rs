@@ -1,26 +1,55 @@
 //! `Config`: what `srvd serve` runs with, typed and validated, with defaults applied.
 //!
 //! It is built from the command line today (and from a Corefile later) and is the only
-//! configuration type other modules see. Building it opens no socket and reads no zone.
+//! configuration type other modules see. Building it opens no socket, reads no zone and
+//! contacts no etcd.
+
+pub mod duration;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hickory_proto::rr::Name;
+
+use crate::index::leases::LeaseBounds;
 use crate::server::TcpLimits;
 
 /// The default listen address: loopback, and not 5353, which avahi owns (FIELD-NOTES §3.3).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1053";
 /// The zones directory used when none is given.
 pub const DEFAULT_ZONES_DIR: &str = "zones";
+/// The zone served from etcd when no `--zone` is given.
+pub const DEFAULT_ETCD_ZONE: &str = "service.local.";
+/// CoreDNS's default etcd path prefix.
+pub const DEFAULT_ETCD_PREFIX: &str = "/skydns";
 
 /// Where zone files come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ZoneSource {
-    /// `--zones-dir` given: it must exist and hold zone files.
+    /// `--zones-dir` given: it must exist.
     Dir(PathBuf),
-    /// Nothing given: `zones/` if it exists, else the example zone compiled into the binary.
+    /// Nothing given: `zones/` if it exists; else, without etcd, the example zone compiled into
+    /// the binary (with etcd, no zone files).
     DefaultDirOrEmbedded,
+    /// No zone files at all (etcd only).
+    None,
+}
+
+/// The etcd mirror's settings.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// Client URLs (`http://127.0.0.1:2379`); several for fail-over.
+    pub endpoints: Vec<String>,
+    /// The key prefix (`/skydns`).
+    pub prefix: String,
+    /// Zones answered from etcd, lower-case and absolute.
+    pub zones: Vec<Name>,
+    /// The clamp on lease-derived TTLs.
+    pub lease_bounds: LeaseBounds,
+    /// How long start-up waits for the first full read before serving anyway (etcd zones answer
+    /// SERVFAIL until it completes).
+    pub initial_sync_wait: Duration,
 }
 
 /// Validated configuration for `srvd serve`.
@@ -30,6 +59,8 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Where zone files come from.
     pub zones: ZoneSource,
+    /// The etcd mirror, if any.
+    pub etcd: Option<EtcdConfig>,
     /// Limits on TCP clients.
     pub tcp: TcpLimits,
     /// How long shutdown waits for in-flight TCP answers.
@@ -39,14 +70,64 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: vec![
-                DEFAULT_LISTEN
-                    .parse()
-                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1053))),
-            ],
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 1053))],
             zones: ZoneSource::DefaultDirOrEmbedded,
+            etcd: None,
             tcp: TcpLimits::default(),
             shutdown_grace: Duration::from_secs(5),
         }
     }
+}
+
+impl EtcdConfig {
+    /// Settings for `endpoints` with every default: zone `service.local.`, prefix `/skydns`,
+    /// lease TTLs clamped to [30 s, 86,400 s].
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            prefix: DEFAULT_ETCD_PREFIX.into(),
+            zones: vec![Name::from_ascii(DEFAULT_ETCD_ZONE).unwrap_or_else(|_| Name::root())],
+            lease_bounds: LeaseBounds::default(),
+            initial_sync_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Normalises a zone argument to a lower-case absolute name.
+///
+/// # Errors
+/// Not a domain name, or `local.` itself (it belongs to mDNS).
+pub fn parse_zone(text: &str) -> Result<Name, String> {
+    let mut name = Name::from_ascii(text)
+        .map_err(|e| format!("zone {text:?} is not a domain name: {e}"))?
+        .to_lowercase();
+    name.set_fqdn(true);
+    if name == Name::from_ascii("local.").unwrap_or_default() {
+        return Err(
+            "refusing to be authoritative for `local.` itself: it belongs to mDNS (RFC 6762); use a zone below it, such as service.local"
+                .into(),
+        );
+    }
+    Ok(name)
+}
+
+/// Validates an etcd endpoint URL.
+///
+/// # Errors
+/// Anything but `http://host:port` (TLS is not built in yet).
+pub fn parse_endpoint(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix("http://")
+        && !rest.is_empty()
+    {
+        return Ok(text.to_string());
+    }
+    if text.starts_with("https://") {
+        return Err(format!(
+            "etcd endpoint {text:?}: https is not supported yet; use http://"
+        ));
+    }
+    Err(format!(
+        "etcd endpoint {text:?}: expected a URL such as http://127.0.0.1:2379"
+    ))
 }

@@ -2,11 +2,14 @@
 //!
 //! Readers take one `Arc<Index>` per query ([`IndexHandle::load`]) and never block on a writer; a
 //! writer builds the next `Index` and [`IndexHandle::publish`]es it atomically. Zone files are
-//! loaded once at start; the etcd mirror will publish through the same handle, so every answer
-//! reflects exactly one snapshot.
+//! loaded once at start; the etcd sync task publishes a new snapshot per batch of watch events,
+//! sharing the zones and all unchanged mirror nodes with the previous one. Every answer reflects
+//! exactly one snapshot.
 //!
 //! Invariant: nothing in this module does I/O or needs a runtime.
 
+pub mod leases;
+pub mod mirror;
 pub mod name_key;
 pub mod tree;
 
@@ -15,25 +18,63 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use hickory_proto::rr::{Name, Record, RecordType, rdata::SOA};
 
+use self::leases::LeaseTable;
+use self::mirror::Mirror;
 use self::name_key::{LookupKey, owned_key};
 use self::tree::ZoneTree;
 
-/// One zone: its apex, its SOA and its records.
+/// The records of a zone file.
+#[derive(Debug)]
+pub struct FileZone {
+    soa: Record,
+    tree: ZoneTree,
+}
+
+impl FileZone {
+    /// The apex SOA record.
+    pub fn soa(&self) -> &Record {
+        &self.soa
+    }
+
+    /// The SOA RDATA.
+    pub fn soa_data(&self) -> Option<&SOA> {
+        match &self.soa.data {
+            hickory_proto::rr::RData::SOA(soa) => Some(soa),
+            _ => None,
+        }
+    }
+
+    /// The records by owner name.
+    pub fn tree(&self) -> &ZoneTree {
+        &self.tree
+    }
+}
+
+/// Where a zone's etcd data lives.
+#[derive(Debug, Clone)]
+pub struct EtcdZone {
+    /// The key of the zone apex (`/skydns/local/service` for `service.local.`).
+    pub path: String,
+    /// This zone's position among etcd zones (its serial's slot in the mirror).
+    pub slot: usize,
+}
+
+/// One zone: its apex, and its zone file and/or etcd data.
 #[derive(Debug)]
 pub struct Zone {
     origin: Name,
     key: Box<[u8]>,
     apex_labels: usize,
-    soa: Record,
-    tree: ZoneTree,
+    file: Option<FileZone>,
+    etcd: Option<EtcdZone>,
 }
 
 impl Zone {
-    /// Builds a zone from a validated record list that contains exactly one SOA, at `origin`.
+    /// A zone from a validated zone file's records, which contain exactly one SOA at `origin`.
     ///
     /// # Errors
-    /// Returns the records' problem when no SOA sits at the apex.
-    pub fn new(origin: Name, records: Vec<Record>) -> Result<Self, &'static str> {
+    /// When no SOA sits at the apex.
+    pub fn from_file(origin: Name, records: Vec<Record>) -> Result<Self, &'static str> {
         let soa = records
             .iter()
             .find(|r| r.record_type() == RecordType::SOA && r.name == origin)
@@ -43,9 +84,28 @@ impl Zone {
             key: owned_key(&origin),
             apex_labels: usize::from(origin.num_labels()),
             origin,
-            soa,
-            tree: ZoneTree::from_records(records),
+            file: Some(FileZone {
+                soa,
+                tree: ZoneTree::from_records(records),
+            }),
+            etcd: None,
         })
+    }
+
+    /// A zone answered from etcd only.
+    pub fn from_etcd(origin: Name, etcd: EtcdZone) -> Self {
+        Self {
+            key: owned_key(&origin),
+            apex_labels: usize::from(origin.num_labels()),
+            origin,
+            file: None,
+            etcd: Some(etcd),
+        }
+    }
+
+    /// Also answers this zone from etcd (names not in the zone file).
+    pub fn add_etcd(&mut self, etcd: EtcdZone) {
+        self.etcd = Some(etcd);
     }
 
     /// The zone's apex name.
@@ -63,37 +123,58 @@ impl Zone {
         &self.key
     }
 
-    /// The apex SOA record.
-    pub fn soa(&self) -> &Record {
-        &self.soa
+    /// The zone file's data, if the zone has one.
+    pub fn file(&self) -> Option<&FileZone> {
+        self.file.as_ref()
     }
 
-    /// The SOA RDATA.
-    pub fn soa_data(&self) -> Option<&SOA> {
-        match &self.soa.data {
-            hickory_proto::rr::RData::SOA(soa) => Some(soa),
-            _ => None,
-        }
+    /// Where the zone's etcd data lives, if it is served from etcd.
+    pub fn etcd(&self) -> Option<&EtcdZone> {
+        self.etcd.as_ref()
     }
 
-    /// The records of the zone file.
-    pub fn tree(&self) -> &ZoneTree {
-        &self.tree
+    /// Records in the zone file (0 without one).
+    pub fn file_record_count(&self) -> usize {
+        self.file.as_ref().map_or(0, |f| f.tree.record_count())
     }
+}
+
+/// The etcd side of a snapshot.
+#[derive(Debug, Clone)]
+pub struct EtcdData {
+    /// The mirror; `None` until the first full read of the prefix has finished (etcd zones then
+    /// answer SERVFAIL rather than a wrong NXDOMAIN).
+    pub mirror: Option<Mirror>,
+    /// The prefix's root path (`/skydns`).
+    pub root: Arc<str>,
+    /// Lease deadlines for TTLs of leased keys.
+    pub leases: Arc<LeaseTable>,
 }
 
 /// An immutable snapshot of every zone.
 #[derive(Debug, Default)]
 pub struct Index {
     /// Sorted by key length, longest first, so the first match is the closest enclosing zone.
-    zones: Vec<Zone>,
+    zones: Arc<Vec<Zone>>,
+    etcd: Option<EtcdData>,
 }
 
 impl Index {
-    /// Builds an index over `zones`.
+    /// An index over `zones`, without etcd data.
     pub fn new(mut zones: Vec<Zone>) -> Self {
         zones.sort_by_key(|zone| std::cmp::Reverse(zone.key.len()));
-        Self { zones }
+        Self {
+            zones: Arc::new(zones),
+            etcd: None,
+        }
+    }
+
+    /// The same zones with new etcd data (cheap: zones are shared).
+    pub fn with_etcd(&self, etcd: EtcdData) -> Self {
+        Self {
+            zones: self.zones.clone(),
+            etcd: Some(etcd),
+        }
     }
 
     /// The most specific zone containing `name`, if srvd is authoritative for it.
@@ -104,6 +185,11 @@ impl Index {
     /// Every zone, most specific first.
     pub fn zones(&self) -> &[Zone] {
         &self.zones
+    }
+
+    /// The etcd data, when srvd mirrors etcd.
+    pub fn etcd(&self) -> Option<&EtcdData> {
+        self.etcd.as_ref()
     }
 }
 
@@ -124,6 +210,11 @@ impl IndexHandle {
     /// The current snapshot; hold it for exactly one question.
     pub fn load(&self) -> Guard<Arc<Index>> {
         self.current.load()
+    }
+
+    /// The current snapshot as an owned `Arc` (for writers deriving the next one).
+    pub fn load_full(&self) -> Arc<Index> {
+        self.current.load_full()
     }
 
     /// Replaces the snapshot; queries already running keep the one they loaded.

@@ -166,7 +166,7 @@ impl Handler {
         };
 
         let mut answer = Answer::with_buffers(std::mem::take(&mut scratch.answer));
-        RNG.with_borrow_mut(|rng| answer::answer(zone, &question, rng, &mut answer));
+        RNG.with_borrow_mut(|rng| answer::answer(&index, zone, &question, rng, &mut answer));
         let response = Response {
             header: request.header,
             question: Some(query),

@@ -183,7 +183,7 @@ fn emit_additional(
         let same_rrset = i > 0 && {
             let prev = &records[i - 1];
             prev.record.record_type() == rr.record.record_type()
-                && owner(prev, qname) == owner(rr, qname)
+                && qname.is_some_and(|q| prev.owner_name(q) == rr.owner_name(q))
         };
         if !same_rrset {
             rrset_start = (encoder.offset(), written);
@@ -200,10 +200,6 @@ fn emit_additional(
     Ok(written)
 }
 
-fn owner<'n>(rr: &'n Rr<'_>, qname: Option<&'n Name>) -> Option<&'n Name> {
-    rr.owner.or(qname)
-}
-
 fn rollback(encoder: &mut BinEncoder<'_>, mark: usize) {
     encoder.set_offset(mark);
     encoder.trim();
@@ -214,7 +210,10 @@ fn emit_rr(
     rr: &Rr<'_>,
     qname: Option<&Name>,
 ) -> Result<(), ProtoError> {
-    let name = rr.owner.or(qname).unwrap_or(&rr.record.name);
+    let name = match qname {
+        Some(q) => rr.owner_name(q),
+        None => &rr.record.name,
+    };
     name.emit(encoder)?;
     rr.record.record_type().emit(encoder)?;
     rr.record.dns_class.emit(encoder)?;

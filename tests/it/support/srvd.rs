@@ -33,6 +33,54 @@ impl TestServer {
         }
     }
 
+    /// Starts srvd mirroring etcd at `url` for `zones` (no zone files unless `zones_dir`), and
+    /// returns once the first sync finished.
+    pub async fn start_etcd(
+        url: &str,
+        zones: &[&str],
+        zones_dir: Option<&Path>,
+        tweak: impl FnOnce(&mut srvd::config::EtcdConfig),
+    ) -> Self {
+        let mut etcd = srvd::config::EtcdConfig::new(vec![url.to_string()]);
+        etcd.zones = zones
+            .iter()
+            .map(|z| srvd::config::parse_zone(z).unwrap())
+            .collect();
+        tweak(&mut etcd);
+        let config = Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            zones: zones_dir.map_or(ZoneSource::None, |d| ZoneSource::Dir(d.to_path_buf())),
+            etcd: Some(etcd),
+            ..Config::default()
+        };
+        let running = daemon::start(&config).await.expect("srvd starts");
+        assert!(
+            running.sync_status().unwrap().revision.is_some(),
+            "first etcd sync finished at start"
+        );
+        Self {
+            addr: running.addrs[0],
+            running: Some(running),
+        }
+    }
+
+    /// The etcd mirror's progress.
+    pub fn sync_status(&self) -> srvd::sync::SyncStatus {
+        self.running.as_ref().unwrap().sync_status().unwrap()
+    }
+
+    /// Waits (bounded) until the mirror reflects `revision`.
+    pub async fn wait_for_revision(&self, revision: i64) {
+        assert!(
+            self.running
+                .as_ref()
+                .unwrap()
+                .wait_for_revision(revision, Duration::from_secs(10))
+                .await,
+            "mirror reached revision {revision} within 10 s"
+        );
+    }
+
     /// Starts srvd serving `zones_dir`.
     pub async fn start(zones_dir: &Path) -> Self {
         Self::start_with(zones_dir, |_| {}).await

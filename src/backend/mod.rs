@@ -1,0 +1,113 @@
+//! Backends: how one etcd key/value becomes a [`ServiceEntry`], or a [`SkipReason`].
+//!
+//! Only the SkyDNS layout that CoreDNS's `etcd` plugin reads exists today ([`skydns`]); the
+//! service-registry layout will be a sibling module. Nothing here logs or does I/O: callers count
+//! and log skips once, naming the key.
+
+pub mod skydns;
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::rr::Name;
+
+/// CoreDNS's default SRV priority and MX preference when a value has none (`etcd.go`).
+pub const DEFAULT_PRIORITY: i64 = 10;
+/// CoreDNS's default record TTL when a value has none (`etcd.go`).
+pub const DEFAULT_TTL_SECS: u32 = 300;
+
+/// What a value's `host` holds, decided as CoreDNS's `HostType` does (HEAD): an IPv4 address
+/// (IPv4-mapped IPv6 included) is A, any other IPv6 address AAAA, anything else a name, unless
+/// the value also has text, which makes it a TXT record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKind {
+    /// `host` is an IPv4 address.
+    A(Ipv4Addr),
+    /// `host` is an IPv6 address.
+    Aaaa(Ipv6Addr),
+    /// `host` is a domain name (the CNAME/SRV/MX/PTR target), made absolute.
+    Name(Name),
+    /// `host` is not an address and `text` is set: the value is TXT data only.
+    Txt,
+    /// `host` and `text` are both empty: the key exists but answers nothing.
+    Empty,
+}
+
+/// One decoded etcd value with CoreDNS's defaults applied, plus what the key says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEntry {
+    /// The etcd key.
+    pub key: String,
+    /// The name the key stands for (`Domain` in CoreDNS's `msg/path.go`).
+    pub key_name: Name,
+    /// Number of `/` in the key (the depth CoreDNS's groups compare).
+    pub depth: usize,
+    /// `host` as written.
+    pub host: String,
+    /// What `host` is.
+    pub kind: HostKind,
+    /// `port` (CoreDNS keeps Go's `int`; `-1` drops the SRV).
+    pub port: i64,
+    /// `priority`, 0 or absent replaced by [`DEFAULT_PRIORITY`].
+    pub priority: i64,
+    /// `weight` as written (0 counts as 100 when normalised).
+    pub weight: i64,
+    /// `text`.
+    pub text: String,
+    /// `mail`: the value is also an MX.
+    pub mail: bool,
+    /// `ttl` as written; 0 means unset.
+    pub ttl: u32,
+    /// `targetstrip`.
+    pub target_strip: i64,
+    /// `group`.
+    pub group: String,
+    /// The key's lease ID, 0 for none.
+    pub lease: i64,
+}
+
+/// Why a key was not mirrored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The key is not UTF-8 or does not map to a DNS name.
+    BadKey(String),
+    /// The value is not a JSON object.
+    NotJson(String),
+    /// A field has the wrong JSON type or is out of range.
+    BadField {
+        /// The field, as CoreDNS names it.
+        field: &'static str,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// `host` is neither an address nor a domain name.
+    BadHost(String),
+}
+
+impl SkipReason {
+    /// A short label for metrics (`srvd_skipped_keys_total{reason}` later).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::BadKey(_) => "bad_key",
+            Self::NotJson(_) => "not_json",
+            Self::BadField { .. } => "bad_field",
+            Self::BadHost(_) => "bad_host",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadKey(why) => write!(f, "key is not a DNS name: {why}"),
+            Self::NotJson(why) => write!(f, "value is not a SkyDNS JSON object: {why}"),
+            Self::BadField { field, expected } => {
+                write!(f, "field \"{field}\": expected {expected}")
+            }
+            Self::BadHost(host) => write!(
+                f,
+                "host {host:?} is neither an IP address nor a domain name"
+            ),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! SkyDNS keys ⇄ names (CoreDNS `plugin/etcd/msg/path.go`).
+//!
+//! A name's key is its labels reversed under the prefix: `x1._http._tcp.backend.service.local.`
+//! ⇄ `/skydns/local/service/backend/_tcp/_http/x1`. Lookups always use the lower-cased name;
+//! key → name (`Domain`) drops exactly one leading prefix segment, as CoreDNS does.
+
+use hickory_proto::rr::Name;
+
+/// The root path for a prefix: `skydns`, `/skydns` and `/skydns/` all give `/skydns` (CoreDNS
+/// builds `"/" + prefix + "/"` and `path.Join` cleans it).
+pub fn root_path(prefix: &str) -> String {
+    let segments: Vec<&str> = prefix.split('/').filter(|s| !s.is_empty()).collect();
+    format!("/{}", segments.join("/"))
+}
+
+/// The lower-cased labels of `name`, root first.
+fn reversed_labels(name: &Name) -> impl Iterator<Item = String> + '_ {
+    name.iter()
+        .rev()
+        .map(|label| String::from_utf8_lossy(label).to_ascii_lowercase())
+}
+
+/// `Path`: the key of `name` under `root` (from [`root_path`]).
+pub fn path(name: &Name, root: &str) -> String {
+    let mut out = String::from(root);
+    for label in reversed_labels(name) {
+        if !out.ends_with('/') {
+            out.push('/');
+        }
+        out.push_str(&label);
+    }
+    out
+}
+
+/// Whether a label is a SkyDNS wildcard (`*` or `any`, after lower-casing).
+pub fn is_wildcard(label: &str) -> bool {
+    label == "*" || label == "any"
+}
+
+/// `PathWithWildcard`: the key to read for `name`, cut before its first wildcard label, and
+/// whether there was one.
+pub fn path_with_wildcard(name: &Name, root: &str) -> (String, bool) {
+    let mut out = String::from(root);
+    for label in reversed_labels(name) {
+        if is_wildcard(&label) {
+            return (out, true);
+        }
+        if !out.ends_with('/') {
+            out.push('/');
+        }
+        out.push_str(&label);
+    }
+    (out, false)
+}
+
+/// Whether `key` matches the wildcard name whose full path split on `/` is `segments`: every
+/// non-wildcard segment equal, and the key at least as deep (`loopNodes` in `etcd.go`).
+pub fn matches_wildcard(key: &str, segments: &[&str]) -> bool {
+    let parts: Vec<&str> = key.split('/').collect();
+    if parts.len() < segments.len() {
+        return false;
+    }
+    segments
+        .iter()
+        .zip(&parts)
+        .all(|(want, got)| is_wildcard(want) || want == got)
+}
+
+/// `Domain`: the name a key stands for.
+///
+/// # Errors
+/// A segment that is not a DNS label (empty, or over 63 bytes), or a name over 255 bytes.
+pub fn name_of_key(key: &str) -> Result<Name, String> {
+    let mut parts: Vec<&str> = key.split('/').collect();
+    if parts.last() == Some(&"") {
+        parts.pop();
+    }
+    // parts[0] is what precedes the first '/', parts[1] the prefix segment, which is dropped.
+    let labels: Vec<&str> = parts.iter().skip(2).rev().copied().collect();
+    if labels.is_empty() {
+        return Ok(Name::root());
+    }
+    let mut name = Name::from_labels(labels.iter().map(|l| l.as_bytes()))
+        .map_err(|e| format!("{key}: {e}"))?;
+    name.set_fqdn(true);
+    Ok(name)
+}
+
+/// Drops `strip` labels from the left of `name`; if that would remove every label, the name is
+/// kept whole (`targetStrip` in `msg/service.go`).
+pub fn target_strip(name: &Name, strip: i64) -> Name {
+    if strip <= 0 {
+        return name.clone();
+    }
+    let labels = usize::from(name.num_labels());
+    let strip = usize::try_from(strip).unwrap_or(usize::MAX);
+    if strip >= labels {
+        return name.clone();
+    }
+    let mut out = name.clone();
+    for _ in 0..strip {
+        out = out.base_name();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    #[test]
+    fn name_and_key_round_trip_under_the_prefix() {
+        let root = root_path("/skydns/");
+        assert_eq!(root, "/skydns");
+        assert_eq!(root_path("skydns"), "/skydns");
+        let key = path(&n("X1._http._tcp.backend.service.local."), &root);
+        assert_eq!(key, "/skydns/local/service/backend/_tcp/_http/x1");
+        assert_eq!(
+            name_of_key(&key).unwrap(),
+            n("x1._http._tcp.backend.service.local.")
+        );
+        assert_eq!(path(&Name::root(), &root), "/skydns");
+        assert_eq!(name_of_key("/skydns").unwrap(), Name::root());
+        assert_eq!(name_of_key("/skydns/test/").unwrap(), n("test."));
+    }
+
+    #[test]
+    fn only_one_prefix_segment_is_dropped() {
+        // Multi-segment prefixes give wrong key-derived names in CoreDNS too.
+        assert_eq!(name_of_key("/a/b/test/x").unwrap(), n("x.test.b."));
+    }
+
+    #[test]
+    fn wildcards_cut_the_path_and_match_any_label() {
+        let root = root_path("skydns");
+        let name = n("prod.*.skydns.test.");
+        assert_eq!(
+            path_with_wildcard(&name, &root),
+            ("/skydns/test/skydns".into(), true)
+        );
+        let full = path(&name, &root);
+        let segments: Vec<&str> = full.split('/').collect();
+        assert!(matches_wildcard(
+            "/skydns/test/skydns/region1/prod",
+            &segments
+        ));
+        assert!(matches_wildcard(
+            "/skydns/test/skydns/region1/prod/deeper",
+            &segments
+        ));
+        assert!(!matches_wildcard(
+            "/skydns/test/skydns/region1/dev",
+            &segments
+        ));
+        assert!(!matches_wildcard("/skydns/test/skydns/region1", &segments));
+        assert!(path_with_wildcard(&n("ANY.skydns.test."), &root).1);
+    }
+
+    #[test]
+    fn target_strip_keeps_the_name_when_it_would_strip_everything() {
+        assert_eq!(target_strip(&n("a.b.c."), 1), n("b.c."));
+        assert_eq!(target_strip(&n("a.b.c."), 3), n("a.b.c."));
+        assert_eq!(target_strip(&n("a.b.c."), 0), n("a.b.c."));
+    }
+}

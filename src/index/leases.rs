@@ -1,0 +1,161 @@
+//! The lease table: lease ID → the deadline srvd last learned from etcd.
+//!
+//! Record TTLs of leased keys come from here, never from an etcd call per question. Keep-alives
+//! extend leases without any key event, so a deadline is only a lower bound: when it passes, the
+//! entry expires (moka per-entry expiry) and the sync task asks etcd again (`LeaseTimeToLive`).
+//! When a lease really ends, etcd deletes its keys and the watch brings the DELETEs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::notification::RemovalCause;
+use moka::sync::Cache;
+
+/// The clamp applied to a lease's remaining time (CoreDNS `min-lease-ttl`/`max-lease-ttl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseBounds {
+    /// Lower bound, seconds (default 30).
+    pub min_secs: u32,
+    /// Upper bound, seconds (default 86,400).
+    pub max_secs: u32,
+}
+
+impl Default for LeaseBounds {
+    fn default() -> Self {
+        Self {
+            min_secs: 30,
+            max_secs: 86_400,
+        }
+    }
+}
+
+struct UntilDeadline;
+
+impl Expiry<i64, Instant> for UntilDeadline {
+    fn expire_after_create(&self, _: &i64, deadline: &Instant, now: Instant) -> Option<Duration> {
+        Some(deadline.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &i64,
+        deadline: &Instant,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(deadline.saturating_duration_since(now))
+    }
+}
+
+/// Known lease deadlines, shared by the sync task (writer) and the query path (reader).
+pub struct LeaseTable {
+    deadlines: Cache<i64, Instant>,
+    bounds: LeaseBounds,
+}
+
+impl std::fmt::Debug for LeaseTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseTable")
+            .field("leases", &self.deadlines.entry_count())
+            .field("bounds", &self.bounds)
+            .finish()
+    }
+}
+
+impl LeaseTable {
+    /// A table whose expired entries are reported to `on_expired` (called on a thread that
+    /// touches the table; keep it cheap, e.g. a channel send).
+    pub fn new(bounds: LeaseBounds, on_expired: impl Fn(i64) + Send + Sync + 'static) -> Self {
+        let deadlines = Cache::builder()
+            .expire_after(UntilDeadline)
+            .eviction_listener(move |id: Arc<i64>, _, cause| {
+                if cause == RemovalCause::Expired {
+                    on_expired(*id);
+                }
+            })
+            .build();
+        Self { deadlines, bounds }
+    }
+
+    /// Records that `lease` has `remaining` time left as of now.
+    pub fn record(&self, lease: i64, remaining: Duration) {
+        self.deadlines.insert(lease, Instant::now() + remaining);
+    }
+
+    /// Forgets a lease no key uses any more.
+    pub fn forget(&self, lease: i64) {
+        self.deadlines.invalidate(&lease);
+    }
+
+    /// Whether a deadline is known and has not passed.
+    pub fn is_known(&self, lease: i64) -> bool {
+        self.deadlines.contains_key(&lease)
+    }
+
+    /// Runs expiry bookkeeping (moka does it lazily); the sync task calls this periodically.
+    pub fn run_pending(&self) {
+        self.deadlines.run_pending_tasks();
+    }
+
+    /// The TTL for a record on `lease` whose own `ttl` is `value_ttl` (0 = unset): the remaining
+    /// lease time clamped to the bounds, then no more than a non-zero `value_ttl` (contract §6).
+    /// While a deadline is being re-read, the lower bound stands in for the remaining time.
+    pub fn ttl(&self, lease: i64, value_ttl: u32) -> u32 {
+        let remaining = self
+            .deadlines
+            .get(&lease)
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()).as_secs())
+            .map_or(self.bounds.min_secs, |secs| {
+                u32::try_from(secs).unwrap_or(u32::MAX)
+            });
+        let clamped = remaining.clamp(
+            self.bounds.min_secs,
+            self.bounds.max_secs.max(self.bounds.min_secs),
+        );
+        if value_ttl == 0 {
+            clamped
+        } else {
+            clamped.min(value_ttl)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_is_remaining_time_clamped_and_capped_by_the_value_ttl() {
+        let table = LeaseTable::new(LeaseBounds::default(), |_| {});
+        table.record(1, Duration::from_secs(100));
+        let ttl = table.ttl(1, 0);
+        assert!((98..=100).contains(&ttl), "{ttl}");
+        assert_eq!(table.ttl(1, 60), 60);
+        table.record(2, Duration::from_secs(5));
+        assert_eq!(table.ttl(2, 0), 30, "raised to min-lease-ttl");
+        table.record(3, Duration::from_secs(200_000));
+        assert_eq!(table.ttl(3, 0), 86_400, "lowered to max-lease-ttl");
+        assert_eq!(table.ttl(99, 0), 30, "unknown lease: the lower bound");
+    }
+
+    #[test]
+    fn an_expired_deadline_is_reported() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let table = LeaseTable::new(LeaseBounds::default(), move |id| {
+            let _ = tx.send(id);
+        });
+        table.record(7, Duration::ZERO);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            table.run_pending();
+            if let Ok(id) = rx.try_recv() {
+                assert_eq!(id, 7);
+                break;
+            }
+            assert!(Instant::now() < deadline, "expiry reported");
+            std::thread::yield_now();
+        }
+        assert!(!table.is_known(7));
+    }
+}

@@ -1,0 +1,227 @@
+//! The etcd mirror: every decoded key under the prefix, at one etcd revision.
+//!
+//! A persistent ordered map keyed by the etcd key, so iteration is etcd's own key order (which
+//! CoreDNS's answers and groups depend on), a subtree is one range, and applying a change copies
+//! O(log n) nodes while sharing the rest with the snapshot readers still hold.
+//!
+//! Each zone served from etcd also carries a serial: the revision of the last change to a key in
+//! that zone, so a zone's SOA serial moves only when its own data does.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use imbl::OrdMap;
+
+use crate::backend::ServiceEntry;
+
+/// An etcd revision.
+pub type Revision = i64;
+
+/// One key's change, in revision order.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The key now holds this entry.
+    Put(Arc<ServiceEntry>),
+    /// The key was deleted, or now holds a value srvd skips.
+    Delete(String),
+}
+
+/// An immutable view of the mirrored keys.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    entries: OrdMap<String, Arc<ServiceEntry>>,
+    revision: Revision,
+    /// `(zone root path, serial)` for each etcd zone, in the index's zone order.
+    serials: Arc<Vec<(String, Revision)>>,
+}
+
+impl Mirror {
+    /// An empty mirror at `revision` for zones whose key paths are `zone_paths`.
+    pub fn new(zone_paths: &[String], revision: Revision) -> Self {
+        Self {
+            entries: OrdMap::new(),
+            revision,
+            serials: Arc::new(zone_paths.iter().map(|p| (p.clone(), 0)).collect()),
+        }
+    }
+
+    /// A mirror holding exactly `entries` (a full listing at `revision`). Each zone's serial is
+    /// the newest `mod_revision` among its keys, or `revision` when `previous` holds different
+    /// keys for that zone (a relist after compaction: something changed while we were away).
+    pub fn from_listing(
+        zone_paths: &[String],
+        revision: Revision,
+        entries: impl IntoIterator<Item = (Arc<ServiceEntry>, Revision)>,
+        previous: Option<&Mirror>,
+    ) -> Self {
+        let mut mirror = Self::new(zone_paths, revision);
+        let mut serials: Vec<(String, Revision)> = (*mirror.serials).clone();
+        for (entry, mod_revision) in entries {
+            for (path, serial) in serials.iter_mut() {
+                if is_under(&entry.key, path) {
+                    *serial = (*serial).max(mod_revision);
+                }
+            }
+            mirror.entries.insert(entry.key.clone(), entry);
+        }
+        if let Some(previous) = previous {
+            for (i, (path, serial)) in serials.iter_mut().enumerate() {
+                let same = mirror.zone_entries(path).eq(previous.zone_entries(path));
+                let before = previous.serials.get(i).map_or(0, |s| s.1);
+                *serial = if same {
+                    before
+                } else {
+                    revision.max(before + 1)
+                };
+            }
+        }
+        mirror.serials = Arc::new(serials);
+        mirror
+    }
+
+    fn zone_entries<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a ServiceEntry> + 'a {
+        self.entries
+            .range::<_, str>((Bound::Included(path), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(path))
+            .filter(move |(k, _)| is_under(k, path))
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Applies changes made at `revision`.
+    pub fn apply(&mut self, revision: Revision, changes: impl IntoIterator<Item = Change>) {
+        let mut touched: Vec<String> = Vec::new();
+        for change in changes {
+            let key = match change {
+                Change::Put(entry) => {
+                    let key = entry.key.clone();
+                    self.entries.insert(key.clone(), entry);
+                    key
+                }
+                Change::Delete(key) => {
+                    self.entries.remove(key.as_str());
+                    key
+                }
+            };
+            touched.push(key);
+        }
+        if touched
+            .iter()
+            .any(|key| self.serials.iter().any(|(p, _)| is_under(key, p)))
+        {
+            let serials = Arc::make_mut(&mut self.serials);
+            for (path, serial) in serials.iter_mut() {
+                if touched.iter().any(|key| is_under(key, path)) {
+                    *serial = revision;
+                }
+            }
+        }
+        self.revision = self.revision.max(revision);
+    }
+
+    /// The revision this mirror reflects.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// Number of mirrored keys.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no key is mirrored.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The serial of the etcd zone at position `slot`.
+    pub fn serial(&self, slot: usize) -> Revision {
+        self.serials.get(slot).map_or(0, |s| s.1)
+    }
+
+    /// The entry at exactly `key`.
+    pub fn exact(&self, key: &str) -> Option<&Arc<ServiceEntry>> {
+        self.entries.get(key)
+    }
+
+    /// Every entry whose key starts with `prefix` (byte-wise, as etcd's prefix read), in key order.
+    pub fn with_prefix<'a>(
+        &'a self,
+        prefix: &str,
+    ) -> impl Iterator<Item = &'a Arc<ServiceEntry>> + use<'a> {
+        let owned = prefix.to_owned();
+        self.entries
+            .range::<_, str>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(owned.as_str()))
+            .map(|(_, v)| v)
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<ServiceEntry>> {
+        self.entries.values()
+    }
+}
+
+/// Whether `key` is the zone root `path` itself or a key below it.
+fn is_under(key: &str, path: &str) -> bool {
+    key == path || (key.starts_with(path) && key.as_bytes().get(path.len()) == Some(&b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::skydns::decode;
+
+    fn entry(key: &str) -> Arc<ServiceEntry> {
+        Arc::new(decode(key, br#"{"host":"10.0.0.1"}"#, 0).unwrap())
+    }
+
+    #[test]
+    fn prefix_reads_follow_etcd_key_order_and_respect_the_slash() {
+        let mut m = Mirror::new(&[], 1);
+        m.apply(
+            2,
+            [
+                "/skydns/t/mx1",
+                "/skydns/t/mx/b",
+                "/skydns/t/mx/a",
+                "/skydns/t/mx",
+            ]
+            .map(|k| Change::Put(entry(k))),
+        );
+        let keys: Vec<&str> = m
+            .with_prefix("/skydns/t/mx/")
+            .map(|e| e.key.as_str())
+            .collect();
+        assert_eq!(keys, ["/skydns/t/mx/a", "/skydns/t/mx/b"]);
+        assert!(m.exact("/skydns/t/mx").is_some());
+        m.apply(3, [Change::Delete("/skydns/t/mx/a".into())]);
+        assert_eq!(m.with_prefix("/skydns/t/mx/").count(), 1);
+        assert_eq!(m.revision(), 3);
+    }
+
+    #[test]
+    fn a_zone_serial_moves_only_with_its_own_keys() {
+        let zones = ["/skydns/a".to_string(), "/skydns/b".to_string()];
+        let mut m = Mirror::new(&zones, 1);
+        m.apply(5, [Change::Put(entry("/skydns/a/x"))]);
+        assert_eq!((m.serial(0), m.serial(1)), (5, 0));
+        m.apply(6, [Change::Put(entry("/skydns/bb/x"))]);
+        assert_eq!((m.serial(0), m.serial(1)), (5, 0), "bb is not b");
+        m.apply(7, [Change::Delete("/skydns/b/y".into())]);
+        assert_eq!((m.serial(0), m.serial(1)), (5, 7));
+    }
+
+    #[test]
+    fn a_relist_keeps_serials_of_unchanged_zones() {
+        let zones = ["/skydns/a".to_string(), "/skydns/b".to_string()];
+        let before = Mirror::from_listing(
+            &zones,
+            10,
+            [(entry("/skydns/a/x"), 4), (entry("/skydns/b/x"), 9)],
+            None,
+        );
+        assert_eq!((before.serial(0), before.serial(1)), (4, 9));
+        let after = Mirror::from_listing(&zones, 20, [(entry("/skydns/a/x"), 4)], Some(&before));
+        assert_eq!((after.serial(0), after.serial(1)), (4, 20));
+    }
+}

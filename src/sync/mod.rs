@@ -1,0 +1,312 @@
+//! The sync task: keeps the mirror equal to etcd and publishes one snapshot per batch.
+//!
+//! ```text
+//! Listing ──(list at R)──► publish ──► Watching{from R+1} ──(batches)──► apply, publish
+//!    ▲                                    │ stream broken: back off (≤ 2 s), resume from last+1
+//!    └──────────── compacted ─────────────┘
+//! ```
+//! - Start: one consistent read of the prefix at revision R (paged, pinned to R), published
+//!   whole; then a watch from R+1.
+//! - Each wake-up applies every batch already received and publishes once, so bursts coalesce by
+//!   themselves and a lone update is visible at once. No fixed delay window.
+//! - Stream broken (etcd restart, network): reconnect with exponential backoff capped at 2 s and
+//!   resume from the last applied revision + 1; nothing is lost. The outage is logged once, the
+//!   recovery once; queries keep the last snapshot meanwhile.
+//! - History compacted: read everything afresh and swap the new mirror in whole.
+//! - A key whose value srvd cannot serve is skipped with one warning naming it and counted; an
+//!   older good value at that key is removed, so the mirror never serves stale data for it.
+
+pub mod etcd;
+mod leases;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use self::etcd::{Etcd, RawEvent, RawKv, SyncError, WatchBatch};
+use crate::backend::{ServiceEntry, skydns};
+use crate::index::leases::LeaseTable;
+use crate::index::mirror::{Change, Mirror};
+use crate::index::{EtcdData, Index, IndexHandle};
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Reconnect attempts are never further apart than this.
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+
+/// What the sync task needs.
+pub struct SyncSetup {
+    /// The etcd connection.
+    pub etcd: Etcd,
+    /// The prefix's root path (`/skydns`).
+    pub root: Arc<str>,
+    /// Key paths of the etcd zones, in slot order.
+    pub zone_paths: Vec<String>,
+    /// The index without etcd data; each snapshot is this plus the current mirror.
+    pub base: Index,
+    /// Where snapshots are published.
+    pub handle: Arc<IndexHandle>,
+    /// Lease deadlines.
+    pub leases: Arc<LeaseTable>,
+    /// Lease IDs whose deadline passed (from the table's expiry listener).
+    pub expired_leases: mpsc::UnboundedReceiver<i64>,
+}
+
+/// Progress the rest of srvd can observe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// The revision of the published mirror, once the first read finished.
+    pub revision: Option<i64>,
+    /// Keys in the mirror.
+    pub keys: usize,
+    /// Full reads of the prefix so far (1 after start; one more per compaction recovery).
+    pub full_reads: u64,
+}
+
+/// Keys skipped since start (malformed values); one counter for the whole process.
+pub static SKIPPED_KEYS: AtomicU64 = AtomicU64::new(0);
+
+fn decode(kv: &RawKv) -> Result<ServiceEntry, (String, String)> {
+    let key = String::from_utf8(kv.key.clone()).map_err(|_| {
+        (
+            String::from_utf8_lossy(&kv.key).into_owned(),
+            "key is not UTF-8".to_string(),
+        )
+    })?;
+    skydns::decode(&key, &kv.value, kv.lease).map_err(|reason| (key, reason.to_string()))
+}
+
+fn skip(key: &str, reason: &str) {
+    SKIPPED_KEYS.fetch_add(1, Ordering::Relaxed);
+    warn!(key, reason, "skipping etcd key: its value cannot be served");
+}
+
+struct Syncer {
+    etcd: Etcd,
+    root: Arc<str>,
+    zone_paths: Vec<String>,
+    base: Index,
+    handle: Arc<IndexHandle>,
+    leases: Arc<LeaseTable>,
+    lease_refs: HashMap<i64, usize>,
+    lookups: mpsc::UnboundedSender<i64>,
+    status: watch::Sender<SyncStatus>,
+    mirror: Option<Mirror>,
+}
+
+impl Syncer {
+    fn publish(&self) {
+        let Some(mirror) = &self.mirror else { return };
+        self.handle.publish(self.base.with_etcd(EtcdData {
+            mirror: Some(mirror.clone()),
+            root: self.root.clone(),
+            leases: self.leases.clone(),
+        }));
+        self.status.send_modify(|status| {
+            status.revision = Some(mirror.revision());
+            status.keys = mirror.len();
+        });
+    }
+
+    fn lease_used(&mut self, lease: i64) {
+        if lease == 0 {
+            return;
+        }
+        let count = self.lease_refs.entry(lease).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            let _ = self.lookups.send(lease);
+        }
+    }
+
+    fn lease_released(&mut self, lease: i64) {
+        if lease == 0 {
+            return;
+        }
+        if let Some(count) = self.lease_refs.get_mut(&lease) {
+            *count -= 1;
+            if *count == 0 {
+                self.lease_refs.remove(&lease);
+                self.leases.forget(lease);
+            }
+        }
+    }
+
+    /// Reads everything and swaps the new mirror in whole.
+    async fn relist(&mut self) -> Result<(), SyncError> {
+        let listing = self.etcd.list().await?;
+        let mut entries = Vec::with_capacity(listing.kvs.len());
+        for kv in &listing.kvs {
+            match decode(kv) {
+                Ok(entry) => entries.push((Arc::new(entry), kv.mod_revision)),
+                Err((key, reason)) => skip(&key, &reason),
+            }
+        }
+        let first = self.mirror.is_none();
+        let mirror = Mirror::from_listing(
+            &self.zone_paths,
+            listing.revision,
+            entries,
+            self.mirror.as_ref(),
+        );
+        let old_refs = std::mem::take(&mut self.lease_refs);
+        for entry in mirror.iter() {
+            self.lease_used(entry.lease);
+        }
+        for lease in old_refs.keys() {
+            if !self.lease_refs.contains_key(lease) {
+                self.leases.forget(*lease);
+            }
+        }
+        info!(
+            keys = mirror.len(),
+            revision = listing.revision,
+            skipped = SKIPPED_KEYS.load(Ordering::Relaxed),
+            "{}",
+            if first {
+                "etcd initial sync complete"
+            } else {
+                "etcd mirror re-read in full"
+            }
+        );
+        self.mirror = Some(mirror);
+        self.status.send_modify(|status| status.full_reads += 1);
+        self.publish();
+        Ok(())
+    }
+
+    /// Applies batches in order and publishes once.
+    fn apply(&mut self, batches: Vec<WatchBatch>) {
+        let Some(mut mirror) = self.mirror.take() else {
+            return;
+        };
+        let mut changed = 0usize;
+        for batch in batches {
+            let mut changes = Vec::with_capacity(batch.events.len());
+            for event in batch.events {
+                let (key, new_entry) = match event {
+                    RawEvent::Put(kv) => match decode(&kv) {
+                        Ok(entry) => (entry.key.clone(), Some(Arc::new(entry))),
+                        Err((key, reason)) => {
+                            skip(&key, &reason);
+                            (key, None)
+                        }
+                    },
+                    RawEvent::Delete(key) => (String::from_utf8_lossy(&key).into_owned(), None),
+                };
+                debug!(
+                    key,
+                    put = new_entry.is_some(),
+                    revision = batch.revision,
+                    "etcd event"
+                );
+                if let Some(old) = mirror.exact(&key).map(|e| e.lease) {
+                    self.lease_released(old);
+                }
+                match new_entry {
+                    Some(entry) => {
+                        self.lease_used(entry.lease);
+                        changes.push(Change::Put(entry));
+                    }
+                    None => changes.push(Change::Delete(key)),
+                }
+                // Apply per event so a later event's old-lease lookup sees this one.
+                mirror.apply(batch.revision, changes.drain(..));
+                changed += 1;
+            }
+            mirror.apply(batch.revision, std::iter::empty());
+        }
+        debug!(changed, revision = mirror.revision(), "publishing");
+        self.mirror = Some(mirror);
+        self.publish();
+    }
+
+    /// Watches from the mirror's revision until the stream breaks.
+    async fn watch(
+        &mut self,
+        outage: &mut bool,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SyncError> {
+        let from = self.mirror.as_ref().map_or(0, Mirror::revision) + 1;
+        let mut watch = self.etcd.watch(from).await?;
+        if *outage {
+            info!(
+                revision = from - 1,
+                "etcd reachable again; resuming the watch"
+            );
+            *outage = false;
+        }
+        loop {
+            let batches = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                batches = watch.next_batches() => batches?,
+            };
+            self.apply(batches);
+        }
+    }
+}
+
+/// Runs the sync task until `shutdown`; `status` reports progress.
+pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: CancellationToken) {
+    let (lookups_tx, lookups_rx) = mpsc::unbounded_channel();
+    let refresher = tokio::spawn(leases::refresh(
+        setup.etcd.clone(),
+        setup.leases.clone(),
+        lookups_rx,
+        setup.expired_leases,
+        lookups_tx.clone(),
+        shutdown.clone(),
+    ));
+    let mut syncer = Syncer {
+        etcd: setup.etcd,
+        root: setup.root,
+        zone_paths: setup.zone_paths,
+        base: setup.base,
+        handle: setup.handle,
+        leases: setup.leases,
+        lease_refs: HashMap::new(),
+        lookups: lookups_tx,
+        status,
+        mirror: None,
+    };
+    let mut need_list = true;
+    let mut outage = false;
+    let mut backoff = BACKOFF_START;
+    while !shutdown.is_cancelled() {
+        let result = if need_list {
+            syncer.relist().await.map(|()| {
+                need_list = false;
+            })
+        } else {
+            syncer.watch(&mut outage, &shutdown).await
+        };
+        match result {
+            Ok(()) => backoff = BACKOFF_START,
+            Err(SyncError::Compacted { wanted, compacted }) => {
+                info!(
+                    wanted,
+                    compacted, "etcd history compacted past our revision; re-reading everything"
+                );
+                need_list = true;
+            }
+            Err(error) => {
+                if !outage {
+                    warn!(%error, "etcd unreachable; answering from the last snapshot until it is back");
+                    outage = true;
+                } else {
+                    debug!(%error, "etcd still unreachable");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_CAP);
+            }
+        }
+    }
+    refresher.abort();
+}

@@ -1,0 +1,4 @@
+//! srvd against a real etcd: CoreDNS-compatible answers and the mirror's sync guarantees.
+
+mod scenarios;
+mod sync;

@@ -1,0 +1,505 @@
+//! The mirror's sync guarantees against a real etcd: visibility, outages, restarts, compaction,
+//! bursts, malformed values, leases, precedence of zone files, and RFC 2782 order.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use etcd_client::{Client, PutOptions};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+
+use crate::support::dns::{self, query, udp};
+use crate::support::etcd::EtcdServer;
+use crate::support::srvd::TestServer;
+use crate::support::{eventually, shipped_zones};
+
+const ZONE: &[&str] = &["skydns.test."];
+
+fn ip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a00_0000 + i)
+}
+
+/// The A addresses srvd gives for `name`, or `None` for NXDOMAIN.
+async fn a_of(addr: SocketAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
+    let reply = udp(addr, &query(name, RecordType::A)).await;
+    if reply.metadata.response_code == ResponseCode::NXDomain {
+        return None;
+    }
+    Some(
+        reply
+            .answers
+            .iter()
+            .filter_map(|r| match r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+async fn put(client: &mut Client, key: &str, value: &str) -> i64 {
+    client
+        .put(key, value, None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision()
+}
+
+fn bulk_key(i: u32) -> String {
+    format!("/skydns/test/skydns/bulk/k{i}")
+}
+
+fn bulk_name(i: u32) -> String {
+    format!("k{i}.bulk.skydns.test.")
+}
+
+/// Asserts that every name in `model` (key index → address, or deleted) answers as the model says.
+async fn assert_mirror_equals(addr: SocketAddr, model: &BTreeMap<u32, Option<Ipv4Addr>>) {
+    for (i, expected) in model {
+        let got = a_of(addr, &bulk_name(*i)).await;
+        assert_eq!(got, expected.map(|a| vec![a]), "{}", bulk_name(*i));
+    }
+}
+
+#[tokio::test]
+async fn a_put_becomes_visible_and_a_delete_disappears() {
+    let etcd = EtcdServer::start().await;
+    let server = TestServer::start_etcd(&etcd.url, ZONE, None, |_| {}).await;
+    let mut client = etcd.client().await;
+    assert_eq!(a_of(server.addr, "x1.skydns.test.").await, None);
+    put(
+        &mut client,
+        "/skydns/test/skydns/x1",
+        r#"{"host":"10.0.0.1"}"#,
+    )
+    .await;
+    eventually(Duration::from_secs(5), "the put is served", || async {
+        (a_of(server.addr, "x1.skydns.test.").await == Some(vec![ip(1)])).then_some(())
+    })
+    .await;
+    client.delete("/skydns/test/skydns/x1", None).await.unwrap();
+    eventually(Duration::from_secs(5), "the delete is served", || async {
+        a_of(server.addr, "x1.skydns.test.")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn answers_continue_while_etcd_is_down_and_writes_arrive_after_a_restart() {
+    let mut etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    put(
+        &mut client,
+        "/skydns/test/skydns/a",
+        r#"{"host":"10.0.0.1"}"#,
+    )
+    .await;
+    let server = TestServer::start_etcd(&etcd.url, ZONE, None, |_| {}).await;
+    etcd.stop();
+    for _ in 0..20 {
+        assert_eq!(
+            a_of(server.addr, "a.skydns.test.").await,
+            Some(vec![ip(1)]),
+            "served while etcd is down"
+        );
+    }
+    etcd.restart().await;
+    let mut client = etcd.client().await;
+    put(
+        &mut client,
+        "/skydns/test/skydns/b",
+        r#"{"host":"10.0.0.2"}"#,
+    )
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "a write after the restart is served within 5 s",
+        || async { (a_of(server.addr, "b.skydns.test.").await == Some(vec![ip(2)])).then_some(()) },
+    )
+    .await;
+    assert_eq!(a_of(server.addr, "a.skydns.test.").await, Some(vec![ip(1)]));
+    assert_eq!(
+        server.sync_status().full_reads,
+        1,
+        "resumed the watch, no re-read"
+    );
+}
+
+#[tokio::test]
+async fn writes_and_a_compaction_while_away_lead_to_a_full_resync() {
+    let mut etcd = EtcdServer::start().await;
+    let home = etcd.url.clone();
+    let mut client = etcd.client().await;
+    let mut model = BTreeMap::new();
+    for i in 0..200 {
+        put(
+            &mut client,
+            &bulk_key(i),
+            &format!(r#"{{"host":"{}"}}"#, ip(i)),
+        )
+        .await;
+        model.insert(i, Some(ip(i)));
+    }
+    let server = TestServer::start_etcd(&home, ZONE, None, |_| {}).await;
+    assert_mirror_equals(server.addr, &model).await;
+
+    // srvd falls behind: etcd moves to another port, is written to and compacted there.
+    let away = etcd.move_to_new_port().await;
+    let mut client = Client::connect([&away], None).await.unwrap();
+    let mut last = 0;
+    for i in 0..200u32 {
+        match i % 3 {
+            0 => {
+                client.delete(bulk_key(i), None).await.unwrap();
+                model.insert(i, None);
+            }
+            1 => {
+                last = put(
+                    &mut client,
+                    &bulk_key(i),
+                    &format!(r#"{{"host":"{}"}}"#, ip(i + 1000)),
+                )
+                .await;
+                model.insert(i, Some(ip(i + 1000)));
+            }
+            _ => {}
+        }
+    }
+    for i in 200..260 {
+        last = put(
+            &mut client,
+            &bulk_key(i),
+            &format!(r#"{{"host":"{}"}}"#, ip(i)),
+        )
+        .await;
+        model.insert(i, Some(ip(i)));
+    }
+    client.compact(last, None).await.unwrap();
+    // Meanwhile srvd keeps answering from its last snapshot.
+    assert_eq!(a_of(server.addr, &bulk_name(0)).await, Some(vec![ip(0)]));
+
+    etcd.move_back(&home).await;
+    server.wait_for_revision(last).await;
+    assert_eq!(
+        server.sync_status().full_reads,
+        2,
+        "compaction forced a full re-read"
+    );
+    assert_mirror_equals(server.addr, &model).await;
+}
+
+#[tokio::test]
+async fn ten_thousand_keys_then_a_burst_of_five_thousand_changes_leave_the_mirror_equal_to_etcd() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    let mut model = BTreeMap::new();
+    // Load 10,000 keys in transactions of 100 (etcd's default max ops per txn is 128).
+    for chunk in 0..100u32 {
+        let ops: Vec<etcd_client::TxnOp> = (chunk * 100..chunk * 100 + 100)
+            .map(|i| {
+                model.insert(i, Some(ip(i)));
+                etcd_client::TxnOp::put(bulk_key(i), format!(r#"{{"host":"{}"}}"#, ip(i)), None)
+            })
+            .collect();
+        client
+            .txn(etcd_client::Txn::new().and_then(ops))
+            .await
+            .unwrap();
+    }
+    let server = TestServer::start_etcd(&etcd.url, ZONE, None, |_| {}).await;
+    assert_eq!(server_keys(&server), 10_000);
+
+    // 5,000 single-key puts and deletes as fast as etcd takes them, from 8 writers.
+    let mut writers = Vec::new();
+    for w in 0..8u32 {
+        let mut client = etcd.client().await;
+        writers.push(tokio::spawn(async move {
+            let mut last = 0;
+            let mut changes = Vec::new();
+            for n in 0..625u32 {
+                let i = (n * 8 + w) * 7 % 12_000;
+                if n % 2 == 0 {
+                    let r = client.delete(bulk_key(i), None).await.unwrap();
+                    last = last.max(r.header().unwrap().revision());
+                    changes.push((i, None));
+                } else {
+                    let addr = ip(i + 20_000);
+                    last = last.max(
+                        put(
+                            &mut client,
+                            &bulk_key(i),
+                            &format!(r#"{{"host":"{addr}"}}"#),
+                        )
+                        .await,
+                    );
+                    changes.push((i, Some(addr)));
+                }
+            }
+            (last, changes)
+        }));
+    }
+    let mut last = 0;
+    for writer in writers {
+        let (rev, changes) = writer.await.unwrap();
+        last = last.max(rev);
+        for (i, value) in changes {
+            model.insert(i, value);
+        }
+    }
+    server.wait_for_revision(last).await;
+    assert_mirror_equals(server.addr, &model).await;
+}
+
+fn server_keys(server: &TestServer) -> usize {
+    server.sync_status().keys
+}
+
+#[tokio::test]
+async fn a_malformed_value_is_skipped_and_its_neighbours_are_served() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    put(
+        &mut client,
+        "/skydns/test/skydns/svc/good",
+        r#"{"host":"10.0.0.1"}"#,
+    )
+    .await;
+    put(
+        &mut client,
+        "/skydns/test/skydns/svc/bad",
+        r#"{"host":"10.0.0.2","port":"80"}"#,
+    )
+    .await;
+    let server = TestServer::start_etcd(&etcd.url, ZONE, None, |_| {}).await;
+    assert_eq!(
+        a_of(server.addr, "svc.skydns.test.").await,
+        Some(vec![ip(1)])
+    );
+    // A good value turned bad is removed (never served stale), the rest stays.
+    let r = put(
+        &mut client,
+        "/skydns/test/skydns/svc/good2",
+        r#"{"host":"10.0.0.3"}"#,
+    )
+    .await;
+    server.wait_for_revision(r).await;
+    let r = put(&mut client, "/skydns/test/skydns/svc/good2", "{not json").await;
+    server.wait_for_revision(r).await;
+    assert_eq!(
+        a_of(server.addr, "svc.skydns.test.").await,
+        Some(vec![ip(1)])
+    );
+    let r = put(
+        &mut client,
+        "/skydns/test/skydns/svc/bad",
+        r#"{"host":"10.0.0.2","port":80}"#,
+    )
+    .await;
+    server.wait_for_revision(r).await;
+    let mut got = a_of(server.addr, "svc.skydns.test.").await.unwrap();
+    got.sort();
+    assert_eq!(got, vec![ip(1), ip(2)], "fixed value served");
+}
+
+#[tokio::test]
+async fn a_leased_key_has_a_ttl_within_the_lease_and_is_gone_after_revocation() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    let lease = client.lease_grant(100, None).await.unwrap().id();
+    let options = || Some(PutOptions::new().with_lease(lease));
+    client
+        .put(
+            "/skydns/test/skydns/leased/a",
+            r#"{"host":"10.0.0.1"}"#,
+            options(),
+        )
+        .await
+        .unwrap();
+    let r = client
+        .put(
+            "/skydns/test/skydns/leased/b",
+            r#"{"host":"10.0.0.2","ttl":60}"#,
+            options(),
+        )
+        .await
+        .unwrap();
+    let server = TestServer::start_etcd(&etcd.url, ZONE, None, |_| {}).await;
+    server
+        .wait_for_revision(r.header().unwrap().revision())
+        .await;
+    // The lease table learns the deadline asynchronously; until then TTLs use the lower bound.
+    let ttl = eventually(Duration::from_secs(5), "lease TTL learned", || async {
+        let reply = udp(server.addr, &query("a.leased.skydns.test.", RecordType::A)).await;
+        let ttl = reply.answers.first()?.ttl;
+        (ttl > 30).then_some(ttl)
+    })
+    .await;
+    assert!(
+        (90..=100).contains(&ttl),
+        "TTL {ttl} within the lease's remaining 100 s"
+    );
+    let reply = udp(server.addr, &query("b.leased.skydns.test.", RecordType::A)).await;
+    assert_eq!(reply.answers[0].ttl, 60, "no more than the value's ttl");
+
+    client.lease_revoke(lease).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "keys gone after revocation",
+        || async {
+            a_of(server.addr, "leased.skydns.test.")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn lease_ttls_are_clamped_to_the_configured_bounds() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    let lease = client.lease_grant(1000, None).await.unwrap().id();
+    let r = client
+        .put(
+            "/skydns/test/skydns/clamped",
+            r#"{"host":"10.0.0.1"}"#,
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .unwrap();
+    let server = TestServer::start_etcd(&etcd.url, ZONE, None, |e| {
+        e.lease_bounds.min_secs = 40;
+        e.lease_bounds.max_secs = 120;
+    })
+    .await;
+    server
+        .wait_for_revision(r.header().unwrap().revision())
+        .await;
+    eventually(
+        Duration::from_secs(5),
+        "TTL clamped to the upper bound",
+        || async {
+            let reply = udp(server.addr, &query("clamped.skydns.test.", RecordType::A)).await;
+            (reply.answers.first()?.ttl == 120).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn in_a_zone_with_a_zone_file_names_in_the_file_win_and_soa_ns_come_from_it() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    put(
+        &mut client,
+        "/skydns/local/service/web/_tcp/_http/inst0",
+        r#"{"host":"10.99.0.1","port":80}"#,
+    )
+    .await;
+    put(
+        &mut client,
+        "/skydns/local/service/backend/_tcp/_http/x1",
+        r#"{"host":"10.0.0.1","port":8080}"#,
+    )
+    .await;
+    put(
+        &mut client,
+        "/skydns/local/service/dns/ns/ns9",
+        r#"{"host":"10.0.0.53"}"#,
+    )
+    .await;
+    let server = TestServer::start_etcd(
+        &etcd.url,
+        &["service.local."],
+        Some(&shipped_zones()),
+        |_| {},
+    )
+    .await;
+
+    // A name that owns records in the file: the file alone.
+    assert_eq!(
+        a_of(server.addr, "inst0._http._tcp.web.service.local.").await,
+        Some(vec![ip(1)])
+    );
+    // Other names: etcd.
+    let reply = udp(
+        server.addr,
+        &query("_http._tcp.backend.service.local.", RecordType::SRV),
+    )
+    .await;
+    assert_eq!(
+        dns::section(&reply.answers),
+        vec![
+            "_http._tcp.backend.service.local. 300 SRV 10 100 8080 x1._http._tcp.backend.service.local."
+        ]
+    );
+    assert_eq!(
+        dns::section(&reply.additionals),
+        vec!["x1._http._tcp.backend.service.local. 300 A 10.0.0.1"]
+    );
+    // SOA and apex NS: the file's.
+    let reply = udp(server.addr, &query("service.local.", RecordType::SOA)).await;
+    assert!(
+        dns::text(&reply.answers[0]).contains("2026112401"),
+        "{:?}",
+        reply.answers
+    );
+    let reply = udp(server.addr, &query("service.local.", RecordType::NS)).await;
+    assert_eq!(
+        dns::section(&reply.answers),
+        vec!["service.local. 3600 NS ns1.service.local."]
+    );
+    // Nothing anywhere: NXDOMAIN with the file's SOA.
+    let reply = udp(server.addr, &query("nope.service.local.", RecordType::A)).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    assert!(dns::text(&reply.authorities[0]).contains("2026112401"));
+}
+
+#[tokio::test]
+async fn etcd_fed_srv_answers_follow_rfc_2782_order() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    put(
+        &mut client,
+        "/skydns/local/service/backend/_tcp/_http/i0",
+        r#"{"host":"10.0.0.1","port":80,"weight":60}"#,
+    )
+    .await;
+    put(
+        &mut client,
+        "/skydns/local/service/backend/_tcp/_http/i1",
+        r#"{"host":"10.0.0.2","port":80,"weight":30}"#,
+    )
+    .await;
+    put(
+        &mut client,
+        "/skydns/local/service/backend/_tcp/_http/i2",
+        r#"{"host":"10.0.0.3","port":80,"priority":20}"#,
+    )
+    .await;
+    let server = TestServer::start_etcd(&etcd.url, &["service.local."], None, |_| {}).await;
+    let message = query("_http._tcp.backend.service.local.", RecordType::SRV);
+    let rounds = 10_000;
+    let mut i0_first = 0u32;
+    for _ in 0..rounds {
+        let reply = udp(server.addr, &message).await;
+        let srvs = dns::srvs(&reply.answers);
+        assert_eq!(srvs.len(), 3);
+        assert_eq!(
+            (srvs[0].0, srvs[1].0, srvs[2].0),
+            (10, 10, 20),
+            "priorities ascend"
+        );
+        i0_first += u32::from(srvs[0].3.starts_with("i0."));
+    }
+    // Normalised weights 66 and 33: i0 first in 66.7% (σ = 0.47 points over 10,000 draws).
+    let share = f64::from(i0_first) * 100.0 / f64::from(rounds);
+    assert!((share - 66.67).abs() < 3.0, "i0 first in {share:.2}%");
+}
