@@ -1,5 +1,5 @@
-//! The README's `dig` examples, run as written against the srvd binary serving `zones/`
-//! (only the port differs: the test picks a free one instead of 1053).
+//! The README's commands, run as written against the srvd binary (only ports differ: the tests
+//! pick free ones).
 
 use std::process::Command;
 
@@ -10,7 +10,12 @@ use crate::support::srvd::spawn_binary;
 fn every_dig_command_in_the_readme_gets_an_authoritative_answer() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let commands: Vec<&str> = readme
+    let try_it = readme
+        .split("## Try it")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Try it section");
+    let commands: Vec<&str> = try_it
         .lines()
         .filter(|l| l.starts_with("dig @127.0.0.1 -p 1053 "))
         .collect();
@@ -36,4 +41,88 @@ fn every_dig_command_in_the_readme_gets_an_authoritative_answer() {
         assert!(out.contains("flags: qr aa"), "{command}\n{out}");
         assert!(!out.contains("ANSWER: 0,"), "{command}\n{out}");
     }
+}
+
+/// The README's etcd walk-through, run as written against a test etcd (its URL replaces
+/// `http://127.0.0.1:22379`) and the srvd binary started from the repository root as
+/// `scripts/serve --etcd URL` starts it.
+#[tokio::test]
+async fn the_readme_etcd_example_answers_as_the_readme_says() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Services in etcd")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("an etcd section");
+    let etcd = crate::support::etcd::EtcdServer::start().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let serve = section
+        .lines()
+        .find(|l| l.starts_with("scripts/serve "))
+        .expect("a serve command");
+    let serve_args: Vec<String> = serve
+        .split_whitespace()
+        .skip(1)
+        .map(|a| a.replace("http://127.0.0.1:22379", &etcd.url))
+        .collect();
+    let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
+    let process = spawn_binary(root, &serve_args);
+    let port = process.addr.port().to_string();
+
+    let put = section
+        .lines()
+        .find(|l| l.starts_with("etcdctl "))
+        .expect("an etcdctl put");
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(put.replace("http://127.0.0.1:22379", &etcd.url))
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("etcdctl is installed (scripts/install-deps)");
+    assert!(
+        output.status.success(),
+        "{put}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let dig = section
+        .lines()
+        .find(|l| l.starts_with("dig "))
+        .expect("a dig command");
+    let args: Vec<&str> = dig
+        .split_whitespace()
+        .skip(1)
+        .map(|a| if a == "1053" { port.as_str() } else { a })
+        .collect();
+    let out = crate::support::eventually(
+        std::time::Duration::from_secs(5),
+        "the put is answered",
+        || {
+            let args = args.clone();
+            async move {
+                let output = Command::new("dig")
+                    .args(&args)
+                    .args(["+tries=1", "+time=5"])
+                    .output()
+                    .ok()?;
+                let out = String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                out.contains("ANSWER: 1,").then_some(out)
+            }
+        },
+    )
+    .await;
+    assert!(out.contains("flags: qr aa"), "{out}");
+    assert!(
+        out.contains("_http._tcp.backend.service.local. 300 IN SRV 10 100 8080 x1._http._tcp.backend.service.local."),
+        "{out}"
+    );
+    assert!(
+        out.contains("x1._http._tcp.backend.service.local. 300 IN A 10.0.0.1"),
+        "{out}"
+    );
 }

@@ -82,6 +82,25 @@ const KEYS: &[(&str, &str)] = &[
         "/skydns/test/skydns/w97/a",
         r#"{"host":"10.5.0.1","port":80,"weight":97}"#,
     ),
+    // §10.4: a name host is the SRV target as is, with an in-zone A resolution as glue
+    (
+        "/skydns/test/skydns/named/s",
+        r#"{"host":"server1.prod.region1.skydns.test","port":80}"#,
+    ),
+    // §10.6: keys sharing a (stripped) target give one SRV and one glue record per address
+    (
+        "/skydns/test/skydns/shared/x/a",
+        r#"{"host":"10.3.1.1","port":80,"targetstrip":1}"#,
+    ),
+    (
+        "/skydns/test/skydns/shared/x/b",
+        r#"{"host":"10.3.1.2","port":80,"targetstrip":1}"#,
+    ),
+    // §10.10: a CNAME to a name at or below the question is a loop and skipped
+    (
+        "/skydns/test/skydns/loop",
+        r#"{"host":"x.loop.skydns.test"}"#,
+    ),
     // §10.6: name targets are never de-duplicated
     (
         "/skydns/test/skydns/dup/a",
@@ -492,4 +511,22 @@ async fn names_outside_the_zones_are_refused_and_owner_case_is_kept() {
     let end = request.len();
     assert_eq!(raw[12..end], request[12..end]);
     assert_eq!(raw[end..end + 2], [0xC0, 0x0C]);
+}
+
+#[tokio::test]
+async fn a_text_of_exactly_255_bytes_gets_a_trailing_empty_string() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    let value = format!(r#"{{"text":"{}"}}"#, "a".repeat(255));
+    client
+        .put("/skydns/test/skydns/long", value, None)
+        .await
+        .unwrap();
+    let server = TestServer::start_etcd(&etcd.url, &["skydns.test."], None, |_| {}).await;
+    let reply = udp(server.addr, &query("long.skydns.test.", TXT)).await;
+    let RData::TXT(txt) = &reply.answers[0].data else {
+        panic!("not a TXT")
+    };
+    let lengths: Vec<usize> = txt.txt_data.iter().map(|s| s.len()).collect();
+    assert_eq!(lengths, vec![255, 0]);
 }

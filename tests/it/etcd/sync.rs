@@ -503,3 +503,90 @@ async fn etcd_fed_srv_answers_follow_rfc_2782_order() {
     let share = f64::from(i0_first) * 100.0 / f64::from(rounds);
     assert!((share - 66.67).abs() < 3.0, "i0 first in {share:.2}%");
 }
+
+#[tokio::test]
+async fn with_several_endpoints_a_dead_one_is_passed_over() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    put(
+        &mut client,
+        "/skydns/test/skydns/a",
+        r#"{"host":"10.0.0.1"}"#,
+    )
+    .await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let mut etcd_config = srvd::config::EtcdConfig::new(vec![dead, etcd.url.clone()]);
+    etcd_config.zones = vec![srvd::config::parse_zone("skydns.test.").unwrap()];
+    let config = srvd::config::Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        zones: srvd::config::ZoneSource::None,
+        etcd: Some(etcd_config),
+        ..srvd::config::Config::default()
+    };
+    let running = srvd::daemon::start(&config).await.unwrap();
+    let addr = running.addrs[0];
+    assert_eq!(a_of(addr, "a.skydns.test.").await, Some(vec![ip(1)]));
+    put(
+        &mut client,
+        "/skydns/test/skydns/b",
+        r#"{"host":"10.0.0.2"}"#,
+    )
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "watch works through the live endpoint",
+        || async { (a_of(addr, "b.skydns.test.").await == Some(vec![ip(2)])).then_some(()) },
+    )
+    .await;
+    running.shutdown();
+    running.wait().await;
+}
+
+#[tokio::test]
+async fn before_the_first_sync_etcd_zones_answer_servfail_not_nxdomain() {
+    let mut etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    put(
+        &mut client,
+        "/skydns/test/skydns/a",
+        r#"{"host":"10.0.0.1"}"#,
+    )
+    .await;
+    etcd.stop();
+    let mut etcd_config = srvd::config::EtcdConfig::new(vec![etcd.url.clone()]);
+    etcd_config.zones = vec![srvd::config::parse_zone("skydns.test.").unwrap()];
+    etcd_config.initial_sync_wait = Duration::from_millis(100);
+    let config = srvd::config::Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        zones: srvd::config::ZoneSource::None,
+        etcd: Some(etcd_config),
+        ..srvd::config::Config::default()
+    };
+    let running = srvd::daemon::start(&config).await.unwrap();
+    let addr = running.addrs[0];
+    for name in ["a.skydns.test.", "missing.skydns.test."] {
+        let reply = udp(addr, &query(name, RecordType::A)).await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::ServFail,
+            "{name}"
+        );
+    }
+    etcd.restart().await;
+    eventually(
+        Duration::from_secs(10),
+        "served once etcd is up",
+        || async { (a_of(addr, "a.skydns.test.").await == Some(vec![ip(1)])).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        a_of(addr, "missing.skydns.test.").await,
+        None,
+        "NXDOMAIN once synced"
+    );
+    running.shutdown();
+    running.wait().await;
+}
