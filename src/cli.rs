@@ -28,6 +28,41 @@ pub struct Cli {
 pub enum Command {
     /// Serve DNS over UDP and TCP from zone files and, with --etcd, from an etcd mirror.
     Serve(ServeArgs),
+    /// Resolve a service name (e.g. _http._tcp.web.service.local) into SRV records in the order
+    /// a client would try them: `PRIORITY WEIGHT PORT TARGET ADDR[,ADDR...]` per line.
+    Resolve(ResolveArgs),
+}
+
+/// `srvd resolve` options.
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// The name to look up: `_service._proto.domain` or any name holding SRV records.
+    pub name: String,
+    /// Ask this DNS server (e.g. 127.0.0.1:1053) instead of /etc/resolv.conf.
+    #[arg(long, value_name = "ADDR")]
+    pub server: Option<SocketAddr>,
+    /// Print one JSON array of {priority, weight, port, target, addrs} objects.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for each answer (two attempts are made).
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    pub timeout: u64,
+}
+
+/// Exit status of `srvd resolve` when the service does not exist, has no SRV records, or is
+/// decidedly not available.
+pub const EXIT_NO_SUCH_SERVICE: u8 = 2;
+/// Exit status of `srvd resolve` when the resolver cannot be reached.
+pub const EXIT_RESOLVER_UNREACHABLE: u8 = 3;
+
+/// A failure with the exit status it should produce.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct ExitError {
+    /// The error to print.
+    pub error: anyhow::Error,
+    /// The process exit status.
+    pub code: u8,
 }
 
 /// `srvd serve` options.
@@ -153,6 +188,7 @@ impl ServeArgs {
 /// Start-up failures (a zone file, a busy address), with context.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Resolve(args) => resolve(&args),
         Command::Serve(args) => {
             let config = args.to_config()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -202,4 +238,70 @@ impl Signals {
             _ = self.terminate.recv() => {}
         }
     }
+}
+
+fn resolve(args: &ResolveArgs) -> anyhow::Result<()> {
+    use crate::client::{LookupError, SrvResolver};
+    use std::io::Write;
+
+    let mut builder = SrvResolver::builder()
+        .timeout(std::time::Duration::from_secs(args.timeout))
+        .attempts(2);
+    if let Some(addr) = args.server {
+        builder = builder.server(addr);
+    }
+    let resolver = builder.build();
+    let lookup = resolver.and_then(|r| r.lookup_srv_blocking("", "", &args.name));
+    let lookup = match lookup {
+        Ok(lookup) => lookup,
+        Err(error) => {
+            let code = match &error {
+                LookupError::NoSuchName { .. }
+                | LookupError::NoRecords { .. }
+                | LookupError::ServiceUnavailable { .. } => EXIT_NO_SUCH_SERVICE,
+                LookupError::Unreachable { .. } => EXIT_RESOLVER_UNREACHABLE,
+                _ => 1,
+            };
+            return Err(ExitError {
+                error: error.into(),
+                code,
+            }
+            .into());
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let items: Vec<serde_json::Value> = lookup
+            .targets
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "priority": t.priority,
+                    "weight": t.weight,
+                    "port": t.port,
+                    "target": t.target,
+                    "addrs": t.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Array(items))?;
+    } else {
+        for t in &lookup.targets {
+            let addrs = if t.addrs.is_empty() {
+                "-".to_string()
+            } else {
+                t.addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            writeln!(
+                out,
+                "{} {} {} {} {}",
+                t.priority, t.weight, t.port, t.target, addrs
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -9,8 +9,9 @@
 //! config + cli wire it; daemon runs it.
 //! ```
 //!
-//! Modules: [`dnssd`] (RFC 2782 order, shared), and with the `server` feature [`zonefile`],
-//! [`index`], [`answer`], [`server`], [`config`], [`daemon`], [`cli`]. See ARCHITECTURE.md.
+//! Modules: [`dnssd`] (RFC 2782 order, shared); with the `client` feature `client` (service
+//! resolution for programs); with the `server` feature `zonefile`, `backend`, `index`, `sync`,
+//! `answer`, `server`, `config`, `daemon`; `cli` with both. See ARCHITECTURE.md.
 
 pub mod dnssd;
 
@@ -18,8 +19,10 @@ pub mod dnssd;
 pub mod answer;
 #[cfg(feature = "server")]
 pub mod backend;
-#[cfg(feature = "server")]
+#[cfg(all(feature = "server", feature = "client"))]
 pub mod cli;
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]

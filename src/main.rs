@@ -15,7 +15,10 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("srvd: {error:#}");
-            std::process::ExitCode::FAILURE
+            match error.downcast_ref::<srvd::cli::ExitError>() {
+                Some(exit) => std::process::ExitCode::from(exit.code),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

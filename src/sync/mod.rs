@@ -285,7 +285,13 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
             syncer.watch(&mut outage, &shutdown).await
         };
         match result {
-            Ok(()) => backoff = BACKOFF_START,
+            Ok(()) => {
+                if outage && !shutdown.is_cancelled() {
+                    info!("etcd reachable again; mirror re-read");
+                    outage = false;
+                }
+                backoff = BACKOFF_START;
+            }
             Err(SyncError::Compacted { wanted, compacted }) => {
                 info!(
                     wanted,

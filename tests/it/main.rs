@@ -3,6 +3,7 @@
 
 mod answers;
 mod binary;
+mod client;
 mod etcd;
 mod order;
 mod protocol;

@@ -77,7 +77,6 @@ async fn the_readme_etcd_example_answers_as_the_readme_says() {
     let output = Command::new("sh")
         .arg("-c")
         .arg(put.replace("http://127.0.0.1:22379", &etcd.url))
-        .env("ETCDCTL_API", "3")
         .output()
         .expect("etcdctl is installed (scripts/install-deps)");
     assert!(
@@ -125,4 +124,46 @@ async fn the_readme_etcd_example_answers_as_the_readme_says() {
         out.contains("x1._http._tcp.backend.service.local. 300 IN A 10.0.0.1"),
         "{out}"
     );
+}
+
+/// The README's `srvd resolve` commands, with the test server's address for 127.0.0.1:1053.
+#[tokio::test]
+async fn the_readme_resolve_commands_print_the_records() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let commands: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("cargo run --release --bin srvd -- resolve "))
+        .collect();
+    assert_eq!(commands.len(), 2, "plain and --json");
+    let server = crate::support::srvd::TestServer::start(&shipped_zones()).await;
+    for command in commands {
+        let args: Vec<String> = command
+            .split(" -- ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .map(|a| a.replace("127.0.0.1:1053", &server.addr.to_string()))
+            .collect();
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_srvd"))
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(output.status.success(), "{command}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if command.ends_with("--json") {
+            let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(json.as_array().unwrap().len(), 3, "{stdout}");
+        } else {
+            assert_eq!(stdout.lines().count(), 3, "{stdout}");
+            assert!(
+                stdout.contains("10 60 8080 inst0._http._tcp.web.service.local. 10.0.0.1,fd00::1"),
+                "{stdout}"
+            );
+        }
+    }
 }
