@@ -38,6 +38,21 @@ async fn a_of(addr: SocketAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
     )
 }
 
+/// Polls (up to `limit`) until `name` answers `expected` (`None`: NXDOMAIN).
+async fn until_answer(
+    addr: SocketAddr,
+    name: &str,
+    expected: Option<Vec<Ipv4Addr>>,
+    limit: Duration,
+    what: &str,
+) {
+    let expected = &expected;
+    eventually(limit, what, || async move {
+        (a_of(addr, name).await == *expected).then_some(())
+    })
+    .await;
+}
+
 async fn put(client: &mut Client, key: &str, value: &str) -> i64 {
     client
         .put(key, value, None)
@@ -76,17 +91,22 @@ async fn a_put_becomes_visible_and_a_delete_disappears() {
         r#"{"host":"10.0.0.1"}"#,
     )
     .await;
-    eventually(Duration::from_secs(5), "the put is served", || async {
-        (a_of(server.addr, "x1.skydns.test.").await == Some(vec![ip(1)])).then_some(())
-    })
+    until_answer(
+        server.addr,
+        "x1.skydns.test.",
+        Some(vec![ip(1)]),
+        Duration::from_secs(5),
+        "the put is served",
+    )
     .await;
     client.delete("/skydns/test/skydns/x1", None).await.unwrap();
-    eventually(Duration::from_secs(5), "the delete is served", || async {
-        a_of(server.addr, "x1.skydns.test.")
-            .await
-            .is_none()
-            .then_some(())
-    })
+    until_answer(
+        server.addr,
+        "x1.skydns.test.",
+        None,
+        Duration::from_secs(5),
+        "the delete is served",
+    )
     .await;
 }
 
@@ -117,10 +137,12 @@ async fn answers_continue_while_etcd_is_down_and_writes_arrive_after_a_restart()
         r#"{"host":"10.0.0.2"}"#,
     )
     .await;
-    eventually(
+    until_answer(
+        server.addr,
+        "b.skydns.test.",
+        Some(vec![ip(2)]),
         Duration::from_secs(5),
         "a write after the restart is served within 5 s",
-        || async { (a_of(server.addr, "b.skydns.test.").await == Some(vec![ip(2)])).then_some(()) },
     )
     .await;
     assert_eq!(a_of(server.addr, "a.skydns.test.").await, Some(vec![ip(1)]));
@@ -348,15 +370,12 @@ async fn a_leased_key_has_a_ttl_within_the_lease_and_is_gone_after_revocation() 
     assert_eq!(reply.answers[0].ttl, 60, "no more than the value's ttl");
 
     client.lease_revoke(lease).await.unwrap();
-    eventually(
+    until_answer(
+        server.addr,
+        "leased.skydns.test.",
+        None,
         Duration::from_secs(5),
         "keys gone after revocation",
-        || async {
-            a_of(server.addr, "leased.skydns.test.")
-                .await
-                .is_none()
-                .then_some(())
-        },
     )
     .await;
 }
@@ -535,10 +554,12 @@ async fn with_several_endpoints_a_dead_one_is_passed_over() {
         r#"{"host":"10.0.0.2"}"#,
     )
     .await;
-    eventually(
+    until_answer(
+        addr,
+        "b.skydns.test.",
+        Some(vec![ip(2)]),
         Duration::from_secs(5),
         "watch works through the live endpoint",
-        || async { (a_of(addr, "b.skydns.test.").await == Some(vec![ip(2)])).then_some(()) },
     )
     .await;
     running.shutdown();
@@ -576,10 +597,12 @@ async fn before_the_first_sync_etcd_zones_answer_servfail_not_nxdomain() {
         );
     }
     etcd.restart().await;
-    eventually(
+    until_answer(
+        addr,
+        "a.skydns.test.",
+        Some(vec![ip(1)]),
         Duration::from_secs(10),
         "served once etcd is up",
-        || async { (a_of(addr, "a.skydns.test.").await == Some(vec![ip(1)])).then_some(()) },
     )
     .await;
     assert_eq!(
