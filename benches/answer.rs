@@ -6,6 +6,12 @@
 //! - `respond/*`: a whole query, bytes in → bytes out, through the same handler the UDP loop uses
 //!   (decode, zone match, answer, encode with truncation).
 //!
+//! - `answer_etcd/*`: `answer()` on an etcd mirror of 1,000 services (records synthesised per
+//!   question, CoreDNS rules).
+//!
+//! - `answer_etcd/*`: `answer()` on an etcd mirror of 1,000 services (records synthesised per
+//!   question, CoreDNS rules).
+//!
 //! Run: `cargo bench --bench answer`. Data is generated here, never committed.
 
 use std::fmt::Write as _;
@@ -120,5 +126,77 @@ fn bench_respond(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_answer, bench_respond);
+/// An index whose zone `etcd.test.` comes from a mirror of 1,000 services × 3 instances (the
+/// SkyDNS layout), as the sync task would publish it.
+fn etcd_index() -> Index {
+    use srvd::backend::skydns::decode;
+    use srvd::config::{EtcdConfig, parse_zone};
+    use srvd::index::EtcdData;
+    use srvd::index::leases::{LeaseBounds, LeaseTable};
+    use srvd::index::mirror::Mirror;
+
+    let mut etcd = EtcdConfig::new(Vec::new());
+    etcd.zones = vec![parse_zone("etcd.test.").expect("zone")];
+    let (base, paths) = build_index(Vec::new(), Some(&etcd)).expect("index");
+    let mut entries = Vec::new();
+    for s in 0..1_000u32 {
+        for i in 0..3u32 {
+            let key = format!("/skydns/test/etcd/svc{s}/_tcp/_http/i{i}");
+            let value = format!(
+                r#"{{"host":"10.{}.{}.{i}","port":8080,"priority":{},"weight":{}}}"#,
+                s / 256,
+                s % 256,
+                10 + i / 2 * 10,
+                10 + i * 20
+            );
+            let entry = decode(&key, value.as_bytes(), 0).expect("value");
+            entries.push((Arc::new(entry), 1));
+        }
+    }
+    let mirror = Mirror::from_listing(&paths, 1, entries, None);
+    base.with_etcd(EtcdData {
+        mirror: Some(mirror),
+        root: "/skydns".into(),
+        leases: Arc::new(LeaseTable::new(LeaseBounds::default(), |_| {})),
+    })
+}
+
+fn bench_etcd_answer(c: &mut Criterion) {
+    let index = etcd_index();
+    let mut rng = SmallRng::seed_from_u64(1);
+    let mut buffers = Some(AnswerBuffers::default());
+    let mut group = c.benchmark_group("answer_etcd");
+    for (label, qname, qtype) in [
+        (
+            "srv_1k_services",
+            "_http._tcp.svc777.etcd.test.",
+            RecordType::SRV,
+        ),
+        (
+            "a_1k_services",
+            "i1._http._tcp.svc777.etcd.test.",
+            RecordType::A,
+        ),
+        (
+            "nxdomain_1k_services",
+            "nope.svc777.etcd.test.",
+            RecordType::A,
+        ),
+    ] {
+        let name = Name::from_ascii(qname).expect("name");
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let question = Question::new(&name, qtype);
+                let zone = index.find_zone(&question.key).expect("zone");
+                let mut out = Answer::with_buffers(buffers.take().unwrap_or_default());
+                answer::answer(&index, zone, &question, &mut rng, &mut out);
+                black_box(out.answers.len() + out.additional.len());
+                buffers = Some(out.into_buffers());
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_answer, bench_etcd_answer, bench_respond);
 criterion_main!(benches);
