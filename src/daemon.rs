@@ -267,11 +267,7 @@ async fn start_sync(
     shutdown: CancellationToken,
 ) -> Result<SyncParts, StartError> {
     let root: Arc<str> = key::root_path(&etcd.prefix).into();
-    let watch_prefix = if root.ends_with('/') {
-        root.to_string()
-    } else {
-        format!("{root}/")
-    };
+    let watch_prefix = key::subtree_prefix(&root);
     let client = Etcd::connect(&etcd.endpoints, &watch_prefix).await?;
     let (expired_tx, expired_rx) = tokio::sync::mpsc::unbounded_channel();
     let leases = Arc::new(LeaseTable::new(etcd.lease_bounds, move |id| {

@@ -190,7 +190,6 @@ pub fn answer<'a, R: Rng + ?Sized>(
                 || etcd::answer(zone, etcd_zone, data, question, rng, out)
                     == etcd::Outcome::NotFound
             {
-                out.clear();
                 file::answer(zone, file, question, rng, out);
             }
         }

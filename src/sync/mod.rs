@@ -186,7 +186,6 @@ impl Syncer {
         };
         let mut changed = 0usize;
         for batch in batches {
-            let mut changes = Vec::with_capacity(batch.events.len());
             for event in batch.events {
                 let (key, new_entry) = match event {
                     RawEvent::Put(kv) => match decode(&kv) {
@@ -207,18 +206,19 @@ impl Syncer {
                 if let Some(old) = mirror.exact(&key).map(|e| e.lease) {
                     self.lease_released(old);
                 }
-                match new_entry {
+                let change = match new_entry {
                     Some(entry) => {
                         self.lease_used(entry.lease);
-                        changes.push(Change::Put(entry));
+                        Change::Put(entry)
                     }
-                    None => changes.push(Change::Delete(key)),
-                }
-                // Apply per event so a later event's old-lease lookup sees this one.
-                mirror.apply(batch.revision, changes.drain(..));
+                    None => Change::Delete(key),
+                };
+                // Applied per event so a later event's old-lease lookup sees this one.
+                mirror.apply(batch.revision, [change]);
                 changed += 1;
             }
-            mirror.apply(batch.revision, std::iter::empty());
+            // A batch without events (progress notification) still moves the revision on.
+            mirror.apply(batch.revision, []);
         }
         debug!(changed, revision = mirror.revision(), "publishing");
         self.mirror = Some(mirror);

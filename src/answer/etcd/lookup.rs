@@ -23,11 +23,7 @@ pub fn services<'m>(
     let (path, star) = key::path_with_wildcard(name, root);
     let mut found: Vec<&ServiceEntry> = Vec::new();
     if !exact {
-        let prefix = if path.ends_with('/') {
-            path.clone()
-        } else {
-            format!("{path}/")
-        };
+        let prefix = key::subtree_prefix(&path);
         found.extend(mirror.with_prefix(&prefix).map(AsRef::as_ref));
     }
     if found.is_empty() {

@@ -101,8 +101,8 @@ pub(super) fn record(owner: &Name, ttl: u32, data: RData) -> Record {
     Record::from_rdata(owner.clone(), ttl, data)
 }
 
-/// Answers `question` from etcd data. Returns [`Outcome::NotFound`] with `out` untouched when
-/// nothing exists at or below the name.
+/// Answers `question` from etcd data into `out`, which must be empty. Returns
+/// [`Outcome::NotFound`], with `out` left empty, when nothing exists at or below the name.
 pub(super) fn answer<'a, R: Rng + ?Sized>(
     zone: &'a Zone,
     etcd_zone: &'a EtcdZone,
@@ -119,8 +119,8 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
     let ctx = Ctx { zone, mirror, data };
     let name = question.name.to_lowercase();
     let apex = name == *zone.origin();
-    let mut answers: Vec<Rr<'a>> = Vec::new();
-    let mut additional: Vec<Rr<'a>> = Vec::new();
+    // Written straight into the caller's (recycled) sections; emptied again on failure.
+    let (answers, additional) = (&mut out.answers, &mut out.additional);
     let result: Result<(), Failure> = match question.qtype {
         RecordType::A | RecordType::AAAA => address::addresses(
             &ctx,
@@ -128,26 +128,20 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
             Owner::Question,
             question.qtype,
             &mut Vec::new(),
-            &mut answers,
+            answers,
         )
         .map_err(Failure::from),
-        RecordType::TXT => {
-            address::txt(&ctx, &name, Owner::Question, &mut Vec::new(), &mut answers)
-                .map_err(Failure::from)
-        }
-        RecordType::CNAME => names::cname(&ctx, &name, &mut answers).map_err(Failure::from),
-        RecordType::PTR => names::ptr(&ctx, &name, &mut answers).map_err(Failure::from),
-        RecordType::MX => {
-            targets::mx(&ctx, &name, &mut answers, &mut additional).map_err(Failure::from)
-        }
-        RecordType::SRV => {
-            targets::srv(&ctx, &name, &mut answers, &mut additional).map_err(Failure::from)
-        }
+        RecordType::TXT => address::txt(&ctx, &name, Owner::Question, &mut Vec::new(), answers)
+            .map_err(Failure::from),
+        RecordType::CNAME => names::cname(&ctx, &name, answers).map_err(Failure::from),
+        RecordType::PTR => names::ptr(&ctx, &name, answers).map_err(Failure::from),
+        RecordType::MX => targets::mx(&ctx, &name, answers, additional).map_err(Failure::from),
+        RecordType::SRV => targets::srv(&ctx, &name, answers, additional).map_err(Failure::from),
         RecordType::SOA => {
             answers.push(soa(&ctx, etcd_zone));
             Ok(())
         }
-        RecordType::NS if apex => targets::ns(&ctx, &mut answers, &mut additional),
+        RecordType::NS if apex => targets::ns(&ctx, answers, additional),
         _ => {
             // Other types: an A lookup only tells NXDOMAIN from NODATA (handler.go `default`).
             let mut discard = Vec::new();
@@ -163,16 +157,23 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
         }
     };
     match result {
-        Err(Failure::NotFound) => return Outcome::NotFound,
-        Err(Failure::ServFail) => negative(zone, etcd_zone, data, ResponseCode::ServFail, out),
-        Ok(()) if answers.is_empty() => negative(zone, etcd_zone, data, ResponseCode::NoError, out),
+        Err(Failure::NotFound) => {
+            out.clear();
+            return Outcome::NotFound;
+        }
+        Err(Failure::ServFail) => {
+            out.clear();
+            negative(zone, etcd_zone, data, ResponseCode::ServFail, out);
+        }
+        Ok(()) if out.answers.is_empty() => {
+            out.clear();
+            negative(zone, etcd_zone, data, ResponseCode::NoError, out);
+        }
         Ok(()) => {
             if question.qtype == RecordType::SRV {
-                srv::order(&mut answers, rng);
+                srv::order(&mut out.answers, rng);
             }
             out.rcode = ResponseCode::NoError;
-            out.answers.extend(answers);
-            out.additional.extend(additional);
         }
     }
     Outcome::Answered

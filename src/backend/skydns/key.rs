@@ -32,6 +32,15 @@ pub fn path(name: &Name, root: &str) -> String {
     out
 }
 
+/// The prefix of every key strictly below `path` (`path` + `/`, as CoreDNS's recursive `get`).
+pub fn subtree_prefix(path: &str) -> String {
+    if path.ends_with('/') {
+        path.to_string()
+    } else {
+        format!("{path}/")
+    }
+}
+
 /// Whether a label is a SkyDNS wildcard (`*` or `any`, after lower-casing).
 pub fn is_wildcard(label: &str) -> bool {
     label == "*" || label == "any"
