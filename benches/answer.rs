@@ -65,42 +65,57 @@ fn index() -> Index {
         .0
 }
 
-fn bench_answer(c: &mut Criterion) {
-    let index = index();
+/// Benches `answer()` for each `(label, qname, qtype)` against `index`, recycling the buffers as
+/// the listeners do.
+fn bench_questions(
+    c: &mut Criterion,
+    group_name: &str,
+    index: &Index,
+    cases: &[(&str, &str, RecordType)],
+) {
     let mut rng = SmallRng::seed_from_u64(1);
     let mut buffers = Some(AnswerBuffers::default());
-    let mut group = c.benchmark_group("answer");
-    for (label, qname, qtype) in [
-        (
-            "srv_shipped",
-            "_http._tcp.web.service.local.",
-            RecordType::SRV,
-        ),
-        (
-            "srv_1k_services",
-            "_http._tcp.svc777.bench.test.",
-            RecordType::SRV,
-        ),
-        ("a_1k_services", "i1.svc777.bench.test.", RecordType::A),
-        (
-            "nxdomain_1k_services",
-            "nope.svc777.bench.test.",
-            RecordType::A,
-        ),
-    ] {
+    let mut group = c.benchmark_group(group_name);
+    for (label, qname, qtype) in cases {
         let name = Name::from_ascii(qname).expect("name");
-        group.bench_function(label, |b| {
+        group.bench_function(*label, |b| {
             b.iter(|| {
-                let question = Question::new(&name, qtype);
+                let question = Question::new(&name, *qtype);
                 let zone = index.find_zone(&question.key).expect("zone");
                 let mut out = Answer::with_buffers(buffers.take().unwrap_or_default());
-                answer::answer(&index, zone, &question, &mut rng, &mut out);
+                answer::answer(index, zone, &question, &mut rng, &mut out);
                 black_box(out.answers.len() + out.additional.len());
                 buffers = Some(out.into_buffers());
             });
         });
     }
     group.finish();
+}
+
+fn bench_answer(c: &mut Criterion) {
+    bench_questions(
+        c,
+        "answer",
+        &index(),
+        &[
+            (
+                "srv_shipped",
+                "_http._tcp.web.service.local.",
+                RecordType::SRV,
+            ),
+            (
+                "srv_1k_services",
+                "_http._tcp.svc777.bench.test.",
+                RecordType::SRV,
+            ),
+            ("a_1k_services", "i1.svc777.bench.test.", RecordType::A),
+            (
+                "nxdomain_1k_services",
+                "nope.svc777.bench.test.",
+                RecordType::A,
+            ),
+        ],
+    );
 }
 
 fn bench_respond(c: &mut Criterion) {
@@ -162,40 +177,28 @@ fn etcd_index() -> Index {
 }
 
 fn bench_etcd_answer(c: &mut Criterion) {
-    let index = etcd_index();
-    let mut rng = SmallRng::seed_from_u64(1);
-    let mut buffers = Some(AnswerBuffers::default());
-    let mut group = c.benchmark_group("answer_etcd");
-    for (label, qname, qtype) in [
-        (
-            "srv_1k_services",
-            "_http._tcp.svc777.etcd.test.",
-            RecordType::SRV,
-        ),
-        (
-            "a_1k_services",
-            "i1._http._tcp.svc777.etcd.test.",
-            RecordType::A,
-        ),
-        (
-            "nxdomain_1k_services",
-            "nope.svc777.etcd.test.",
-            RecordType::A,
-        ),
-    ] {
-        let name = Name::from_ascii(qname).expect("name");
-        group.bench_function(label, |b| {
-            b.iter(|| {
-                let question = Question::new(&name, qtype);
-                let zone = index.find_zone(&question.key).expect("zone");
-                let mut out = Answer::with_buffers(buffers.take().unwrap_or_default());
-                answer::answer(&index, zone, &question, &mut rng, &mut out);
-                black_box(out.answers.len() + out.additional.len());
-                buffers = Some(out.into_buffers());
-            });
-        });
-    }
-    group.finish();
+    bench_questions(
+        c,
+        "answer_etcd",
+        &etcd_index(),
+        &[
+            (
+                "srv_1k_services",
+                "_http._tcp.svc777.etcd.test.",
+                RecordType::SRV,
+            ),
+            (
+                "a_1k_services",
+                "i1._http._tcp.svc777.etcd.test.",
+                RecordType::A,
+            ),
+            (
+                "nxdomain_1k_services",
+                "nope.svc777.etcd.test.",
+                RecordType::A,
+            ),
+        ],
+    );
 }
 
 criterion_group!(benches, bench_answer, bench_etcd_answer, bench_respond);

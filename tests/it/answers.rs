@@ -3,7 +3,7 @@
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::support::dns::{self, of_type, query, section, udp};
+use crate::support::dns::{self, of_type, query, section, sorted, udp};
 use crate::support::{fixture_zones, srvd::TestServer};
 
 /// A table case: question → rcode and the three sections as sorted zone-file text.
@@ -249,12 +249,6 @@ async fn every_answer_case_matches_over_udp() {
             "{label}: additional"
         );
     }
-}
-
-fn sorted(lines: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
-    v.sort();
-    v
 }
 
 #[tokio::test]

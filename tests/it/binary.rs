@@ -1,6 +1,5 @@
 //! The `srvd` binary as a user runs it: the embedded default, start-up errors, signals, and `dig`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
@@ -105,23 +104,14 @@ async fn dig_gets_an_authoritative_srv_answer_with_glue() {
         &fixture_zones(),
         &["--zones-dir", &shipped_zones().to_string_lossy()],
     );
-    let output = Command::new("dig")
-        .args([
-            "@127.0.0.1",
-            "-p",
-            &process.addr.port().to_string(),
-            "_http._tcp.web.service.local",
-            "SRV",
-            "+tries=1",
-            "+time=5",
-        ])
-        .output()
-        .expect("dig is installed (the README's test command installs dnsutils)");
-    let out = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let port = process.addr.port().to_string();
+    let out = dns::dig(&[
+        "@127.0.0.1",
+        "-p",
+        &port,
+        "_http._tcp.web.service.local",
+        "SRV",
+    ]);
     assert!(out.contains("status: NOERROR"), "{out}");
     assert!(out.contains("flags: qr aa rd;"), "AA set, RA clear: {out}");
     assert!(

@@ -3,18 +3,28 @@
 
 use std::process::Command;
 
+use crate::support::dns::dig;
 use crate::support::shipped_zones;
 use crate::support::srvd::spawn_binary;
 
-#[test]
-fn every_dig_command_in_the_readme_gets_an_authoritative_answer() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let try_it = readme
-        .split("## Try it")
+/// The README, as committed.
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+/// The text under the `## heading` of `readme`, up to the next `## `.
+fn section<'r>(readme: &'r str, heading: &str) -> &'r str {
+    readme
+        .split(&format!("## {heading}"))
         .nth(1)
         .and_then(|s| s.split("\n## ").next())
-        .expect("a Try it section");
+        .unwrap_or_else(|| panic!("the README has a {heading:?} section"))
+}
+
+#[test]
+fn every_dig_command_in_the_readme_gets_an_authoritative_answer() {
+    let readme = readme();
+    let try_it = section(&readme, "Try it");
     let commands: Vec<&str> = try_it
         .lines()
         .filter(|l| l.starts_with("dig @127.0.0.1 -p 1053 "))
@@ -31,12 +41,7 @@ fn every_dig_command_in_the_readme_gets_an_authoritative_answer() {
             .iter()
             .map(|a| if *a == "1053" { port.as_str() } else { a })
             .collect();
-        let output = Command::new("dig")
-            .args(&args)
-            .args(["+tries=1", "+time=5"])
-            .output()
-            .expect("dig is installed (scripts/install-deps)");
-        let out = String::from_utf8_lossy(&output.stdout);
+        let out = dig(&args);
         assert!(out.contains("status: NOERROR"), "{command}\n{out}");
         assert!(out.contains("flags: qr aa"), "{command}\n{out}");
         assert!(!out.contains("ANSWER: 0,"), "{command}\n{out}");
@@ -48,13 +53,8 @@ fn every_dig_command_in_the_readme_gets_an_authoritative_answer() {
 /// `scripts/serve --etcd URL` starts it.
 #[tokio::test]
 async fn the_readme_etcd_example_answers_as_the_readme_says() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme
-        .split("## Services in etcd")
-        .nth(1)
-        .and_then(|s| s.split("\n## ").next())
-        .expect("an etcd section");
+    let readme = readme();
+    let section = section(&readme, "Services in etcd");
     let etcd = crate::support::etcd::EtcdServer::start().await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let serve = section
@@ -85,11 +85,11 @@ async fn the_readme_etcd_example_answers_as_the_readme_says() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let dig = section
+    let dig_command = section
         .lines()
         .find(|l| l.starts_with("dig "))
         .expect("a dig command");
-    let args: Vec<&str> = dig
+    let args: Vec<&str> = dig_command
         .split_whitespace()
         .skip(1)
         .map(|a| if a == "1053" { port.as_str() } else { a })
@@ -100,16 +100,7 @@ async fn the_readme_etcd_example_answers_as_the_readme_says() {
         || {
             let args = args.clone();
             async move {
-                let output = Command::new("dig")
-                    .args(&args)
-                    .args(["+tries=1", "+time=5"])
-                    .output()
-                    .ok()?;
-                let out = String::from_utf8_lossy(&output.stdout)
-                    .lines()
-                    .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-                    .collect::<Vec<_>>()
-                    .join("\n");
+                let out = dig(&args);
                 out.contains("ANSWER: 1,").then_some(out)
             }
         },
@@ -129,8 +120,7 @@ async fn the_readme_etcd_example_answers_as_the_readme_says() {
 /// The README's `srvd resolve` commands, with the test server's address for 127.0.0.1:1053.
 #[tokio::test]
 async fn the_readme_resolve_commands_print_the_records() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = readme();
     let commands: Vec<&str> = readme
         .lines()
         .filter(|l| l.starts_with("cargo run --release --bin srvd -- resolve "))

@@ -4,7 +4,7 @@
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 
-use crate::support::dns::{query, section, udp};
+use crate::support::dns::{query, section, sorted, udp};
 use crate::support::etcd::EtcdServer;
 use crate::support::srvd::TestServer;
 
@@ -444,12 +444,6 @@ async fn every_scenario_answers_as_coredns_does() {
             assert!(reply.authorities.is_empty(), "{label}: empty authority");
         }
     }
-}
-
-fn sorted(lines: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
-    v.sort();
-    v
 }
 
 #[tokio::test]

@@ -119,6 +119,13 @@ pub fn section(records: &[Record]) -> Vec<String> {
     out
 }
 
+/// Expected zone-file-like lines, sorted to compare with [`section`].
+pub fn sorted(lines: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
 /// SRV (priority, weight, port, target) of every SRV record, in order.
 pub fn srvs(records: &[Record]) -> Vec<(u16, u16, u16, String)> {
     records
@@ -128,4 +135,19 @@ pub fn srvs(records: &[Record]) -> Vec<(u16, u16, u16, String)> {
             _ => None,
         })
         .collect()
+}
+
+/// Runs `dig ARGS +tries=1 +time=5` and returns its output with runs of whitespace collapsed
+/// to one space (dig aligns columns with tabs).
+pub fn dig(args: &[&str]) -> String {
+    let output = std::process::Command::new("dig")
+        .args(args)
+        .args(["+tries=1", "+time=5"])
+        .output()
+        .expect("dig is installed (scripts/install-deps installs dnsutils)");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
