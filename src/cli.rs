@@ -78,7 +78,8 @@ pub struct ServeArgs {
     /// Close a TCP connection after this many seconds without a query.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub tcp_idle_timeout: u64,
-    /// Most TCP connections served at once; further ones are closed.
+    /// Most TCP connections served at once; at the bound, the connection idle the longest (at
+    /// least a second) is closed to make room, else the new one.
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub tcp_max_connections: usize,
     /// Mirror etcd at these client URLs (comma-separated, or repeat the option) and answer the
@@ -125,6 +126,7 @@ impl ServeArgs {
             tcp: TcpLimits {
                 idle_timeout: Duration::from_secs(self.tcp_idle_timeout),
                 max_connections: self.tcp_max_connections,
+                ..TcpLimits::default()
             },
             ..Config::default()
         })

@@ -1,35 +1,41 @@
 //! The listeners: UDP receive loops and TCP accept loops over already-bound sockets.
 //!
 //! ```text
-//! UdpSocket ─ recv ─► Handler::respond ─► send_to            (inline, one loop per socket)
-//! TcpListener ─ accept (≤ max connections) ─► connection task: [len][msg] … ─► respond ─► write
+//! UdpSocket ─ recv ─► Handler::respond ─► send_to    (inline, one loop per runtime worker)
+//! TcpListener ─ accept (≤ max connections; under pressure close the quietest) ─►
+//!     connection task: [len][msg] … ─► respond ─► write
 //! ```
 //! Why own loops rather than hickory-server's `Server`: it has no cap on concurrent TCP
 //! connections, spawns a task per UDP datagram and logs at `info` per query; srvd needs the cap,
 //! and the query path must stay cheap and quiet. The handler is the same for both transports.
+//!
+//! Each UDP socket is read by as many receive loops as the runtime has worker threads, so one
+//! costly question occupies one loop while the others keep answering (and both cores serve).
+//! At the TCP bound, `pressure` picks a connection to close and throttles the warnings.
 //!
 //! Shutdown ([`CancellationToken`]): loops stop receiving and accepting (listeners are dropped, so
 //! new connections are refused); a TCP connection that has started reading a query finishes it and
 //! writes the answer, then closes.
 
 pub mod handler;
+pub mod pressure;
 pub mod wire;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use self::handler::{Handler, Scratch};
+use self::pressure::{Connection, ConnectionTable, THROTTLE_PERIOD, Throttle};
 use self::wire::Transport;
 
 /// On shutdown, how long an idle TCP connection may still deliver a query that was already sent.
@@ -41,8 +47,11 @@ pub struct TcpLimits {
     /// A connection with no complete query for this long is closed (RFC 7766 §6.2.3 suggests
     /// seconds, not minutes).
     pub idle_timeout: Duration,
-    /// Connections beyond this many are closed at once; existing ones keep working.
+    /// At most this many connections are open at once.
     pub max_connections: usize,
+    /// At the bound, a new connection closes the connection that has made no progress for the
+    /// longest time, if that is at least this long; otherwise the new one is closed at once.
+    pub close_idle_after: Duration,
 }
 
 impl Default for TcpLimits {
@@ -50,9 +59,13 @@ impl Default for TcpLimits {
         Self {
             idle_timeout: Duration::from_secs(10),
             max_connections: 512,
+            close_idle_after: Duration::from_secs(1),
         }
     }
 }
+
+/// How long the accept loop waits for the slot of a connection it closed under pressure.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// Sockets to serve, bound by the caller.
 #[derive(Debug, Default)]
@@ -71,16 +84,26 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
+    let loops_per_socket = tokio::runtime::Handle::current().metrics().num_workers();
     for socket in listeners.udp {
-        tracker.spawn(serve_udp(socket, handler.clone(), shutdown.clone()));
+        let socket = Arc::new(socket);
+        for _ in 0..loops_per_socket.max(1) {
+            tracker.spawn(serve_udp(socket.clone(), handler.clone(), shutdown.clone()));
+        }
     }
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let tcp = Arc::new(TcpShared {
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        connections: ConnectionTable::default(),
+        refused: Throttle::new(THROTTLE_PERIOD),
+        closed_idle: Throttle::new(THROTTLE_PERIOD),
+        accept_errors: Throttle::new(THROTTLE_PERIOD),
+    });
     for listener in listeners.tcp {
         tracker.spawn(serve_tcp(
             listener,
             handler.clone(),
             limits,
-            slots.clone(),
+            tcp.clone(),
             tracker.clone(),
             shutdown.clone(),
         ));
@@ -89,7 +112,7 @@ pub async fn run(
     tracker.wait().await;
 }
 
-async fn serve_udp(socket: UdpSocket, handler: Handler, shutdown: CancellationToken) {
+async fn serve_udp(socket: Arc<UdpSocket>, handler: Handler, shutdown: CancellationToken) {
     // 4096 covers any query a client sends over UDP; a longer datagram is cut by the kernel and
     // then fails to decode (FORMERR), which is the right answer for it.
     let mut request = vec![0u8; 4096];
@@ -116,15 +139,23 @@ async fn serve_udp(socket: UdpSocket, handler: Handler, shutdown: CancellationTo
     }
 }
 
+/// What every TCP listener of one server shares: the connection bound and its bookkeeping.
+struct TcpShared {
+    slots: Arc<Semaphore>,
+    connections: ConnectionTable,
+    refused: Throttle,
+    closed_idle: Throttle,
+    accept_errors: Throttle,
+}
+
 async fn serve_tcp(
     listener: TcpListener,
     handler: Handler,
     limits: TcpLimits,
-    slots: Arc<Semaphore>,
+    tcp: Arc<TcpShared>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    let at_limit = AtomicBool::new(false);
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -133,32 +164,64 @@ async fn serve_tcp(
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // EMFILE and friends: back off briefly instead of spinning.
-                    warn!(%error, "tcp accept error");
+                    if let Some(count) = tcp.accept_errors.hit() {
+                        warn!(%error, count, "tcp accept error");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            if !at_limit.swap(true, Ordering::Relaxed) {
+        let Some(permit) = slot(&tcp, limits).await else {
+            if let Some(count) = tcp.refused.hit() {
                 warn!(
                     limit = limits.max_connections,
-                    "tcp connection limit reached; closing new connections"
+                    refused = count,
+                    "tcp connection limit reached and every connection is active; closing new connections"
                 );
             }
             drop(stream);
             continue;
         };
-        at_limit.store(false, Ordering::Relaxed);
+        let connection = tcp.connections.add();
         let handler = handler.clone();
         let shutdown = shutdown.clone();
+        let tcp = tcp.clone();
         tracker.spawn(async move {
-            if let Err(error) = serve_connection(stream, &handler, limits, &shutdown).await {
-                debug!(%error, %peer, "tcp connection ended");
+            tokio::select! {
+                result = serve_connection(stream, &handler, limits, &shutdown, &tcp.connections, &connection) => {
+                    if let Err(error) = result {
+                        debug!(%error, %peer, "tcp connection ended");
+                    }
+                }
+                () = connection.closed() => debug!(%peer, "tcp connection closed to make room"),
             }
+            tcp.connections.remove(&connection);
             drop(permit);
         });
     }
+}
+
+/// A connection slot: a free one, or the slot of the quietest connection, closed to make room.
+async fn slot(tcp: &TcpShared, limits: TcpLimits) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = tcp.slots.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    if !tcp.connections.close_oldest_idle(limits.close_idle_after) {
+        return None;
+    }
+    if let Some(count) = tcp.closed_idle.hit() {
+        warn!(
+            limit = limits.max_connections,
+            closed = count,
+            "tcp connection limit reached; closing the connections idle the longest to make room"
+        );
+    }
+    // The closed connection's task ends at its next await point and frees its slot.
+    timeout(SLOT_WAIT, tcp.slots.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()
 }
 
 /// Serves queries on one connection, one at a time, until EOF, idle timeout or shutdown.
@@ -167,6 +230,8 @@ async fn serve_connection(
     handler: &Handler,
     limits: TcpLimits,
     shutdown: &CancellationToken,
+    connections: &ConnectionTable,
+    connection: &Connection,
 ) -> io::Result<()> {
     let mut request = Vec::new();
     let mut response = Vec::new();
@@ -200,6 +265,7 @@ async fn serve_connection(
         let len = usize::from(u16::from_be_bytes([first[0], second[0]]));
         request.resize(len, 0);
         read_in_time(&mut stream, &mut request, limits.idle_timeout).await?;
+        connections.progress(connection);
 
         if !handler.respond(&request, Transport::Tcp, &mut scratch, &mut response) {
             // Nothing to say to garbage on a stream: close it.
@@ -211,6 +277,7 @@ async fn serve_connection(
         timeout(limits.idle_timeout, stream.write_all(&framed))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
+        connections.progress(connection);
         if shutdown.is_cancelled() {
             return Ok(());
         }

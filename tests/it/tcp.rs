@@ -1,5 +1,8 @@
-//! TCP: several queries per connection, idle timeout, the connection cap, graceful shutdown.
+//! TCP: several queries per connection, idle timeout, the connection cap (closing the quietest
+//! connection under pressure, throttled warnings), graceful shutdown.
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
@@ -59,7 +62,12 @@ async fn idle_connections_are_closed_after_the_timeout() {
 
 #[tokio::test]
 async fn connections_past_the_cap_are_closed_while_existing_ones_keep_working() {
-    let server = TestServer::start_with(&fixture_zones(), |c| c.tcp.max_connections = 2).await;
+    // Both existing connections count as active: none is quiet for an hour.
+    let server = TestServer::start_with(&fixture_zones(), |c| {
+        c.tcp.max_connections = 2;
+        c.tcp.close_idle_after = Duration::from_secs(3600);
+    })
+    .await;
     let mut first = TcpStream::connect(server.addr).await.unwrap();
     let mut second = TcpStream::connect(server.addr).await.unwrap();
     // Make sure both are accepted and being served.
@@ -118,6 +126,133 @@ async fn connections_past_the_cap_are_closed_while_existing_ones_keep_working() 
         );
         tokio::task::yield_now().await;
     }
+}
+
+/// Sends one A query on `stream` and says whether an answer came back (false: closed).
+async fn answered(stream: &mut TcpStream) -> bool {
+    let message = query("a.svc.example.test.", RecordType::A);
+    // A write to a connection the server already closed may fail; that is "not answered".
+    let bytes = message.to_vec().unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    if stream.write_all(&framed).await.is_err() {
+        return false;
+    }
+    tcp_recv(stream)
+        .await
+        .is_some_and(|reply| reply.metadata.id == message.metadata.id && reply.answers.len() == 1)
+}
+
+#[tokio::test]
+async fn under_pressure_the_quietest_connections_are_closed_so_new_clients_are_served() {
+    let server = TestServer::start_with(&fixture_zones(), |c| {
+        c.tcp.max_connections = 3;
+        c.tcp.close_idle_after = Duration::ZERO;
+    })
+    .await;
+    // An idle connection (never sent anything), a slowloris stalled mid-query, an active client.
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    stalled.write_all(&[0, 40, 0xab, 0xcd]).await.unwrap();
+    let mut active = TcpStream::connect(server.addr).await.unwrap();
+    assert!(answered(&mut active).await);
+
+    // The table is full; a new client is served, and the idle connection (quiet the longest)
+    // made room for it.
+    let mut first_new = TcpStream::connect(server.addr).await.unwrap();
+    assert!(answered(&mut first_new).await, "a new client is served");
+    assert!(
+        tcp_recv(&mut idle).await.is_none(),
+        "the idle one was closed"
+    );
+    // Next the stalled one goes; the active client is untouched.
+    let mut second_new = TcpStream::connect(server.addr).await.unwrap();
+    assert!(
+        answered(&mut second_new).await,
+        "another new client is served"
+    );
+    assert!(
+        tcp_recv(&mut stalled).await.is_none(),
+        "the stalled one was closed"
+    );
+    assert!(
+        answered(&mut active).await,
+        "the active client keeps its connection"
+    );
+    assert!(answered(&mut first_new).await);
+}
+
+/// Captures every `warn!` line logged on this thread while it lives.
+struct CapturedWarnings {
+    lines: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl CapturedWarnings {
+    fn start() -> Self {
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink(lines.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        Self {
+            lines,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    fn matching(&self, needle: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.lines.lock().unwrap())
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// An attacker who holds every slot but one and cycles connections through the last one must
+/// not be able to make srvd log a line per connection.
+#[tokio::test(flavor = "current_thread")]
+async fn warnings_about_the_connection_bound_are_throttled() {
+    let warnings = CapturedWarnings::start();
+    for close_idle_after in [Duration::from_secs(3600), Duration::ZERO] {
+        let server = TestServer::start_with(&fixture_zones(), |c| {
+            c.tcp.max_connections = 2;
+            c.tcp.close_idle_after = close_idle_after;
+        })
+        .await;
+        let mut held = TcpStream::connect(server.addr).await.unwrap();
+        assert!(answered(&mut held).await);
+        for _ in 0..200 {
+            let mut cycling = TcpStream::connect(server.addr).await.unwrap();
+            let mut over = TcpStream::connect(server.addr).await.unwrap();
+            // Either the new connection is refused, or it is served after closing another.
+            let _ = answered(&mut over).await;
+            let _ = answered(&mut cycling).await;
+        }
+        server.shutdown().await;
+    }
+    let lines = warnings.matching("tcp connection limit reached");
+    // Two servers, each throttled to one line per kind per 10 s (more only if a run straddles a
+    // period); unthrottled, this was a line per refused connection: 200 per server.
+    assert!(lines.len() <= 6, "{} warnings: {lines:#?}", lines.len());
+    assert!(
+        lines.iter().any(|l| l.contains("refused=")) && lines.iter().any(|l| l.contains("closed=")),
+        "both kinds carry their counts: {lines:#?}"
+    );
 }
 
 #[tokio::test]
