@@ -268,7 +268,7 @@ async fn start_sync(
 ) -> Result<SyncParts, StartError> {
     let root: Arc<str> = key::root_path(&etcd.prefix).into();
     let watch_prefix = key::subtree_prefix(&root);
-    let client = Etcd::connect(&etcd.endpoints, &watch_prefix).await?;
+    let client = Etcd::connect(&etcd.endpoints, &watch_prefix, etcd.max_response_bytes).await?;
     let (expired_tx, expired_rx) = tokio::sync::mpsc::unbounded_channel();
     let leases = Arc::new(LeaseTable::new(etcd.lease_bounds, move |id| {
         let _ = expired_tx.send(id);

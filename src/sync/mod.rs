@@ -3,15 +3,19 @@
 //! ```text
 //! Listing ──(list at R)──► publish ──► Watching{from R+1} ──(batches)──► apply, publish
 //!    ▲                                    │ stream broken: back off (≤ 2 s), resume from last+1
-//!    └──────────── compacted ─────────────┘
+//!    └──────────── compacted ─────────────┘   (last = the last applied event's mod_revision)
 //! ```
 //! - Start: one consistent read of the prefix at revision R (paged, pinned to R), published
 //!   whole; then a watch from R+1.
 //! - Each wake-up applies every batch already received and publishes once, so bursts coalesce by
 //!   themselves and a lone update is visible at once. No fixed delay window.
 //! - Stream broken (etcd restart, network): reconnect with exponential backoff capped at 2 s and
-//!   resume from the last applied revision + 1; nothing is lost. The outage is logged once, the
-//!   recovery once; queries keep the last snapshot meanwhile.
+//!   resume from the mirror's revision + 1; nothing is lost. That revision is the last applied
+//!   event's own `mod_revision` (or a progress notification's), never a response header's: during
+//!   a catch-up etcd sends 1,000 revisions per response under a header already at its current
+//!   revision, and resuming from that would skip the rest of the backlog. The outage is logged
+//!   once ("unreachable" and "response too large" apart), the recovery once; queries keep the
+//!   last snapshot meanwhile.
 //! - History compacted: read everything afresh and swap the new mirror in whole.
 //! - A key whose value srvd cannot serve is skipped with one warning naming it and counted; an
 //!   older good value at that key is removed, so the mirror never serves stale data for it.
@@ -179,7 +183,9 @@ impl Syncer {
         Ok(())
     }
 
-    /// Applies batches in order and publishes once.
+    /// Applies batches in order and publishes once. Each change moves the mirror to its own
+    /// revision, so the mirror's revision (where a lost watch resumes, and what `SyncStatus` and
+    /// the zone serials report) is always one whose changes it holds in full.
     fn apply(&mut self, batches: Vec<WatchBatch>) {
         let Some(mut mirror) = self.mirror.take() else {
             return;
@@ -187,6 +193,7 @@ impl Syncer {
         let mut changed = 0usize;
         for batch in batches {
             for event in batch.events {
+                let revision = event.revision();
                 let (key, new_entry) = match event {
                     RawEvent::Put(kv) => match decode(&kv) {
                         Ok(entry) => (entry.key.clone(), Some(Arc::new(entry))),
@@ -195,14 +202,11 @@ impl Syncer {
                             (key, None)
                         }
                     },
-                    RawEvent::Delete(key) => (String::from_utf8_lossy(&key).into_owned(), None),
+                    RawEvent::Delete { key, .. } => {
+                        (String::from_utf8_lossy(&key).into_owned(), None)
+                    }
                 };
-                debug!(
-                    key,
-                    put = new_entry.is_some(),
-                    revision = batch.revision,
-                    "etcd event"
-                );
+                debug!(key, put = new_entry.is_some(), revision, "etcd event");
                 if let Some(old) = mirror.exact(&key).map(|e| e.lease) {
                     self.lease_released(old);
                 }
@@ -214,11 +218,13 @@ impl Syncer {
                     None => Change::Delete(key),
                 };
                 // Applied per event so a later event's old-lease lookup sees this one.
-                mirror.apply(batch.revision, [change]);
+                mirror.apply(revision, [change]);
                 changed += 1;
             }
-            // A batch without events (progress notification) still moves the revision on.
-            mirror.apply(batch.revision, []);
+            // etcd's word that nothing else changed up to this revision.
+            if let Some(revision) = batch.progress {
+                mirror.apply(revision, []);
+            }
         }
         debug!(changed, revision = mirror.revision(), "publishing");
         self.mirror = Some(mirror);
@@ -229,10 +235,13 @@ impl Syncer {
     async fn watch(
         &mut self,
         outage: &mut bool,
+        backoff: &mut Duration,
         shutdown: &CancellationToken,
     ) -> Result<(), SyncError> {
         let from = self.mirror.as_ref().map_or(0, Mirror::revision) + 1;
         let mut watch = self.etcd.watch(from).await?;
+        // A confirmed watch is progress: the next break starts backing off from the beginning.
+        *backoff = BACKOFF_START;
         if *outage {
             info!(
                 revision = from - 1,
@@ -246,6 +255,24 @@ impl Syncer {
                 batches = watch.next_batches() => batches?,
             };
             self.apply(batches);
+        }
+    }
+}
+
+/// Why the sync is not making progress, as far as the log is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trouble {
+    /// etcd cannot be reached (or answered with an error).
+    Unreachable,
+    /// etcd answers, but a response exceeds `--etcd-max-response-bytes`.
+    TooLarge,
+}
+
+impl Trouble {
+    fn of(error: &SyncError) -> Self {
+        match error {
+            SyncError::TooLarge { .. } => Self::TooLarge,
+            _ => Self::Unreachable,
         }
     }
 }
@@ -275,6 +302,8 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
     };
     let mut need_list = true;
     let mut outage = false;
+    // What the last warning was about: each kind of trouble is logged once, not per retry.
+    let mut trouble: Option<Trouble> = None;
     let mut backoff = BACKOFF_START;
     while !shutdown.is_cancelled() {
         let result = if need_list {
@@ -282,7 +311,7 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
                 need_list = false;
             })
         } else {
-            syncer.watch(&mut outage, &shutdown).await
+            syncer.watch(&mut outage, &mut backoff, &shutdown).await
         };
         match result {
             Ok(()) => {
@@ -290,6 +319,7 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
                     info!("etcd reachable again; mirror re-read");
                     outage = false;
                 }
+                trouble = None;
                 backoff = BACKOFF_START;
             }
             Err(SyncError::Compacted { wanted, compacted }) => {
@@ -300,12 +330,27 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
                 need_list = true;
             }
             Err(error) => {
+                let kind = Trouble::of(&error);
                 if !outage {
-                    warn!(%error, "etcd unreachable; answering from the last snapshot until it is back");
-                    outage = true;
-                } else {
-                    debug!(%error, "etcd still unreachable");
+                    // Healthy until now: this is news even if the last trouble was the same.
+                    trouble = None;
                 }
+                if trouble == Some(kind) {
+                    debug!(%error, "etcd sync still failing");
+                } else {
+                    match kind {
+                        Trouble::TooLarge => warn!(
+                            %error,
+                            "an etcd response is too large to decode; answering from the last snapshot, retrying"
+                        ),
+                        Trouble::Unreachable => warn!(
+                            %error,
+                            "etcd unreachable; answering from the last snapshot until it is back"
+                        ),
+                    }
+                    trouble = Some(kind);
+                }
+                outage = true;
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(backoff) => {}

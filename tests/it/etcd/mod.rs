@@ -1,4 +1,5 @@
 //! srvd against a real etcd: CoreDNS-compatible answers and the mirror's sync guarantees.
 
+mod catch_up;
 mod scenarios;
 mod sync;
