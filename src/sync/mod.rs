@@ -69,6 +69,9 @@ pub struct SyncStatus {
     pub keys: usize,
     /// Full reads of the prefix so far (1 after start; one more per compaction recovery).
     pub full_reads: u64,
+    /// Lease look-ups (`LeaseTimeToLive`) made so far: one per lease first used, one per
+    /// passed deadline; more would mean the lease table forgets leases still in use.
+    pub lease_lookups: u64,
 }
 
 /// Keys skipped since start (malformed values); one counter for the whole process.
@@ -96,9 +99,8 @@ struct Syncer {
     base: Index,
     handle: Arc<IndexHandle>,
     leases: Arc<LeaseTable>,
-    lease_refs: HashMap<i64, usize>,
     lookups: mpsc::UnboundedSender<i64>,
-    status: watch::Sender<SyncStatus>,
+    status: Arc<watch::Sender<SyncStatus>>,
     mirror: Option<Mirror>,
 }
 
@@ -116,27 +118,17 @@ impl Syncer {
         });
     }
 
-    fn lease_used(&mut self, lease: i64) {
-        if lease == 0 {
-            return;
-        }
-        let count = self.lease_refs.entry(lease).or_insert(0);
-        *count += 1;
-        if *count == 1 {
+    /// A key now uses `lease`: the first key on a lease sends it to be looked up.
+    fn lease_used(&self, lease: i64) {
+        if lease != 0 && self.leases.acquire(lease) {
             let _ = self.lookups.send(lease);
         }
     }
 
-    fn lease_released(&mut self, lease: i64) {
-        if lease == 0 {
-            return;
-        }
-        if let Some(count) = self.lease_refs.get_mut(&lease) {
-            *count -= 1;
-            if *count == 0 {
-                self.lease_refs.remove(&lease);
-                self.leases.forget(lease);
-            }
+    /// A key no longer uses `lease`: the table forgets it with its last key.
+    fn lease_released(&self, lease: i64) {
+        if lease != 0 {
+            self.leases.release(lease);
         }
     }
 
@@ -157,14 +149,12 @@ impl Syncer {
             entries,
             self.mirror.as_ref(),
         );
-        let old_refs = std::mem::take(&mut self.lease_refs);
-        for entry in mirror.iter() {
-            self.lease_used(entry.lease);
+        let mut uses = HashMap::new();
+        for entry in mirror.iter().filter(|e| e.lease != 0) {
+            *uses.entry(entry.lease).or_insert(0) += 1;
         }
-        for lease in old_refs.keys() {
-            if !self.lease_refs.contains_key(lease) {
-                self.leases.forget(*lease);
-            }
+        for lease in self.leases.replace_uses(uses) {
+            let _ = self.lookups.send(lease);
         }
         info!(
             keys = mirror.len(),
@@ -207,14 +197,17 @@ impl Syncer {
                     }
                 };
                 debug!(key, put = new_entry.is_some(), revision, "etcd event");
-                if let Some(old) = mirror.exact(&key).map(|e| e.lease) {
+                let old_lease = mirror.exact(&key).map(|e| e.lease);
+                // The new lease is taken before the old one is let go, so re-writing a key on
+                // the same lease never drops that lease's count to zero (and forgets it).
+                if let Some(entry) = &new_entry {
+                    self.lease_used(entry.lease);
+                }
+                if let Some(old) = old_lease {
                     self.lease_released(old);
                 }
                 let change = match new_entry {
-                    Some(entry) => {
-                        self.lease_used(entry.lease);
-                        Change::Put(entry)
-                    }
+                    Some(entry) => Change::Put(entry),
                     None => Change::Delete(key),
                 };
                 // Applied per event so a later event's old-lease lookup sees this one.
@@ -280,12 +273,14 @@ impl Trouble {
 /// Runs the sync task until `shutdown`; `status` reports progress.
 pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: CancellationToken) {
     let (lookups_tx, lookups_rx) = mpsc::unbounded_channel();
+    let status = Arc::new(status);
     let refresher = tokio::spawn(leases::refresh(
         setup.etcd.clone(),
         setup.leases.clone(),
         lookups_rx,
         setup.expired_leases,
         lookups_tx.clone(),
+        status.clone(),
         shutdown.clone(),
     ));
     let mut syncer = Syncer {
@@ -295,7 +290,6 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
         base: setup.base,
         handle: setup.handle,
         leases: setup.leases,
-        lease_refs: HashMap::new(),
         lookups: lookups_tx,
         status,
         mirror: None,

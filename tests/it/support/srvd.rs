@@ -69,6 +69,11 @@ impl TestServer {
         self.running.as_ref().unwrap().sync_status().unwrap()
     }
 
+    /// How many leases srvd keeps a deadline for.
+    pub fn known_leases(&self) -> u64 {
+        self.running.as_ref().unwrap().known_leases().unwrap()
+    }
+
     /// Waits (bounded) until the mirror reflects `revision`.
     pub async fn wait_for_revision(&self, revision: i64) {
         assert!(
