@@ -254,20 +254,22 @@ impl Syncer {
     /// Watches from the mirror's revision until the stream breaks.
     async fn watch(
         &mut self,
-        outage: &mut bool,
+        health: &mut Health,
         backoff: &mut Duration,
         shutdown: &CancellationToken,
     ) -> Result<(), SyncError> {
         let from = self.mirror.as_ref().map_or(0, Mirror::revision) + 1;
         let mut watch = self.etcd.watch(from).await?;
-        // A confirmed watch is progress: the next break starts backing off from the beginning.
-        *backoff = BACKOFF_START;
-        if *outage {
+        if health.answered() {
             info!(
                 revision = from - 1,
                 "etcd reachable again; resuming the watch"
             );
-            *outage = false;
+        }
+        if !health.too_large() {
+            // The next break starts backing off from the beginning; a response too large would
+            // break it again at once, so then the backoff stays where it is.
+            *backoff = BACKOFF_START;
         }
         loop {
             let batches = tokio::select! {
@@ -275,6 +277,10 @@ impl Syncer {
                 batches = watch.next_batches() => batches?,
             };
             self.apply(batches);
+            if health.progressed() {
+                info!("etcd sync moving again");
+            }
+            *backoff = BACKOFF_START;
         }
     }
 }
@@ -294,6 +300,44 @@ impl Trouble {
             SyncError::TooLarge { .. } => Self::TooLarge,
             _ => Self::Unreachable,
         }
+    }
+}
+
+/// What the log has said about the sync's trouble: each kind is logged once per outage, and a
+/// watch that etcd confirms and then breaks on the same oversized response is no recovery (etcd
+/// answers, yet nothing moves), so it does not log "reachable again" and the warning every retry.
+#[derive(Debug, Default)]
+struct Health {
+    trouble: Option<Trouble>,
+}
+
+impl Health {
+    /// A call failed with `kind`; returns it when it is news to warn about.
+    fn failed(&mut self, kind: Trouble) -> Option<Trouble> {
+        (self.trouble != Some(kind)).then(|| {
+            self.trouble = Some(kind);
+            kind
+        })
+    }
+
+    /// etcd answered (a watch was confirmed): ends an "unreachable" outage, not a "too large"
+    /// one. Returns whether that ended an outage.
+    fn answered(&mut self) -> bool {
+        let ended = self.trouble == Some(Trouble::Unreachable);
+        if ended {
+            self.trouble = None;
+        }
+        ended
+    }
+
+    /// The mirror moved on (a listing or watch events applied): ends any outage. Returns
+    /// whether that ended one.
+    fn progressed(&mut self) -> bool {
+        self.trouble.take().is_some()
+    }
+
+    fn too_large(&self) -> bool {
+        self.trouble == Some(Trouble::TooLarge)
     }
 }
 
@@ -322,27 +366,22 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
         mirror: None,
     };
     let mut need_list = true;
-    let mut outage = false;
-    // What the last warning was about: each kind of trouble is logged once, not per retry.
-    let mut trouble: Option<Trouble> = None;
+    let mut health = Health::default();
     let mut backoff = BACKOFF_START;
     while !shutdown.is_cancelled() {
         let result = if need_list {
             syncer.relist().await.map(|()| {
                 need_list = false;
+                if health.progressed() {
+                    info!("etcd reachable again; mirror re-read");
+                }
+                backoff = BACKOFF_START;
             })
         } else {
-            syncer.watch(&mut outage, &mut backoff, &shutdown).await
+            syncer.watch(&mut health, &mut backoff, &shutdown).await
         };
         match result {
-            Ok(()) => {
-                if outage && !shutdown.is_cancelled() {
-                    info!("etcd reachable again; mirror re-read");
-                    outage = false;
-                }
-                trouble = None;
-                backoff = BACKOFF_START;
-            }
+            Ok(()) => {}
             Err(SyncError::Compacted { wanted, compacted }) => {
                 info!(
                     wanted,
@@ -351,27 +390,17 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
                 need_list = true;
             }
             Err(error) => {
-                let kind = Trouble::of(&error);
-                if !outage {
-                    // Healthy until now: this is news even if the last trouble was the same.
-                    trouble = None;
+                match health.failed(Trouble::of(&error)) {
+                    Some(Trouble::TooLarge) => warn!(
+                        %error,
+                        "an etcd response is too large to decode; answering from the last snapshot, retrying"
+                    ),
+                    Some(Trouble::Unreachable) => warn!(
+                        %error,
+                        "etcd unreachable; answering from the last snapshot until it is back"
+                    ),
+                    None => debug!(%error, "etcd sync still failing"),
                 }
-                if trouble == Some(kind) {
-                    debug!(%error, "etcd sync still failing");
-                } else {
-                    match kind {
-                        Trouble::TooLarge => warn!(
-                            %error,
-                            "an etcd response is too large to decode; answering from the last snapshot, retrying"
-                        ),
-                        Trouble::Unreachable => warn!(
-                            %error,
-                            "etcd unreachable; answering from the last snapshot until it is back"
-                        ),
-                    }
-                    trouble = Some(kind);
-                }
-                outage = true;
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(backoff) => {}
@@ -387,7 +416,28 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use super::{Ordering, SKIPPED_KEYS, skip};
+    use super::{Health, Ordering, SKIPPED_KEYS, Trouble, skip};
+
+    #[test]
+    fn a_watch_confirmed_then_broken_by_an_oversized_response_warns_once() {
+        let mut health = Health::default();
+        assert_eq!(health.failed(Trouble::TooLarge), Some(Trouble::TooLarge));
+        for _ in 0..5 {
+            assert!(!health.answered(), "etcd answers, but this is no recovery");
+            assert_eq!(health.failed(Trouble::TooLarge), None, "logged once");
+        }
+        assert_eq!(
+            health.failed(Trouble::Unreachable),
+            Some(Trouble::Unreachable),
+            "a different trouble is news"
+        );
+        assert_eq!(health.failed(Trouble::Unreachable), None);
+        assert!(health.answered(), "reachable again");
+        assert_eq!(health.failed(Trouble::TooLarge), Some(Trouble::TooLarge));
+        assert!(health.progressed(), "events applied end it");
+        assert!(!health.progressed());
+        assert_eq!(health.failed(Trouble::TooLarge), Some(Trouble::TooLarge));
+    }
 
     /// Everything logged at `warn` or above while `run` runs on this thread.
     fn warnings(run: impl FnOnce()) -> String {

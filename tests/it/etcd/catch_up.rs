@@ -327,3 +327,59 @@ async fn one_key_larger_than_the_limit_is_an_error_naming_the_key_and_the_flag()
          (1048576 bytes); raise the limit"
     );
 }
+
+#[tokio::test]
+async fn a_value_too_large_for_the_limit_is_logged_once_as_such_not_as_unreachable() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    client
+        .put(format!("{PREFIX}fine"), value(host(1)), None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut srvd = crate::support::srvd::spawn_binary_logging(
+        dir.path(),
+        &[
+            "--etcd",
+            &etcd.url,
+            "--zone",
+            "skydns.test.",
+            "--etcd-max-response-bytes",
+            "1048576",
+        ],
+        "srvd=debug",
+    );
+    // A 1.2 MB value during the watch: every retry of the watch meets it again.
+    client
+        .put(format!("{PREFIX}huge"), big_value(1), None)
+        .await
+        .unwrap();
+    let retries = |log: &[String]| {
+        log.iter()
+            .filter(|l| l.contains("etcd sync still failing"))
+            .count()
+    };
+    srvd.log_until(Duration::from_secs(20), |log| retries(log) >= 4);
+    let count = |text: &str| srvd.log.iter().filter(|l| l.contains(text)).count();
+    assert_eq!(
+        count("WARN"),
+        1,
+        "one warning for the whole outage: {:#?}",
+        srvd.log
+    );
+    assert_eq!(count("too large to decode"), 1);
+    assert_eq!(count("etcd unreachable"), 0);
+    assert_eq!(count("reachable again"), 0);
+    assert!(
+        srvd.log
+            .iter()
+            .any(|l| l.contains("--etcd-max-response-bytes (1048576 bytes)")),
+        "the warning names the option: {:#?}",
+        srvd.log
+    );
+    // Meanwhile the last snapshot is served.
+    assert_eq!(
+        a_of(srvd.addr, "fine.skydns.test.").await,
+        Some(vec![host(1)])
+    );
+}
