@@ -49,6 +49,9 @@ pub struct ResolveArgs {
     pub timeout: u64,
 }
 
+/// The smallest `--etcd-max-response-bytes` accepted: below this, ordinary keys would not fit.
+const MIN_RESPONSE_BYTES: usize = 1024 * 1024;
+
 /// Exit status of `srvd resolve` when the service does not exist, has no SRV records, or is
 /// decidedly not available.
 pub const EXIT_NO_SUCH_SERVICE: u8 = 2;
@@ -99,6 +102,10 @@ pub struct ServeArgs {
     /// Upper bound on the TTL of records whose keys have a lease.
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub max_lease_ttl: String,
+    /// Largest etcd response srvd accepts, in bytes. Must exceed etcd's --max-request-bytes
+    /// (1.5 MiB by default; the largest single key); larger listings are read in smaller pages.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::sync::etcd::DEFAULT_MAX_RESPONSE_BYTES)]
+    pub etcd_max_response_bytes: usize,
 }
 
 impl ServeArgs {
@@ -174,7 +181,13 @@ impl ServeArgs {
             lease_bounds.min_secs,
             lease_bounds.max_secs
         );
+        anyhow::ensure!(
+            self.etcd_max_response_bytes >= MIN_RESPONSE_BYTES,
+            "--etcd-max-response-bytes must be at least {MIN_RESPONSE_BYTES} (1 MiB): etcd's \
+             responses to srvd are up to --max-request-bytes (1.5 MiB by default) large"
+        );
         Ok(Some(EtcdConfig {
+            max_response_bytes: self.etcd_max_response_bytes,
             endpoints,
             prefix: self.etcd_prefix.clone(),
             zones,

@@ -48,6 +48,7 @@ pub struct Running {
     task: JoinHandle<()>,
     sync_task: Option<JoinHandle<()>>,
     sync_status: Option<tokio::sync::watch::Receiver<SyncStatus>>,
+    leases: Option<Arc<LeaseTable>>,
 }
 
 impl Running {
@@ -68,6 +69,12 @@ impl Running {
     /// The etcd mirror's progress (`None` without etcd).
     pub fn sync_status(&self) -> Option<SyncStatus> {
         self.sync_status.as_ref().map(|s| s.borrow().clone())
+    }
+
+    /// How many leases have a known deadline now (`None` without etcd): the leases that keys in
+    /// the mirror use, once each has been looked up.
+    pub fn known_leases(&self) -> Option<u64> {
+        self.leases.as_ref().map(|leases| leases.known())
     }
 
     /// Waits (up to `limit`) until the mirror reflects at least `revision`; returns whether it does.
@@ -206,12 +213,12 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     }
 
     let shutdown = CancellationToken::new();
-    let (handle, sync_task, sync_status) = match &config.etcd {
-        None => (Arc::new(IndexHandle::new(base)), None, None),
+    let (handle, sync_task, sync_status, leases) = match &config.etcd {
+        None => (Arc::new(IndexHandle::new(base)), None, None, None),
         Some(etcd) => {
-            let (handle, task, status) =
+            let (handle, task, status, leases) =
                 start_sync(etcd, base, zone_paths, shutdown.clone()).await?;
-            (handle, Some(task), Some(status))
+            (handle, Some(task), Some(status), Some(leases))
         }
     };
     if let (Some(etcd), Some(status)) = (&config.etcd, &sync_status) {
@@ -250,6 +257,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         task,
         sync_task,
         sync_status,
+        leases,
     })
 }
 
@@ -257,6 +265,7 @@ type SyncParts = (
     Arc<IndexHandle>,
     JoinHandle<()>,
     tokio::sync::watch::Receiver<SyncStatus>,
+    Arc<LeaseTable>,
 );
 
 /// Publishes the not-yet-synced index and spawns the sync task.
@@ -268,7 +277,7 @@ async fn start_sync(
 ) -> Result<SyncParts, StartError> {
     let root: Arc<str> = key::root_path(&etcd.prefix).into();
     let watch_prefix = key::subtree_prefix(&root);
-    let client = Etcd::connect(&etcd.endpoints, &watch_prefix).await?;
+    let client = Etcd::connect(&etcd.endpoints, &watch_prefix, etcd.max_response_bytes).await?;
     let (expired_tx, expired_rx) = tokio::sync::mpsc::unbounded_channel();
     let leases = Arc::new(LeaseTable::new(etcd.lease_bounds, move |id| {
         let _ = expired_tx.send(id);
@@ -285,9 +294,9 @@ async fn start_sync(
         zone_paths,
         base,
         handle: handle.clone(),
-        leases,
+        leases: leases.clone(),
         expired_leases: expired_rx,
     };
     let task = tokio::spawn(sync::run(setup, status_tx, shutdown));
-    Ok((handle, task, status_rx))
+    Ok((handle, task, status_rx, leases))
 }

@@ -50,6 +50,9 @@ pub struct EtcdConfig {
     /// How long start-up waits for the first full read before serving anyway (etcd zones answer
     /// SERVFAIL until it completes).
     pub initial_sync_wait: Duration,
+    /// The largest etcd response srvd decodes (`--etcd-max-response-bytes`): at least etcd's
+    /// largest key plus framing; listing pages are split to stay below it.
+    pub max_response_bytes: usize,
 }
 
 /// Validated configuration for `srvd serve`.
@@ -81,7 +84,7 @@ impl Default for Config {
 
 impl EtcdConfig {
     /// Settings for `endpoints` with every default: zone `service.local.`, prefix `/skydns`,
-    /// lease TTLs clamped to [30 s, 86,400 s].
+    /// lease TTLs clamped to [30 s, 86,400 s], responses up to 16 MiB.
     pub fn new(endpoints: Vec<String>) -> Self {
         Self {
             endpoints,
@@ -89,6 +92,7 @@ impl EtcdConfig {
             zones: vec![Name::from_ascii(DEFAULT_ETCD_ZONE).unwrap_or_else(|_| Name::root())],
             lease_bounds: LeaseBounds::default(),
             initial_sync_wait: Duration::from_secs(10),
+            max_response_bytes: crate::sync::etcd::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }

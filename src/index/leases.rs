@@ -4,8 +4,14 @@
 //! extend leases without any key event, so a deadline is only a lower bound: when it passes, the
 //! entry expires (moka per-entry expiry) and the sync task asks etcd again (`LeaseTimeToLive`).
 //! When a lease really ends, etcd deletes its keys and the watch brings the DELETEs.
+//!
+//! The table holds deadlines only for leases that keys in the mirror use: it counts the keys per
+//! lease itself, and counting, forgetting and recording a look-up's answer happen under one
+//! small mutex, so an answer that arrives after the lease's last key went is dropped instead of
+//! being refreshed for as long as the lease lives. Readers (`ttl`) never take that mutex.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -51,6 +57,8 @@ impl Expiry<i64, Instant> for UntilDeadline {
 /// Known lease deadlines, shared by the sync task (writer) and the query path (reader).
 pub struct LeaseTable {
     deadlines: Cache<i64, Instant>,
+    /// Keys in the mirror per lease; only the sync task and the lease refresher take it.
+    uses: Mutex<HashMap<i64, usize>>,
     bounds: LeaseBounds,
 }
 
@@ -58,6 +66,7 @@ impl std::fmt::Debug for LeaseTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LeaseTable")
             .field("leases", &self.deadlines.entry_count())
+            .field("used", &self.uses().len())
             .field("bounds", &self.bounds)
             .finish()
     }
@@ -75,22 +84,82 @@ impl LeaseTable {
                 }
             })
             .build();
-        Self { deadlines, bounds }
+        Self {
+            deadlines,
+            uses: Mutex::new(HashMap::new()),
+            bounds,
+        }
     }
 
-    /// Records that `lease` has `remaining` time left as of now.
-    pub fn record(&self, lease: i64, remaining: Duration) {
-        self.deadlines.insert(lease, Instant::now() + remaining);
+    fn uses(&self) -> MutexGuard<'_, HashMap<i64, usize>> {
+        // The map stays consistent even if a holder panicked: every change is one statement.
+        self.uses.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Forgets a lease no key uses any more.
-    pub fn forget(&self, lease: i64) {
-        self.deadlines.invalidate(&lease);
+    /// One more key uses `lease`; returns whether it is the first (then look the lease up).
+    pub fn acquire(&self, lease: i64) -> bool {
+        let mut uses = self.uses();
+        let count = uses.entry(lease).or_insert(0);
+        *count += 1;
+        *count == 1
+    }
+
+    /// One key fewer uses `lease`; with the last one, its deadline is forgotten.
+    pub fn release(&self, lease: i64) {
+        let mut uses = self.uses();
+        if let Some(count) = uses.get_mut(&lease) {
+            *count -= 1;
+            if *count == 0 {
+                uses.remove(&lease);
+                self.deadlines.invalidate(&lease);
+            }
+        }
+    }
+
+    /// Replaces every count after a full re-read; returns the leases that no key used before
+    /// (to look up). Deadlines of leases no longer used are forgotten.
+    pub fn replace_uses(&self, counts: HashMap<i64, usize>) -> Vec<i64> {
+        let mut uses = self.uses();
+        let new = counts
+            .keys()
+            .filter(|lease| !uses.contains_key(lease))
+            .copied()
+            .collect();
+        for lease in uses.keys() {
+            if !counts.contains_key(lease) {
+                self.deadlines.invalidate(lease);
+            }
+        }
+        *uses = counts;
+        new
+    }
+
+    /// Whether some key in the mirror uses `lease`.
+    pub fn in_use(&self, lease: i64) -> bool {
+        self.uses().contains_key(&lease)
+    }
+
+    /// Records that `lease` has `remaining` time left as of now, if a key still uses it;
+    /// returns whether it did.
+    pub fn record(&self, lease: i64, remaining: Duration) -> bool {
+        let uses = self.uses();
+        let used = uses.contains_key(&lease);
+        if used {
+            // Inserted under the lock, so a `release` cannot slip in between check and insert.
+            self.deadlines.insert(lease, Instant::now() + remaining);
+        }
+        used
     }
 
     /// Whether a deadline is known and has not passed.
     pub fn is_known(&self, lease: i64) -> bool {
         self.deadlines.contains_key(&lease)
+    }
+
+    /// How many leases have a known deadline (after pending bookkeeping).
+    pub fn known(&self) -> u64 {
+        self.deadlines.run_pending_tasks();
+        self.deadlines.entry_count()
     }
 
     /// Runs expiry bookkeeping (moka does it lazily); the sync task calls this periodically.
@@ -125,9 +194,37 @@ impl LeaseTable {
 mod tests {
     use super::*;
 
+    fn table_using(leases: &[i64]) -> LeaseTable {
+        let table = LeaseTable::new(LeaseBounds::default(), |_| {});
+        for lease in leases {
+            table.acquire(*lease);
+        }
+        table
+    }
+
+    #[test]
+    fn a_deadline_is_kept_only_while_a_key_uses_the_lease() {
+        let table = table_using(&[5]);
+        assert!(table.acquire(6), "first key on 6: look it up");
+        assert!(!table.acquire(6), "second key on 6: known already");
+        table.release(6);
+        assert!(table.record(6, Duration::from_secs(100)));
+        table.release(6);
+        assert!(!table.is_known(6), "last key gone: forgotten");
+        // A look-up answer arriving after the last key went is dropped.
+        assert!(!table.record(6, Duration::from_secs(100)));
+        assert!(!table.is_known(6));
+        assert!(table.record(5, Duration::from_secs(100)));
+        assert_eq!(table.known(), 1);
+        // A re-read: 5 gone, 7 new.
+        assert_eq!(table.replace_uses(HashMap::from([(7, 2)])), vec![7]);
+        assert!(!table.is_known(5));
+        assert!(!table.in_use(5) && table.in_use(7));
+    }
+
     #[test]
     fn ttl_is_remaining_time_clamped_and_capped_by_the_value_ttl() {
-        let table = LeaseTable::new(LeaseBounds::default(), |_| {});
+        let table = table_using(&[1, 2, 3, 7]);
         table.record(1, Duration::from_secs(100));
         let ttl = table.ttl(1, 0);
         assert!((98..=100).contains(&ttl), "{ttl}");
@@ -145,6 +242,7 @@ mod tests {
         let table = LeaseTable::new(LeaseBounds::default(), move |id| {
             let _ = tx.send(id);
         });
+        table.acquire(7);
         table.record(7, Duration::ZERO);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {

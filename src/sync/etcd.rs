@@ -1,17 +1,34 @@
 //! The only importer of etcd-client: paged listing at one revision, watches that report
 //! compaction, lease look-ups. Everything else in srvd sees [`RawKv`] and [`WatchBatch`].
+//!
+//! Revisions: every event carries its own `mod_revision` (a delete's is the delete's revision),
+//! and a watch resumes after the last event applied, as etcd's Go client does. A response
+//! header's revision is the store's *current* revision, which during a catch-up is ahead of the
+//! events sent so far (etcd 3.4 replays a backlog 1,000 revisions per response), so it is used
+//! only where etcd vouches for it: a progress notification, which goes to synced watchers only.
+//!
+//! Sizes: one message must fit the client's decode limit (`--etcd-max-response-bytes`). The
+//! watch asks for fragments, so etcd splits a response at its `--max-request-bytes` (one event
+//! is never split); fragments are held back until their last revision is complete, so a cut
+//! between fragments never leaves a revision half-applied. The listing pages by count and,
+//! when a page is too large, halves the page and tries again.
 
 use std::time::Duration;
 
 use etcd_client::{
-    Client, ConnectOptions, EventType, GetOptions, LeaseTimeToLiveOptions, WatchOptions,
-    WatchStream,
+    Client, ConnectOptions, EventType, GetOptions, KvClient, LeaseClient, LeaseTimeToLiveOptions,
+    WatchClient, WatchOptions, WatchStream,
 };
 use futures_util::FutureExt;
 
-/// Keys per page of the initial read: far below the client's 4 MiB decode limit (~25,000 SkyDNS
-/// keys), so the listing works at any size without raising it.
+/// Most keys per page of the listing; pages shrink below this when their values are large.
 const PAGE_SIZE: i64 = 5_000;
+/// The default decode limit for one etcd response: etcd's recommended maximum
+/// `--max-request-bytes` (10 MiB) bounds one key and one watch fragment; 16 MiB leaves headroom
+/// for framing, and a page of many keys is split when it would exceed it.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// gRPC status code OUT_OF_RANGE: tonic's "message too large" (and etcd's "compacted").
+const OUT_OF_RANGE: i32 = 11;
 /// Bound on one unary call (a page, a lease look-up). Watches are streams and have no bound.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -35,6 +52,14 @@ pub enum SyncError {
     /// A call did not finish within its bound.
     #[error("etcd did not answer within {0:?}")]
     Timeout(Duration),
+    /// A response would exceed the client's decode limit and cannot be split further.
+    #[error("{what} is larger than --etcd-max-response-bytes ({limit} bytes); raise the limit")]
+    TooLarge {
+        /// What was too large (a key, a key range, a watch response).
+        what: String,
+        /// The decode limit in bytes.
+        limit: usize,
+    },
     /// The watch stream ended or answered unexpectedly.
     #[error("watch: {0}")]
     Watch(String),
@@ -56,19 +81,34 @@ pub struct RawKv {
 /// One change from the watch.
 #[derive(Debug, Clone)]
 pub enum RawEvent {
-    /// A key was written.
+    /// A key was written (at its `mod_revision`).
     Put(RawKv),
     /// A key was deleted (also when its lease ended).
-    Delete(Vec<u8>),
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+        /// The revision of the delete.
+        revision: i64,
+    },
 }
 
-/// The events of one watch response, all at `revision`.
-#[derive(Debug, Clone)]
+impl RawEvent {
+    /// The revision this change was made at.
+    pub fn revision(&self) -> i64 {
+        match self {
+            Self::Put(kv) => kv.mod_revision,
+            Self::Delete { revision, .. } => *revision,
+        }
+    }
+}
+
+/// What one watch response (or one run of fragments) brings: whole revisions only.
+#[derive(Debug, Clone, Default)]
 pub struct WatchBatch {
-    /// The revision the response reflects (its header).
-    pub revision: i64,
-    /// Changes in order.
+    /// Changes in revision order; every revision present is complete.
     pub events: Vec<RawEvent>,
+    /// A progress notification: every change up to this revision has been sent.
+    pub progress: Option<i64>,
 }
 
 /// A full read of the prefix at one revision.
@@ -84,8 +124,11 @@ pub struct Listing {
 /// endpoint given is used, and calls fail over between them).
 #[derive(Clone)]
 pub struct Etcd {
-    client: Client,
+    kv: KvClient,
+    watch: WatchClient,
+    lease: LeaseClient,
     prefix: Vec<u8>,
+    max_response_bytes: usize,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -117,6 +160,14 @@ async fn bounded<T>(
         .map_err(SyncError::from)
 }
 
+/// Whether etcd-client's error is tonic refusing a message above the decode limit (etcd's own
+/// "required revision has been compacted" is OUT_OF_RANGE too, hence the message).
+fn is_too_large(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status)
+        if i32::from(status.code()) == OUT_OF_RANGE
+            && status.message().contains("decoded message length too large"))
+}
+
 fn raw(kv: &etcd_client::KeyValue) -> RawKv {
     RawKv {
         key: kv.key().to_vec(),
@@ -127,11 +178,16 @@ fn raw(kv: &etcd_client::KeyValue) -> RawKv {
 }
 
 impl Etcd {
-    /// A client for `endpoints`, watching keys under `prefix` (e.g. `/skydns/`).
+    /// A client for `endpoints`, watching keys under `prefix` (e.g. `/skydns/`), accepting
+    /// responses up to `max_response_bytes`.
     ///
     /// # Errors
     /// An endpoint that is not a valid URL.
-    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, SyncError> {
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        max_response_bytes: usize,
+    ) -> Result<Self, SyncError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             // Detect a dead peer on an idle watch within seconds, not at the TCP timeout.
@@ -139,28 +195,48 @@ impl Etcd {
             .with_keep_alive_while_idle(true);
         let client = Client::connect(endpoints, Some(options)).await?;
         Ok(Self {
-            client,
+            kv: client
+                .kv_client()
+                .max_decoding_message_size(max_response_bytes),
+            watch: client
+                .watch_client()
+                .max_decoding_message_size(max_response_bytes),
+            lease: client.lease_client(),
             prefix: prefix.as_bytes().to_vec(),
+            max_response_bytes,
         })
     }
 
-    /// Reads every key under the prefix at one revision, in pages pinned to that revision.
+    /// Reads every key under the prefix at one revision, in pages pinned to that revision. A page
+    /// too large for the decode limit is halved and read again; the page size grows back after
+    /// each page that fits.
     ///
     /// # Errors
-    /// etcd unreachable, or the revision compacted between pages (the caller retries).
+    /// etcd unreachable, the revision compacted between pages (the caller retries), or one key
+    /// larger than the decode limit ([`SyncError::TooLarge`], naming the key).
     pub async fn list(&mut self) -> Result<Listing, SyncError> {
         let end = prefix_end(&self.prefix);
         let mut kvs = Vec::new();
         let mut from = self.prefix.clone();
         let mut revision = 0;
+        let mut limit = PAGE_SIZE;
         loop {
-            let mut options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(PAGE_SIZE);
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let page = bounded(self.client.get(from.clone(), Some(options))).await?;
+            let page = match bounded(self.kv.get(from.clone(), Some(options))).await {
+                Ok(page) => page,
+                Err(SyncError::Etcd(error)) if is_too_large(&error) => {
+                    if limit == 1 {
+                        return Err(self.key_too_large(&from, &end, revision).await);
+                    }
+                    limit /= 2;
+                    tracing::debug!(limit, "etcd page too large; halving it");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             if revision == 0 {
                 revision = page.header().map_or(0, |h| h.revision());
             }
@@ -172,8 +248,37 @@ impl Etcd {
                 }
                 _ => break,
             }
+            limit = (limit * 2).min(PAGE_SIZE);
         }
         Ok(Listing { revision, kvs })
+    }
+
+    /// The error for a page of one key that is still too large, naming that key when etcd
+    /// says which it is (a keys-only read is small).
+    async fn key_too_large(&mut self, from: &[u8], end: &[u8], revision: i64) -> SyncError {
+        let mut options = GetOptions::new()
+            .with_range(end.to_vec())
+            .with_limit(1)
+            .with_keys_only();
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let key = bounded(self.kv.get(from.to_vec(), Some(options)))
+            .await
+            .ok()
+            .and_then(|page| page.kvs().first().map(|kv| kv.key().to_vec()));
+        let what = match key {
+            Some(key) => format!("etcd key {}", String::from_utf8_lossy(&key)),
+            None => format!(
+                "the first etcd key in [{}, {})",
+                String::from_utf8_lossy(from),
+                String::from_utf8_lossy(end)
+            ),
+        };
+        SyncError::TooLarge {
+            what,
+            limit: self.max_response_bytes,
+        }
     }
 
     /// Watches the prefix from `revision`, once etcd confirms the watch.
@@ -184,17 +289,21 @@ impl Etcd {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision)
-            .with_progress_notify();
+            .with_progress_notify()
+            .with_fragment();
+        let limit = self.max_response_bytes;
         let mut stream = self
-            .client
+            .watch
             .watch(self.prefix.clone(), Some(options))
-            .await?;
+            .await
+            .map_err(|e| watch_error(e, limit))?;
         // The first response confirms creation; a compacted start revision then cancels it.
         let mut pending = Vec::new();
         loop {
             let response = tokio::time::timeout(CALL_TIMEOUT, stream.message())
                 .await
-                .map_err(|_| SyncError::Timeout(CALL_TIMEOUT))??
+                .map_err(|_| SyncError::Timeout(CALL_TIMEOUT))?
+                .map_err(|e| watch_error(e, limit))?
                 .ok_or_else(|| SyncError::Watch("stream closed before creation".into()))?;
             if response.canceled() {
                 return Err(cancel_error(&response, revision));
@@ -202,15 +311,20 @@ impl Etcd {
             if response.created() && response.events().is_empty() {
                 // Creation alone; a cancellation for compaction may follow immediately.
                 if let Some(next) = stream.message().now_or_never() {
-                    match next? {
+                    match next.map_err(|e| watch_error(e, limit))? {
                         Some(r) if r.canceled() => return Err(cancel_error(&r, revision)),
-                        Some(r) => pending.push(batch(&r)),
+                        Some(r) => pending.push(r),
                         None => return Err(SyncError::Watch("stream closed".into())),
                     }
                 }
-                return Ok(Watch { stream, pending });
+                return Ok(Watch {
+                    stream,
+                    pending,
+                    held: Vec::new(),
+                    limit,
+                });
             }
-            pending.push(batch(&response));
+            pending.push(response);
         }
     }
 
@@ -220,8 +334,8 @@ impl Etcd {
     /// etcd unreachable.
     pub async fn lease_remaining(&mut self, lease: i64) -> Result<Option<Duration>, SyncError> {
         let response = bounded(
-            self.client
-                .lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new())),
+            self.lease
+                .time_to_live(lease, Some(LeaseTimeToLiveOptions::new())),
         )
         .await?;
         Ok(u64::try_from(response.ttl())
@@ -242,28 +356,72 @@ fn cancel_error(response: &etcd_client::WatchResponse, wanted: i64) -> SyncError
     }
 }
 
-fn batch(response: &etcd_client::WatchResponse) -> WatchBatch {
-    let events = response
-        .events()
-        .iter()
-        .filter_map(|event| {
-            let kv = event.kv()?;
-            Some(match event.event_type() {
-                EventType::Put => RawEvent::Put(raw(kv)),
-                EventType::Delete => RawEvent::Delete(kv.key().to_vec()),
-            })
-        })
-        .collect();
-    WatchBatch {
-        revision: response.header().map_or(0, |h| h.revision()),
-        events,
+/// A broken watch stream; "too large" is told apart so the log can say which flag to raise.
+fn watch_error(error: etcd_client::Error, limit: usize) -> SyncError {
+    if is_too_large(&error) {
+        SyncError::TooLarge {
+            what: "an etcd watch response".into(),
+            limit,
+        }
+    } else {
+        SyncError::Etcd(error)
     }
+}
+
+fn event(event: &etcd_client::Event) -> Option<RawEvent> {
+    let kv = event.kv()?;
+    Some(match event.event_type() {
+        EventType::Put => RawEvent::Put(raw(kv)),
+        // A delete's kv holds the key and, as mod_revision, the revision of the delete.
+        EventType::Delete => RawEvent::Delete {
+            key: kv.key().to_vec(),
+            revision: kv.mod_revision(),
+        },
+    })
+}
+
+/// Turns one response into whole revisions. `held` carries the events of a fragmented
+/// response's last revision until the fragment after it shows that revision complete.
+fn assemble(
+    events: Vec<RawEvent>,
+    fragment: bool,
+    progress: Option<i64>,
+    held: &mut Vec<RawEvent>,
+) -> Option<WatchBatch> {
+    if events.is_empty() {
+        // Only a synced watcher gets progress notifications, so nothing can be held then.
+        return progress
+            .filter(|_| held.is_empty())
+            .map(|revision| WatchBatch {
+                events: Vec::new(),
+                progress: Some(revision),
+            });
+    }
+    held.extend(events);
+    let complete = if fragment {
+        let last = held.last().map_or(0, RawEvent::revision);
+        let keep = held
+            .iter()
+            .rev()
+            .take_while(|e| e.revision() == last)
+            .count();
+        let rest = held.split_off(held.len() - keep);
+        std::mem::replace(held, rest)
+    } else {
+        std::mem::take(held)
+    };
+    (!complete.is_empty()).then_some(WatchBatch {
+        events: complete,
+        progress: None,
+    })
 }
 
 /// A confirmed watch.
 pub struct Watch {
     stream: WatchStream,
-    pending: Vec<WatchBatch>,
+    pending: Vec<etcd_client::WatchResponse>,
+    held: Vec<RawEvent>,
+    limit: usize,
 }
 
 impl Watch {
@@ -273,38 +431,106 @@ impl Watch {
     /// # Errors
     /// The stream broke (reconnect and resume) or etcd cancelled it for compaction.
     pub async fn next_batches(&mut self) -> Result<Vec<WatchBatch>, SyncError> {
-        let mut batches = std::mem::take(&mut self.pending);
-        if batches.is_empty() {
-            let first = self
+        let mut batches = Vec::new();
+        for response in std::mem::take(&mut self.pending) {
+            self.push(&response, &mut batches)?;
+        }
+        while batches.is_empty() {
+            let next = self
                 .stream
                 .message()
-                .await?
+                .await
+                .map_err(|e| watch_error(e, self.limit))?
                 .ok_or_else(|| SyncError::Watch("stream closed".into()))?;
-            self.push(first, &mut batches)?;
+            self.push(&next, &mut batches)?;
         }
         while let Some(next) = self.stream.message().now_or_never() {
-            let next = next?.ok_or_else(|| SyncError::Watch("stream closed".into()))?;
-            self.push(next, &mut batches)?;
+            let next = next
+                .map_err(|e| watch_error(e, self.limit))?
+                .ok_or_else(|| SyncError::Watch("stream closed".into()))?;
+            self.push(&next, &mut batches)?;
         }
         Ok(batches)
     }
 
     fn push(
         &mut self,
-        response: etcd_client::WatchResponse,
+        response: &etcd_client::WatchResponse,
         batches: &mut Vec<WatchBatch>,
     ) -> Result<(), SyncError> {
         if response.canceled() {
-            return Err(cancel_error(&response, 0));
+            return Err(cancel_error(response, 0));
         }
-        batches.push(batch(&response));
+        let progress = (!response.created())
+            .then(|| response.header().map(|h| h.revision()))
+            .flatten();
+        let events = response.events().iter().filter_map(event).collect();
+        if let Some(batch) = assemble(events, response.0.fragment, progress, &mut self.held) {
+            batches.push(batch);
+        }
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::{RawEvent, RawKv, assemble, prefix_end};
+
+    fn put(key: &str, revision: i64) -> RawEvent {
+        RawEvent::Put(RawKv {
+            key: key.as_bytes().to_vec(),
+            value: Vec::new(),
+            lease: 0,
+            mod_revision: revision,
+        })
+    }
+
+    fn revisions(events: &[RawEvent]) -> Vec<i64> {
+        events.iter().map(RawEvent::revision).collect()
+    }
+
+    #[test]
+    fn fragments_are_released_a_whole_revision_at_a_time() {
+        let mut held = Vec::new();
+        // Revision 7 is a transaction of three keys, split after its second event.
+        let first = assemble(
+            vec![put("a", 6), put("b", 7), put("c", 7)],
+            true,
+            None,
+            &mut held,
+        )
+        .unwrap();
+        assert_eq!(
+            revisions(&first.events),
+            [6],
+            "7 may continue in the next fragment"
+        );
+        assert_eq!(revisions(&held), [7, 7]);
+        let second = assemble(vec![put("d", 7)], true, None, &mut held);
+        assert!(second.is_none(), "7 is still not known complete");
+        let last = assemble(vec![put("e", 8)], false, None, &mut held).unwrap();
+        assert_eq!(revisions(&last.events), [7, 7, 7, 8]);
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn only_an_eventless_response_carries_progress() {
+        let mut held = Vec::new();
+        let batch = assemble(
+            vec![RawEvent::Delete {
+                key: b"a".to_vec(),
+                revision: 4,
+            }],
+            false,
+            Some(99),
+            &mut held,
+        )
+        .unwrap();
+        assert_eq!((revisions(&batch.events), batch.progress), (vec![4], None));
+        let batch = assemble(Vec::new(), false, Some(99), &mut held).unwrap();
+        assert_eq!(batch.progress, Some(99));
+        assert!(assemble(Vec::new(), false, None, &mut held).is_none());
+    }
 
     #[test]
     fn prefix_end_is_the_next_key_after_every_key_with_the_prefix() {

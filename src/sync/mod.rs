@@ -3,32 +3,40 @@
 //! ```text
 //! Listing ──(list at R)──► publish ──► Watching{from R+1} ──(batches)──► apply, publish
 //!    ▲                                    │ stream broken: back off (≤ 2 s), resume from last+1
-//!    └──────────── compacted ─────────────┘
+//!    └──────────── compacted ─────────────┘   (last = the last applied event's mod_revision)
 //! ```
 //! - Start: one consistent read of the prefix at revision R (paged, pinned to R), published
 //!   whole; then a watch from R+1.
 //! - Each wake-up applies every batch already received and publishes once, so bursts coalesce by
 //!   themselves and a lone update is visible at once. No fixed delay window.
 //! - Stream broken (etcd restart, network): reconnect with exponential backoff capped at 2 s and
-//!   resume from the last applied revision + 1; nothing is lost. The outage is logged once, the
-//!   recovery once; queries keep the last snapshot meanwhile.
+//!   resume from the mirror's revision + 1; nothing is lost. That revision is the last applied
+//!   event's own `mod_revision` (or a progress notification's), never a response header's: during
+//!   a catch-up etcd sends 1,000 revisions per response under a header already at its current
+//!   revision, and resuming from that would skip the rest of the backlog. The outage is logged
+//!   once ("unreachable" and "response too large" apart), the recovery once; queries keep the
+//!   last snapshot meanwhile.
 //! - History compacted: read everything afresh and swap the new mirror in whole.
 //! - A key whose value srvd cannot serve is skipped with one warning naming it and counted; an
 //!   older good value at that key is removed, so the mirror never serves stale data for it.
+//!   The same key skipped again for the same reason within 10 s is counted, not logged, and the
+//!   next warning for it carries `repeats` (`sync/skips.rs`), so a writer cannot flood the log.
 
 pub mod etcd;
 mod leases;
+mod skips;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::etcd::{Etcd, RawEvent, RawKv, SyncError, WatchBatch};
+use self::skips::{Note, SkipLog};
 use crate::backend::{ServiceEntry, skydns};
 use crate::index::leases::LeaseTable;
 use crate::index::mirror::{Change, Mirror};
@@ -65,6 +73,9 @@ pub struct SyncStatus {
     pub keys: usize,
     /// Full reads of the prefix so far (1 after start; one more per compaction recovery).
     pub full_reads: u64,
+    /// Lease look-ups (`LeaseTimeToLive`) made so far: one per lease first used, one per
+    /// passed deadline; more would mean the lease table forgets leases still in use.
+    pub lease_lookups: u64,
 }
 
 /// Keys skipped since start (malformed values); one counter for the whole process.
@@ -80,9 +91,32 @@ fn decode(kv: &RawKv) -> Result<ServiceEntry, (String, String)> {
     skydns::decode(&key, &kv.value, kv.lease).map_err(|reason| (key, reason.to_string()))
 }
 
+/// Recent skip warnings, process-wide like [`SKIPPED_KEYS`].
+static SKIP_LOG: LazyLock<Mutex<SkipLog>> = LazyLock::new(Mutex::default);
+
+/// Counts a skipped key and warns about it, aggregating repeats (see [`skips`]).
 fn skip(key: &str, reason: &str) {
     SKIPPED_KEYS.fetch_add(1, Ordering::Relaxed);
-    warn!(key, reason, "skipping etcd key: its value cannot be served");
+    let note = SKIP_LOG
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .note(key, reason, Instant::now());
+    match note {
+        Note::Warn { repeats: 0 } => {
+            warn!(key, reason, "skipping etcd key: its value cannot be served");
+        }
+        Note::Warn { repeats } => warn!(
+            key,
+            reason,
+            repeats,
+            "skipping etcd key: its value cannot be served (again; repeats since the last warning)"
+        ),
+        Note::Overflow { skips } => warn!(
+            key,
+            reason, skips, "skipping etcd keys: too many distinct bad keys to name each; counted"
+        ),
+        Note::Quiet => debug!(key, reason, "skipping etcd key (repeat)"),
+    }
 }
 
 struct Syncer {
@@ -92,9 +126,8 @@ struct Syncer {
     base: Index,
     handle: Arc<IndexHandle>,
     leases: Arc<LeaseTable>,
-    lease_refs: HashMap<i64, usize>,
     lookups: mpsc::UnboundedSender<i64>,
-    status: watch::Sender<SyncStatus>,
+    status: Arc<watch::Sender<SyncStatus>>,
     mirror: Option<Mirror>,
 }
 
@@ -112,27 +145,17 @@ impl Syncer {
         });
     }
 
-    fn lease_used(&mut self, lease: i64) {
-        if lease == 0 {
-            return;
-        }
-        let count = self.lease_refs.entry(lease).or_insert(0);
-        *count += 1;
-        if *count == 1 {
+    /// A key now uses `lease`: the first key on a lease sends it to be looked up.
+    fn lease_used(&self, lease: i64) {
+        if lease != 0 && self.leases.acquire(lease) {
             let _ = self.lookups.send(lease);
         }
     }
 
-    fn lease_released(&mut self, lease: i64) {
-        if lease == 0 {
-            return;
-        }
-        if let Some(count) = self.lease_refs.get_mut(&lease) {
-            *count -= 1;
-            if *count == 0 {
-                self.lease_refs.remove(&lease);
-                self.leases.forget(lease);
-            }
+    /// A key no longer uses `lease`: the table forgets it with its last key.
+    fn lease_released(&self, lease: i64) {
+        if lease != 0 {
+            self.leases.release(lease);
         }
     }
 
@@ -153,14 +176,12 @@ impl Syncer {
             entries,
             self.mirror.as_ref(),
         );
-        let old_refs = std::mem::take(&mut self.lease_refs);
-        for entry in mirror.iter() {
-            self.lease_used(entry.lease);
+        let mut uses = HashMap::new();
+        for entry in mirror.iter().filter(|e| e.lease != 0) {
+            *uses.entry(entry.lease).or_insert(0) += 1;
         }
-        for lease in old_refs.keys() {
-            if !self.lease_refs.contains_key(lease) {
-                self.leases.forget(*lease);
-            }
+        for lease in self.leases.replace_uses(uses) {
+            let _ = self.lookups.send(lease);
         }
         info!(
             keys = mirror.len(),
@@ -179,7 +200,9 @@ impl Syncer {
         Ok(())
     }
 
-    /// Applies batches in order and publishes once.
+    /// Applies batches in order and publishes once. Each change moves the mirror to its own
+    /// revision, so the mirror's revision (where a lost watch resumes, and what `SyncStatus` and
+    /// the zone serials report) is always one whose changes it holds in full.
     fn apply(&mut self, batches: Vec<WatchBatch>) {
         let Some(mut mirror) = self.mirror.take() else {
             return;
@@ -187,6 +210,7 @@ impl Syncer {
         let mut changed = 0usize;
         for batch in batches {
             for event in batch.events {
+                let revision = event.revision();
                 let (key, new_entry) = match event {
                     RawEvent::Put(kv) => match decode(&kv) {
                         Ok(entry) => (entry.key.clone(), Some(Arc::new(entry))),
@@ -195,30 +219,32 @@ impl Syncer {
                             (key, None)
                         }
                     },
-                    RawEvent::Delete(key) => (String::from_utf8_lossy(&key).into_owned(), None),
+                    RawEvent::Delete { key, .. } => {
+                        (String::from_utf8_lossy(&key).into_owned(), None)
+                    }
                 };
-                debug!(
-                    key,
-                    put = new_entry.is_some(),
-                    revision = batch.revision,
-                    "etcd event"
-                );
-                if let Some(old) = mirror.exact(&key).map(|e| e.lease) {
+                debug!(key, put = new_entry.is_some(), revision, "etcd event");
+                let old_lease = mirror.exact(&key).map(|e| e.lease);
+                // The new lease is taken before the old one is let go, so re-writing a key on
+                // the same lease never drops that lease's count to zero (and forgets it).
+                if let Some(entry) = &new_entry {
+                    self.lease_used(entry.lease);
+                }
+                if let Some(old) = old_lease {
                     self.lease_released(old);
                 }
                 let change = match new_entry {
-                    Some(entry) => {
-                        self.lease_used(entry.lease);
-                        Change::Put(entry)
-                    }
+                    Some(entry) => Change::Put(entry),
                     None => Change::Delete(key),
                 };
                 // Applied per event so a later event's old-lease lookup sees this one.
-                mirror.apply(batch.revision, [change]);
+                mirror.apply(revision, [change]);
                 changed += 1;
             }
-            // A batch without events (progress notification) still moves the revision on.
-            mirror.apply(batch.revision, []);
+            // etcd's word that nothing else changed up to this revision.
+            if let Some(revision) = batch.progress {
+                mirror.apply(revision, []);
+            }
         }
         debug!(changed, revision = mirror.revision(), "publishing");
         self.mirror = Some(mirror);
@@ -228,17 +254,22 @@ impl Syncer {
     /// Watches from the mirror's revision until the stream breaks.
     async fn watch(
         &mut self,
-        outage: &mut bool,
+        health: &mut Health,
+        backoff: &mut Duration,
         shutdown: &CancellationToken,
     ) -> Result<(), SyncError> {
         let from = self.mirror.as_ref().map_or(0, Mirror::revision) + 1;
         let mut watch = self.etcd.watch(from).await?;
-        if *outage {
+        if health.answered() {
             info!(
                 revision = from - 1,
                 "etcd reachable again; resuming the watch"
             );
-            *outage = false;
+        }
+        if !health.too_large() {
+            // The next break starts backing off from the beginning; a response too large would
+            // break it again at once, so then the backoff stays where it is.
+            *backoff = BACKOFF_START;
         }
         loop {
             let batches = tokio::select! {
@@ -246,19 +277,81 @@ impl Syncer {
                 batches = watch.next_batches() => batches?,
             };
             self.apply(batches);
+            if health.progressed() {
+                info!("etcd sync moving again");
+            }
+            *backoff = BACKOFF_START;
         }
+    }
+}
+
+/// Why the sync is not making progress, as far as the log is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trouble {
+    /// etcd cannot be reached (or answered with an error).
+    Unreachable,
+    /// etcd answers, but a response exceeds `--etcd-max-response-bytes`.
+    TooLarge,
+}
+
+impl Trouble {
+    fn of(error: &SyncError) -> Self {
+        match error {
+            SyncError::TooLarge { .. } => Self::TooLarge,
+            _ => Self::Unreachable,
+        }
+    }
+}
+
+/// What the log has said about the sync's trouble: each kind is logged once per outage, and a
+/// watch that etcd confirms and then breaks on the same oversized response is no recovery (etcd
+/// answers, yet nothing moves), so it does not log "reachable again" and the warning every retry.
+#[derive(Debug, Default)]
+struct Health {
+    trouble: Option<Trouble>,
+}
+
+impl Health {
+    /// A call failed with `kind`; returns it when it is news to warn about.
+    fn failed(&mut self, kind: Trouble) -> Option<Trouble> {
+        (self.trouble != Some(kind)).then(|| {
+            self.trouble = Some(kind);
+            kind
+        })
+    }
+
+    /// etcd answered (a watch was confirmed): ends an "unreachable" outage, not a "too large"
+    /// one. Returns whether that ended an outage.
+    fn answered(&mut self) -> bool {
+        let ended = self.trouble == Some(Trouble::Unreachable);
+        if ended {
+            self.trouble = None;
+        }
+        ended
+    }
+
+    /// The mirror moved on (a listing or watch events applied): ends any outage. Returns
+    /// whether that ended one.
+    fn progressed(&mut self) -> bool {
+        self.trouble.take().is_some()
+    }
+
+    fn too_large(&self) -> bool {
+        self.trouble == Some(Trouble::TooLarge)
     }
 }
 
 /// Runs the sync task until `shutdown`; `status` reports progress.
 pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: CancellationToken) {
     let (lookups_tx, lookups_rx) = mpsc::unbounded_channel();
+    let status = Arc::new(status);
     let refresher = tokio::spawn(leases::refresh(
         setup.etcd.clone(),
         setup.leases.clone(),
         lookups_rx,
         setup.expired_leases,
         lookups_tx.clone(),
+        status.clone(),
         shutdown.clone(),
     ));
     let mut syncer = Syncer {
@@ -268,30 +361,27 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
         base: setup.base,
         handle: setup.handle,
         leases: setup.leases,
-        lease_refs: HashMap::new(),
         lookups: lookups_tx,
         status,
         mirror: None,
     };
     let mut need_list = true;
-    let mut outage = false;
+    let mut health = Health::default();
     let mut backoff = BACKOFF_START;
     while !shutdown.is_cancelled() {
         let result = if need_list {
             syncer.relist().await.map(|()| {
                 need_list = false;
-            })
-        } else {
-            syncer.watch(&mut outage, &shutdown).await
-        };
-        match result {
-            Ok(()) => {
-                if outage && !shutdown.is_cancelled() {
+                if health.progressed() {
                     info!("etcd reachable again; mirror re-read");
-                    outage = false;
                 }
                 backoff = BACKOFF_START;
-            }
+            })
+        } else {
+            syncer.watch(&mut health, &mut backoff, &shutdown).await
+        };
+        match result {
+            Ok(()) => {}
             Err(SyncError::Compacted { wanted, compacted }) => {
                 info!(
                     wanted,
@@ -300,11 +390,16 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
                 need_list = true;
             }
             Err(error) => {
-                if !outage {
-                    warn!(%error, "etcd unreachable; answering from the last snapshot until it is back");
-                    outage = true;
-                } else {
-                    debug!(%error, "etcd still unreachable");
+                match health.failed(Trouble::of(&error)) {
+                    Some(Trouble::TooLarge) => warn!(
+                        %error,
+                        "an etcd response is too large to decode; answering from the last snapshot, retrying"
+                    ),
+                    Some(Trouble::Unreachable) => warn!(
+                        %error,
+                        "etcd unreachable; answering from the last snapshot until it is back"
+                    ),
+                    None => debug!(%error, "etcd sync still failing"),
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -315,4 +410,80 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
         }
     }
     refresher.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::{Health, Ordering, SKIPPED_KEYS, Trouble, skip};
+
+    #[test]
+    fn a_watch_confirmed_then_broken_by_an_oversized_response_warns_once() {
+        let mut health = Health::default();
+        assert_eq!(health.failed(Trouble::TooLarge), Some(Trouble::TooLarge));
+        for _ in 0..5 {
+            assert!(!health.answered(), "etcd answers, but this is no recovery");
+            assert_eq!(health.failed(Trouble::TooLarge), None, "logged once");
+        }
+        assert_eq!(
+            health.failed(Trouble::Unreachable),
+            Some(Trouble::Unreachable),
+            "a different trouble is news"
+        );
+        assert_eq!(health.failed(Trouble::Unreachable), None);
+        assert!(health.answered(), "reachable again");
+        assert_eq!(health.failed(Trouble::TooLarge), Some(Trouble::TooLarge));
+        assert!(health.progressed(), "events applied end it");
+        assert!(!health.progressed());
+        assert_eq!(health.failed(Trouble::TooLarge), Some(Trouble::TooLarge));
+    }
+
+    /// Everything logged at `warn` or above while `run` runs on this thread.
+    fn warnings(run: impl FnOnce()) -> String {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, run);
+        let bytes = buffer.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut buffer) = self.0.lock() {
+                buffer.extend_from_slice(bytes);
+            }
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_key_written_bad_again_and_again_warns_once_and_counts_every_skip() {
+        let before = SKIPPED_KEYS.load(Ordering::Relaxed);
+        let log = warnings(|| {
+            for _ in 0..100 {
+                skip("/skydns/test/flood", "expected a JSON object");
+            }
+            skip("/skydns/test/flood", "another reason");
+            skip("/skydns/test/neighbour", "expected a JSON object");
+        });
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 3, "{log}");
+        assert!(lines[0].contains("/skydns/test/flood") && lines[0].contains("JSON object"));
+        assert!(lines[1].contains("another reason"));
+        assert!(lines[2].contains("/skydns/test/neighbour"));
+        // Other tests may skip keys meanwhile: at least ours were all counted.
+        assert!(SKIPPED_KEYS.load(Ordering::Relaxed) - before >= 102);
+    }
 }

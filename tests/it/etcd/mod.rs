@@ -1,4 +1,6 @@
 //! srvd against a real etcd: CoreDNS-compatible answers and the mirror's sync guarantees.
 
+mod catch_up;
+mod leases;
 mod scenarios;
 mod sync;

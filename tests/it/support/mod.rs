@@ -1,8 +1,9 @@
-//! Shared test helpers: an in-process srvd, the srvd binary, a real etcd, and a DNS client over
-//! real sockets.
+//! Shared test helpers: an in-process srvd, the srvd binary, a real etcd (and a proxy that cuts
+//! its connections), and a DNS client over real sockets.
 
 pub mod dns;
 pub mod etcd;
+pub mod proxy;
 pub mod srvd;
 
 use std::path::PathBuf;

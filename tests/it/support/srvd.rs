@@ -69,6 +69,11 @@ impl TestServer {
         self.running.as_ref().unwrap().sync_status().unwrap()
     }
 
+    /// How many leases srvd keeps a deadline for.
+    pub fn known_leases(&self) -> u64 {
+        self.running.as_ref().unwrap().known_leases().unwrap()
+    }
+
     /// Waits (bounded) until the mirror reflects `revision`.
     pub async fn wait_for_revision(&self, revision: i64) {
         assert!(
@@ -120,18 +125,25 @@ pub struct SrvdProcess {
     pub child: Child,
     /// The address from its `srvd serving` line.
     pub addr: SocketAddr,
-    /// Every stderr line seen up to the serving line.
+    /// Every stderr line seen so far (up to the serving line, then as [`SrvdProcess::log_until`]
+    /// reads on).
     pub log: Vec<String>,
+    lines: Option<mpsc::Receiver<String>>,
 }
 
 /// Runs `srvd serve --listen 127.0.0.1:0 ARGS...` in `cwd` and waits (bounded) for its serving line.
 pub fn spawn_binary(cwd: &Path, args: &[&str]) -> SrvdProcess {
+    spawn_binary_logging(cwd, args, "info")
+}
+
+/// [`spawn_binary`] with `RUST_LOG` set to `filter`.
+pub fn spawn_binary_logging(cwd: &Path, args: &[&str], filter: &str) -> SrvdProcess {
     let child = Command::new(env!("CARGO_BIN_EXE_srvd"))
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .current_dir(cwd)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", filter)
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -142,6 +154,7 @@ pub fn spawn_binary(cwd: &Path, args: &[&str]) -> SrvdProcess {
         child,
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         log: Vec::new(),
+        lines: None,
     };
     let stderr = process.child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -166,12 +179,27 @@ pub fn spawn_binary(cwd: &Path, args: &[&str]) -> SrvdProcess {
                 .and_then(|rest| rest.split([',', ' ']).next())
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("cannot read the address in {line:?}"));
+            process.lines = Some(rx);
             return process;
         }
     }
 }
 
 impl SrvdProcess {
+    /// Reads stderr on until `done(&log)` holds, for at most `limit`; panics with the log
+    /// otherwise.
+    pub fn log_until(&mut self, limit: Duration, done: impl Fn(&[String]) -> bool) {
+        let deadline = std::time::Instant::now() + limit;
+        let lines = self.lines.as_ref().expect("started by spawn_binary");
+        while !done(&self.log) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => self.log.push(line),
+                Err(_) => panic!("not within {limit:?}; log: {:#?}", self.log),
+            }
+        }
+    }
+
     /// Sends SIGTERM or SIGINT by PID (no `kill` binary needed: minimal machines lack procps).
     pub fn signal(&self, name: &str) {
         use rustix::process::{Pid, Signal, kill_process};
