@@ -16,6 +16,10 @@
 //! themselves (a uniform key), so even an "all weights 0" service spreads load (Go leaves them in
 //! sort order).
 //!
+//! Groups of at most [`SMALL`] records use the repeated draw itself (O(n²) with no allocation,
+//! faster there than computing and sorting keys; benches in the commit that added it); larger
+//! ones use the keys. Both have the same distribution, and the tests run both.
+//!
 //! [`select_first_by_priority_weight`] draws the whole order but sorts only its first `k` places
 //! (O(n + k log k)): an answer that can carry `k` records gets the first `k` of a fair draw over
 //! every candidate.
@@ -44,6 +48,80 @@ where
 /// `items[k..]` holds the rest in no particular order. With `k >= items.len()` this is
 /// [`order_by_priority_weight`].
 pub fn select_first_by_priority_weight<T, R, F>(items: &mut [T], k: usize, rng: &mut R, key: F)
+where
+    R: Rng + ?Sized,
+    F: Fn(&T) -> (u16, u16),
+{
+    if items.len() <= SMALL {
+        repeated_draw(items, rng, key);
+    } else {
+        keyed_draw(items, k, rng, key);
+    }
+}
+
+/// Up to this many records, [`repeated_draw`] is faster than [`keyed_draw`].
+pub const SMALL: usize = 16;
+
+/// Stable sort by priority, then per priority Go's draw: O(n²) key calls, no allocation.
+fn repeated_draw<T, R, F>(items: &mut [T], rng: &mut R, key: F)
+where
+    R: Rng + ?Sized,
+    F: Fn(&T) -> (u16, u16),
+{
+    items.sort_by_key(|item| key(item).0);
+    let mut start = 0;
+    while start < items.len() {
+        let priority = key(&items[start]).0;
+        let end = start
+            + items[start..]
+                .iter()
+                .take_while(|item| key(item).0 == priority)
+                .count();
+        shuffle_by_weight(&mut items[start..end], rng, |item| key(item).1);
+        start = end;
+    }
+}
+
+/// Repeated weighted draws without replacement over the positive weights of one priority, then
+/// the zero-weight records in uniformly random order.
+fn shuffle_by_weight<T, R, F>(group: &mut [T], rng: &mut R, weight: F)
+where
+    R: Rng + ?Sized,
+    F: Fn(&T) -> u16,
+{
+    let mut positive = 0;
+    for i in 0..group.len() {
+        if weight(&group[i]) > 0 {
+            group.swap(i, positive);
+            positive += 1;
+        }
+    }
+    let mut sum: u64 = group[..positive].iter().map(|r| u64::from(weight(r))).sum();
+    let mut front = 0;
+    while front + 1 < positive {
+        let draw = rng.random_range(0..sum);
+        let mut running = 0;
+        let mut chosen = positive - 1;
+        for (offset, record) in group[front..positive].iter().enumerate() {
+            running += u64::from(weight(record));
+            if running > draw {
+                chosen = front + offset;
+                break;
+            }
+        }
+        sum -= u64::from(weight(&group[chosen]));
+        group.swap(front, chosen);
+        front += 1;
+    }
+    let zeros = &mut group[positive..];
+    for i in (1..zeros.len()).rev() {
+        let j = rng.random_range(0..=i);
+        zeros.swap(i, j);
+    }
+}
+
+/// Efraimidis–Spirakis keys, selected and sorted: one key call per record, O(n + k log k).
+fn keyed_draw<T, R, F>(items: &mut [T], k: usize, rng: &mut R, key: F)
 where
     R: Rng + ?Sized,
     F: Fn(&T) -> (u16, u16),
@@ -127,6 +205,42 @@ mod tests {
         records
     }
 
+    /// Both implementations of the full order, whatever the input size.
+    type Order<T> = fn(&mut [T], &mut SmallRng, fn(&T) -> (u16, u16));
+
+    fn both_paths<T>() -> [(&'static str, Order<T>); 2] {
+        [
+            ("repeated", |items, rng, key| repeated_draw(items, rng, key)),
+            ("keyed", |items, rng, key| {
+                let n = items.len();
+                keyed_draw(items, n, rng, key);
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn both_paths_give_valid_orders(
+            records in proptest::collection::vec((0u16..3, 0u16..3), 0..12),
+            seed in any::<u64>(),
+        ) {
+            for (path, order) in both_paths::<(u16, u16)>() {
+                let mut out = records.clone();
+                order(&mut out, &mut SmallRng::seed_from_u64(seed), |r| *r);
+                let (mut a, mut b) = (out.clone(), records.clone());
+                a.sort_unstable();
+                b.sort_unstable();
+                prop_assert_eq!(a, b, "{}", path);
+                for w in out.windows(2) {
+                    prop_assert!(w[0].0 <= w[1].0, "{}: {:?}", path, out);
+                    if w[0].0 == w[1].0 {
+                        prop_assert!(!(w[0].1 == 0 && w[1].1 > 0), "{}: {:?}", path, out);
+                    }
+                }
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn output_is_a_permutation_of_the_input(
@@ -167,13 +281,19 @@ mod tests {
     /// share (the expected deviation is about 0.15 points, and the seed makes it exact anyway).
     #[test]
     fn first_place_frequency_matches_weight_share() {
+        for (path, order) in both_paths::<(u16, u16)>() {
+            first_place_frequency_matches_weight_share_on(path, order);
+        }
+    }
+
+    fn first_place_frequency_matches_weight_share_on(path: &str, order: Order<(u16, u16)>) {
         let records = [(10u16, 60u16), (10, 30), (10, 10), (20, 100)];
         let mut rng = SmallRng::seed_from_u64(2782);
         let mut first = [0u32; 3];
         let rounds = 100_000;
         for _ in 0..rounds {
             let mut r = records;
-            order_by_priority_weight(&mut r, &mut rng, |r| *r);
+            order(&mut r, &mut rng, |r| *r);
             let idx = records.iter().position(|x| *x == r[0]).unwrap();
             first[idx] += 1;
             assert_eq!(
@@ -186,7 +306,7 @@ mod tests {
             let share = f64::from(first[idx]) * 100.0 / f64::from(rounds);
             assert!(
                 (share - expected).abs() < 1.0,
-                "record {idx}: {share:.2}% vs {expected}%"
+                "{path}: record {idx}: {share:.2}% vs {expected}%"
             );
         }
     }
@@ -194,28 +314,35 @@ mod tests {
     #[test]
     fn two_equal_weights_split_evenly_without_the_rfc_off_by_one() {
         // RFC 2782's inclusive draw would give 2/3 vs 1/3 here.
-        let mut rng = SmallRng::seed_from_u64(7);
-        let mut first_a = 0u32;
-        for _ in 0..100_000 {
-            let mut r = [(0u16, 1u16, 'a'), (0, 1, 'b')];
-            order_by_priority_weight(&mut r, &mut rng, |r| (r.0, r.1));
-            first_a += u32::from(r[0].2 == 'a');
+        for (path, order) in both_paths::<(u16, u16, char)>() {
+            let mut rng = SmallRng::seed_from_u64(7);
+            let mut first_a = 0u32;
+            for _ in 0..100_000 {
+                let mut r = [(0u16, 1u16, 'a'), (0, 1, 'b')];
+                order(&mut r, &mut rng, |r| (r.0, r.1));
+                first_a += u32::from(r[0].2 == 'a');
+            }
+            let share = f64::from(first_a) / 1000.0;
+            assert!((share - 50.0).abs() < 1.0, "{path}: share {share}");
         }
-        let share = f64::from(first_a) / 1000.0;
-        assert!((share - 50.0).abs() < 1.0, "share {share}");
     }
 
     #[test]
     fn all_zero_weights_still_spread() {
-        let mut rng = SmallRng::seed_from_u64(1);
-        let mut first = [0u32; 3];
-        for _ in 0..30_000 {
-            let mut r = [(5u16, 0u16, 0usize), (5, 0, 1), (5, 0, 2)];
-            order_by_priority_weight(&mut r, &mut rng, |r| (r.0, r.1));
-            first[r[0].2] += 1;
-        }
-        for count in first {
-            assert!((9_000..11_000).contains(&count), "uneven spread {first:?}");
+        for (path, order) in both_paths::<(u16, u16, usize)>() {
+            let mut rng = SmallRng::seed_from_u64(1);
+            let mut first = [0u32; 3];
+            for _ in 0..30_000 {
+                let mut r = [(5u16, 0u16, 0usize), (5, 0, 1), (5, 0, 2)];
+                order(&mut r, &mut rng, |r| (r.0, r.1));
+                first[r[0].2] += 1;
+            }
+            for count in first {
+                assert!(
+                    (9_000..11_000).contains(&count),
+                    "{path}: uneven spread {first:?}"
+                );
+            }
         }
     }
 
