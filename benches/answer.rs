@@ -8,9 +8,9 @@
 //!
 //! - `answer_etcd/*`: `answer()` on an etcd mirror of 1,000 services (records synthesised per
 //!   question, CoreDNS rules).
-//!
-//! - `answer_etcd/*`: `answer()` on an etcd mirror of 1,000 services (records synthesised per
-//!   question, CoreDNS rules).
+//! - `answer_large/*`: the questions that used to cost seconds (issue 11): SRV over 5,000 and
+//!   10,000 keys under one name, A at an apex of 15,000 keys, `any.<zone>`, and an A question
+//!   into a web of 9 names that all alias each other; UDP-sized (1,232 bytes) and TCP-sized.
 //!
 //! Run: `cargo bench --bench answer`. Data is generated here, never committed.
 
@@ -73,9 +73,21 @@ fn bench_questions(
     index: &Index,
     cases: &[(&str, &str, RecordType)],
 ) {
+    bench_questions_limited(c, group_name, index, 1232, cases);
+}
+
+/// [`bench_questions`] for responses of at most `limit` bytes.
+fn bench_questions_limited(
+    c: &mut Criterion,
+    group_name: &str,
+    index: &Index,
+    limit: u16,
+    cases: &[(&str, &str, RecordType)],
+) {
     let mut rng = SmallRng::seed_from_u64(1);
     let mut buffers = Some(AnswerBuffers::default());
     let mut group = c.benchmark_group(group_name);
+    group.sample_size(20);
     for (label, qname, qtype) in cases {
         let name = Name::from_ascii(qname).expect("name");
         group.bench_function(*label, |b| {
@@ -83,7 +95,7 @@ fn bench_questions(
                 let question = Question::new(&name, *qtype);
                 let zone = index.find_zone(&question.key).expect("zone");
                 let mut out = Answer::with_buffers(buffers.take().unwrap_or_default());
-                answer::answer(index, zone, &question, &mut rng, &mut out);
+                answer::answer(index, zone, &question, limit, &mut rng, &mut out);
                 black_box(out.answers.len() + out.additional.len());
                 buffers = Some(out.into_buffers());
             });
@@ -144,15 +156,6 @@ fn bench_respond(c: &mut Criterion) {
 /// An index whose zone `etcd.test.` comes from a mirror of 1,000 services × 3 instances (the
 /// SkyDNS layout), as the sync task would publish it.
 fn etcd_index() -> Index {
-    use srvd::backend::skydns::decode;
-    use srvd::config::{EtcdConfig, parse_zone};
-    use srvd::index::EtcdData;
-    use srvd::index::leases::{LeaseBounds, LeaseTable};
-    use srvd::index::mirror::Mirror;
-
-    let mut etcd = EtcdConfig::new(Vec::new());
-    etcd.zones = vec![parse_zone("etcd.test.").expect("zone")];
-    let (base, paths) = build_index(Vec::new(), Some(&etcd)).expect("index");
     let mut entries = Vec::new();
     for s in 0..1_000u32 {
         for i in 0..3u32 {
@@ -164,16 +167,87 @@ fn etcd_index() -> Index {
                 10 + i / 2 * 10,
                 10 + i * 20
             );
-            let entry = decode(&key, value.as_bytes(), 0).expect("value");
-            entries.push((Arc::new(entry), 1));
+            entries.push((key, value));
         }
     }
+    mirror_index(&["etcd.test."], entries)
+}
+
+/// An index of etcd zones `zones` holding `entries` (key, JSON value), as the sync task would
+/// publish it.
+fn mirror_index(zones: &[&str], entries: Vec<(String, String)>) -> Index {
+    use srvd::backend::skydns::decode;
+    use srvd::config::{EtcdConfig, parse_zone};
+    use srvd::index::EtcdData;
+    use srvd::index::leases::{LeaseBounds, LeaseTable};
+    use srvd::index::mirror::Mirror;
+
+    let mut etcd = EtcdConfig::new(Vec::new());
+    etcd.zones = zones.iter().map(|z| parse_zone(z).expect("zone")).collect();
+    let (base, paths) = build_index(Vec::new(), Some(&etcd)).expect("index");
+    let entries: Vec<_> = entries
+        .into_iter()
+        .map(|(key, value)| {
+            let entry = decode(&key, value.as_bytes(), 0).expect("value");
+            (Arc::new(entry), 1)
+        })
+        .collect();
     let mirror = Mirror::from_listing(&paths, 1, entries, None);
     base.with_etcd(EtcdData {
         mirror: Some(mirror),
         root: "/skydns".into(),
         leases: Arc::new(LeaseTable::new(LeaseBounds::default(), |_| {})),
     })
+}
+
+/// Zone `large.test.`: 5,000 SRV keys under `_http._tcp.svc5k`, 10,000 under `_http._tcp.svc10k`
+/// (15,000 keys at the apex, all IP hosts). Zone `web.test.`: 9 names `n0`…`n8`, each with its
+/// own address and one key per other name (host = that name): 90 keys.
+fn large_index() -> Index {
+    let mut entries = Vec::new();
+    for (service, count) in [("svc5k", 5_000u32), ("svc10k", 10_000)] {
+        for i in 0..count {
+            let n = if count == 5_000 { i } else { 5_000 + i };
+            entries.push((
+                format!("/skydns/test/large/{service}/_tcp/_http/i{i}"),
+                format!(
+                    r#"{{"host":"10.{}.{}.{}","port":8080,"weight":{}}}"#,
+                    n >> 16,
+                    (n >> 8) & 255,
+                    n & 255,
+                    (i % 5) * 10
+                ),
+            ));
+        }
+    }
+    for i in 0..9u32 {
+        entries.push((
+            format!("/skydns/test/web/n{i}/self"),
+            format!(r#"{{"host":"10.9.0.{i}"}}"#),
+        ));
+        for j in (0..9).filter(|j| *j != i) {
+            entries.push((
+                format!("/skydns/test/web/n{i}/to{j}"),
+                format!(r#"{{"host":"n{j}.web.test"}}"#),
+            ));
+        }
+    }
+    mirror_index(&["large.test.", "web.test."], entries)
+}
+
+fn bench_large_answer(c: &mut Criterion) {
+    let index = large_index();
+    let cases = [
+        ("srv_5k", "_http._tcp.svc5k.large.test.", RecordType::SRV),
+        ("srv_10k", "_http._tcp.svc10k.large.test.", RecordType::SRV),
+        ("srv_apex_15k", "large.test.", RecordType::SRV),
+        ("srv_any_15k", "any.large.test.", RecordType::SRV),
+        ("a_apex_15k", "large.test.", RecordType::A),
+        ("a_any_15k", "any.large.test.", RecordType::A),
+        ("a_cname_web_9", "n0.web.test.", RecordType::A),
+    ];
+    bench_questions_limited(c, "answer_large_udp", &index, 1232, &cases);
+    bench_questions_limited(c, "answer_large_tcp", &index, u16::MAX, &cases);
 }
 
 fn bench_etcd_answer(c: &mut Criterion) {
@@ -201,5 +275,11 @@ fn bench_etcd_answer(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench_answer, bench_etcd_answer, bench_respond);
+criterion_group!(
+    benches,
+    bench_answer,
+    bench_etcd_answer,
+    bench_large_answer,
+    bench_respond
+);
 criterion_main!(benches);

@@ -33,6 +33,7 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
     zone: &'a Zone,
     file: &'a FileZone,
     question: &Question<'_>,
+    cap: usize,
     rng: &mut R,
     out: &mut Answer<'a>,
 ) {
@@ -56,11 +57,11 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
                 owner = Owner::Name(target);
             }
             None => {
-                if !answer_node(node, owner, question.qtype, rng, out) {
+                if !answer_node(node, owner, question.qtype, cap, rng, out) {
                     negative(file, ResponseCode::NoError, out);
                     return;
                 }
-                additional::add_for_answers(zone, file, out);
+                additional::add_for_answers(zone, file, cap, out);
                 return;
             }
         }
@@ -79,11 +80,13 @@ fn follow_cname(node: &Node, qtype: RecordType) -> Option<(&Record, &Name)> {
     }
 }
 
-/// Pushes the RRset answering `qtype` at `node`; returns false when there is none (NODATA).
+/// Pushes the RRset answering `qtype` at `node`, at most `cap` records of it (an SRV RRset: the
+/// first `cap` of an RFC 2782 draw over all of it); returns false when there is none (NODATA).
 fn answer_node<'a, R: Rng + ?Sized>(
     node: &'a Node,
     owner: Owner<'a>,
     qtype: RecordType,
+    cap: usize,
     rng: &mut R,
     out: &mut Answer<'a>,
 ) -> bool {
@@ -97,14 +100,23 @@ fn answer_node<'a, R: Rng + ?Sized>(
         return false;
     };
     let start = out.answers.len();
-    out.answers.extend(
-        rrset
-            .records
-            .iter()
-            .map(|record| Rr::borrowed(owner, record)),
-    );
     if rrset.rtype == RecordType::SRV {
-        srv::order(&mut out.answers[start..], rng);
+        out.answers.extend(
+            rrset
+                .records
+                .iter()
+                .map(|record| Rr::borrowed(owner, record)),
+        );
+        srv::order_first(&mut out.answers[start..], cap, rng);
+    } else {
+        out.answers.extend(
+            rrset
+                .records
+                .iter()
+                .take(cap)
+                .map(|record| Rr::borrowed(owner, record)),
+        );
     }
+    out.answers.truncate(start + cap);
     true
 }

@@ -16,9 +16,14 @@
 //! question's name, spelled as the client spelled it. SRV RRsets come out in a fresh RFC 2782
 //! order every time.
 //!
+//! `answer()` takes the transport's payload limit and builds at most the records that could fit
+//! (`budget`): a question's cost is bounded by the limit and the data under its own name, never
+//! by how many records exist in all (the encoder still decides TC).
+//!
 //! Invariant: no I/O, no sockets, no runtime; deterministic given the RNG (and lease clock).
 
 mod additional;
+pub mod budget;
 mod etcd;
 mod file;
 mod srv;
@@ -166,18 +171,26 @@ impl<'a> Answer<'a> {
 }
 
 /// Answers `question` from `zone` of `index`; the zone must contain the question name.
+///
+/// `limit` is the size in bytes the response may take (`server::wire::payload_limit`): at most
+/// [`budget::record_cap`]`(limit)` answer records are built, and as many additional ones, SRV
+/// records being the first ones of an RFC 2782 draw over all candidates.
 pub fn answer<'a, R: Rng + ?Sized>(
     index: &'a Index,
     zone: &'a Zone,
     question: &Question<'_>,
+    limit: u16,
     rng: &mut R,
     out: &mut Answer<'a>,
 ) {
+    let cap = budget::record_cap(limit);
     let etcd = zone.etcd().zip(index.etcd());
     match (zone.file(), etcd) {
-        (Some(file), None) => file::answer(zone, file, question, rng, out),
+        (Some(file), None) => file::answer(zone, file, question, cap, rng, out),
         (None, Some((etcd_zone, data))) => {
-            if etcd::answer(zone, etcd_zone, data, question, rng, out) == etcd::Outcome::NotFound {
+            if etcd::answer(zone, etcd_zone, data, question, cap, rng, out)
+                == etcd::Outcome::NotFound
+            {
                 etcd::negative(zone, etcd_zone, data, ResponseCode::NXDomain, out);
             }
         }
@@ -187,10 +200,10 @@ pub fn answer<'a, R: Rng + ?Sized>(
                 || (question.qtype == RecordType::NS && apex)
                 || file.tree().node(question.key.as_bytes()).is_some();
             if from_file
-                || etcd::answer(zone, etcd_zone, data, question, rng, out)
+                || etcd::answer(zone, etcd_zone, data, question, cap, rng, out)
                     == etcd::Outcome::NotFound
             {
-                file::answer(zone, file, question, rng, out);
+                file::answer(zone, file, question, cap, rng, out);
             }
         }
         (None, None) => out.rcode = ResponseCode::ServFail,

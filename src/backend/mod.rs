@@ -46,11 +46,11 @@ pub struct ServiceEntry {
     pub host: String,
     /// What `host` is.
     pub kind: HostKind,
-    /// `port` (CoreDNS keeps Go's `int`; `-1` drops the SRV).
+    /// `port`: 0..=65535, or `-1`, which drops the SRV (checked at decode time).
     pub port: i64,
-    /// `priority`, 0 or absent replaced by [`DEFAULT_PRIORITY`].
+    /// `priority`: 1..=65535, 0 or absent replaced by [`DEFAULT_PRIORITY`].
     pub priority: i64,
-    /// `weight` as written (0 counts as 100 when normalised).
+    /// `weight`: 0..=65535 as written (0 counts as 100 when normalised).
     pub weight: i64,
     /// `text`.
     pub text: String,

@@ -165,15 +165,18 @@ impl Handler {
             );
         };
 
+        let limit = wire::payload_limit(transport, request.edns.as_ref());
         let mut answer = Answer::with_buffers(std::mem::take(&mut scratch.answer));
-        RNG.with_borrow_mut(|rng| answer::answer(&index, zone, &question, rng, &mut answer));
+        RNG.with_borrow_mut(|rng| {
+            answer::answer(&index, zone, &question, limit, rng, &mut answer);
+        });
         let response = Response {
             header: request.header,
             question: Some(query),
             rcode: answer.rcode,
             authoritative: true,
             edns: request.edns.is_some(),
-            limit: wire::payload_limit(transport, request.edns.as_ref()),
+            limit,
         };
         let sent = match wire::encode(out, &response, Some(&answer)) {
             Ok(()) => true,

@@ -5,12 +5,18 @@
 //! (HEAD's `maxCnameChainLength`), or when an earlier CNAME of the chain has the same target. A
 //! target in the zone is resolved again for the same type, and the CNAME is kept only if that
 //! yields records; a target outside the zone gives the bare CNAME (as a running CoreDNS does).
+//! Each in-zone target is resolved once per question (see [`follow`]), and answers stop at the
+//! question's record cap.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::lookup::NotFound;
-use super::{Ctx, record};
+use super::{Ctx, Visit, record};
+use crate::answer::budget::Sink;
 use crate::answer::{Owner, Rr};
 use crate::backend::{HostKind, ServiceEntry};
 
@@ -18,33 +24,39 @@ use crate::backend::{HostKind, ServiceEntry};
 const MAX_PREVIOUS_CNAMES: usize = 10;
 
 /// The entries for A/AAAA at `name`: at the zone apex, `apex.dns.<zone>` first (contract §1).
-fn address_services<'a>(
+/// `own`: the question's own name (read in full), else a budgeted further read.
+pub(super) fn address_services<'a>(
     ctx: &Ctx<'a>,
     name: &Name,
     qtype: RecordType,
+    own: bool,
 ) -> Result<Vec<&'a ServiceEntry>, NotFound> {
     if name == ctx.zone.origin()
         && let Some(apex) = ctx.special("apex")
-        && let Ok(found) = ctx.services(&apex, qtype, false)
+        && let Ok(found) = ctx.read(&apex, qtype, own)
     {
         return Ok(found);
     }
-    ctx.services(name, qtype, false)
+    ctx.read(name, qtype, own)
 }
 
 /// A or AAAA records for `name` (records go out under `owner`; `chain` holds the CNAME targets
-/// already followed).
+/// already followed). Stops when `out` is full.
 pub(super) fn addresses<'a>(
     ctx: &Ctx<'a>,
     name: &Name,
     owner: Owner<'a>,
     qtype: RecordType,
     chain: &mut Vec<Name>,
-    out: &mut Vec<Rr<'a>>,
+    out: &mut Sink<'_, 'a>,
 ) -> Result<(), NotFound> {
-    let services = address_services(ctx, name, qtype)?;
-    let mut seen_hosts: Vec<&str> = Vec::new();
+    let own = matches!(owner, Owner::Question);
+    let services = address_services(ctx, name, qtype, own)?;
+    let mut seen_hosts: HashSet<&str> = HashSet::new();
     for entry in services {
+        if out.full() {
+            break;
+        }
         let ttl = ctx.ttl(entry);
         match (&entry.kind, qtype) {
             (HostKind::Name(host), _) => {
@@ -61,14 +73,10 @@ pub(super) fn addresses<'a>(
                     },
                 );
             }
-            (HostKind::A(ip), RecordType::A) if !seen_hosts.contains(&entry.host.as_str()) => {
-                seen_hosts.push(&entry.host);
+            (HostKind::A(ip), RecordType::A) if seen_hosts.insert(entry.host.as_str()) => {
                 out.push(Rr::owned(owner, record(name, ttl, RData::A(A(*ip)))));
             }
-            (HostKind::Aaaa(ip), RecordType::AAAA)
-                if !seen_hosts.contains(&entry.host.as_str()) =>
-            {
-                seen_hosts.push(&entry.host);
+            (HostKind::Aaaa(ip), RecordType::AAAA) if seen_hosts.insert(entry.host.as_str()) => {
                 out.push(Rr::owned(owner, record(name, ttl, RData::AAAA(AAAA(*ip)))));
             }
             _ => {}
@@ -84,11 +92,15 @@ pub(super) fn txt<'a>(
     name: &Name,
     owner: Owner<'a>,
     chain: &mut Vec<Name>,
-    out: &mut Vec<Rr<'a>>,
+    out: &mut Sink<'_, 'a>,
 ) -> Result<(), NotFound> {
-    let services = ctx.services(name, RecordType::TXT, false)?;
-    let mut seen_texts: Vec<&str> = Vec::new();
+    let own = matches!(owner, Owner::Question);
+    let services = ctx.read(name, RecordType::TXT, own)?;
+    let mut seen_texts: HashSet<&str> = HashSet::new();
     for entry in services {
+        if out.full() {
+            break;
+        }
         match &entry.kind {
             HostKind::Name(host) => {
                 follow(
@@ -102,8 +114,7 @@ pub(super) fn txt<'a>(
                     |ctx, host, chain, next| txt(ctx, host, Owner::Record, chain, next),
                 );
             }
-            HostKind::Txt if !seen_texts.contains(&entry.text.as_str()) => {
-                seen_texts.push(&entry.text);
+            HostKind::Txt if seen_texts.insert(entry.text.as_str()) => {
                 let data = TXT::from_bytes(split255(entry.text.as_bytes()));
                 out.push(Rr::owned(
                     owner,
@@ -129,16 +140,22 @@ pub(super) fn split255(text: &[u8]) -> Vec<&[u8]> {
 }
 
 /// The CNAME step shared by A, AAAA and TXT.
+///
+/// Each target is resolved at most once per question (`Ctx::visit`): a later CNAME to a target
+/// that yielded records adds just the CNAME (its records are in the answer already), one to a
+/// target that yielded nothing, or is being resolved further up, is dropped. CoreDNS instead
+/// re-resolves the target on every path, which grows exponentially in a web of names that alias
+/// each other; its loop guard (a target earlier in the chain) and depth limit stay as they are.
 #[allow(clippy::too_many_arguments)]
 fn follow<'a>(
     ctx: &Ctx<'a>,
     name: &Name,
     owner: Owner<'a>,
     entry: &ServiceEntry,
-    host: &Name,
+    host: &'a Name,
     chain: &mut Vec<Name>,
-    out: &mut Vec<Rr<'a>>,
-    resolve: impl Fn(&Ctx<'a>, &Name, &mut Vec<Name>, &mut Vec<Rr<'a>>) -> Result<(), NotFound>,
+    out: &mut Sink<'_, 'a>,
+    resolve: impl Fn(&Ctx<'a>, &Name, &mut Vec<Name>, &mut Sink<'_, 'a>) -> Result<(), NotFound>,
 ) {
     if name.zone_of(host) || chain.len() > MAX_PREVIOUS_CNAMES || chain.contains(host) {
         return;
@@ -151,13 +168,26 @@ fn follow<'a>(
         out.push(cname);
         return;
     }
+    match ctx.visit(host) {
+        Some(Visit::Yielded) => return out.push(cname),
+        Some(Visit::InProgress | Visit::Empty) => return,
+        None => {}
+    }
+    ctx.set_visit(Cow::Borrowed(host), Visit::InProgress);
     let mut next = Vec::new();
     chain.push(host.clone());
-    let resolved = resolve(ctx, host, chain, &mut next);
+    let resolved = resolve(ctx, host, chain, &mut out.nested(&mut next));
     chain.pop();
-    if resolved.is_ok() && !next.is_empty() {
+    let yielded = resolved.is_ok() && !next.is_empty();
+    let visit = if yielded {
+        Visit::Yielded
+    } else {
+        Visit::Empty
+    };
+    ctx.set_visit(Cow::Borrowed(host), visit);
+    if yielded {
         out.push(cname);
-        out.extend(next);
+        out.append(&mut next);
     }
 }
 

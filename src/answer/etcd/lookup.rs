@@ -13,22 +13,38 @@ pub struct NotFound;
 
 /// The entries for `name`: its subtree (or, when that is empty, the exact key; only the exact
 /// key when `exact`), filtered by `*`/`any` wildcards and by what `qtype` can use, then grouped.
+///
+/// At most `budget` entries are read (it is reduced by those read); a subtree larger than that
+/// counts as [`NotFound`] (only further reads of a question have a finite budget).
 pub fn services<'m>(
     mirror: &'m Mirror,
     root: &str,
     name: &Name,
     qtype: RecordType,
     exact: bool,
+    budget: &mut usize,
 ) -> Result<Vec<&'m ServiceEntry>, NotFound> {
+    #[cfg(test)]
+    tests::count_lookup();
     let (path, star) = key::path_with_wildcard(name, root);
     let mut found: Vec<&ServiceEntry> = Vec::new();
     if !exact {
         let prefix = key::subtree_prefix(&path);
-        found.extend(mirror.with_prefix(&prefix).map(AsRef::as_ref));
+        found.extend(
+            mirror
+                .with_prefix(&prefix)
+                .take(budget.saturating_add(1))
+                .map(AsRef::as_ref),
+        );
     }
     if found.is_empty() {
         found.extend(mirror.exact(&path).map(AsRef::as_ref));
     }
+    if found.len() > *budget {
+        *budget = 0;
+        return Err(NotFound);
+    }
+    *budget -= found.len();
     if found.is_empty() {
         return Err(NotFound);
     }
@@ -84,9 +100,34 @@ fn group(entries: Vec<&ServiceEntry>) -> Vec<&ServiceEntry> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::skydns::decode;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Lookups on this thread, and the number after which a test wants to stop (fail fast
+        /// instead of running an exponential walk to its end).
+        static LOOKUPS: Cell<(usize, usize)> = const { Cell::new((0, usize::MAX)) };
+    }
+
+    pub(crate) fn count_lookup() {
+        LOOKUPS.with(|c| {
+            let (n, limit) = c.get();
+            assert!(n < limit, "more than {limit} name lookups for one question");
+            c.set((n + 1, limit));
+        });
+    }
+
+    /// Resets the counter and panics on the lookup after `limit`.
+    pub(crate) fn limit_lookups(limit: usize) {
+        LOOKUPS.with(|c| c.set((0, limit)));
+    }
+
+    /// Lookups since the last [`limit_lookups`].
+    pub(crate) fn lookups() -> usize {
+        LOOKUPS.with(|c| c.get().0)
+    }
 
     fn entries(list: &[(&str, &str)]) -> Vec<ServiceEntry> {
         list.iter()

@@ -8,19 +8,26 @@
 //! serial (the revision of the zone's last change, not the clock).
 //!
 //! Records are synthesised per question (owned), with TTLs from the values and, for leased keys,
-//! from the lease table.
+//! from the lease table. A question builds at most the records that can fit (`cap`), reads the
+//! entries under its own name once, and makes a bounded number of further reads (`Ctx::lookup`,
+//! see `answer::budget`); each name a CNAME leads to is resolved at most once per question.
 
 mod address;
 mod lookup;
 mod names;
 mod targets;
 
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::Rng;
 
-use super::{Answer, Owner, Question, Rr, file, srv};
+use super::budget::{Lookups, Sink};
+use super::{Answer, Owner, Question, Rr, file};
 use crate::backend::{DEFAULT_TTL_SECS, ServiceEntry};
 use crate::index::mirror::Mirror;
 use crate::index::{EtcdData, EtcdZone, Zone};
@@ -53,22 +60,115 @@ impl From<NotFound> for Failure {
     }
 }
 
-/// Everything a lookup needs from the snapshot.
+/// What resolving a CNAME target gave, earlier in the same question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Visit {
+    /// Being resolved further up the current chain (a loop: skipped).
+    InProgress,
+    /// Resolved to records, which are already in the answer: a second CNAME to it is enough.
+    Yielded,
+    /// Resolved to nothing (or past the budget): a CNAME to it is dropped.
+    Empty,
+}
+
+/// Everything a lookup needs from the snapshot, and what the question has spent so far.
 pub(super) struct Ctx<'a> {
     pub zone: &'a Zone,
     pub mirror: &'a Mirror,
     pub data: &'a EtcdData,
+    /// Further reads allowed after the question's own.
+    pub lookups: Lookups,
+    /// CNAME targets resolved in this question (the question name itself starts in progress).
+    pub visits: RefCell<HashMap<Cow<'a, Name>, Visit>>,
+    /// Answer records the question may still build.
+    pub answer_left: Cell<usize>,
+    /// Additional records the question may still build.
+    pub extra_left: Cell<usize>,
 }
 
 impl<'a> Ctx<'a> {
-    /// The entries a question for `name` sees.
+    fn new(zone: &'a Zone, mirror: &'a Mirror, data: &'a EtcdData, cap: usize) -> Self {
+        Self {
+            zone,
+            mirror,
+            data,
+            lookups: Lookups::new(),
+            visits: RefCell::new(HashMap::new()),
+            answer_left: Cell::new(cap),
+            extra_left: Cell::new(cap),
+        }
+    }
+
+    /// The entries a question for `name` sees: the question's own read, never cut short.
     pub fn services(
         &self,
         name: &Name,
         qtype: RecordType,
         exact: bool,
     ) -> Result<Vec<&'a ServiceEntry>, NotFound> {
-        lookup::services(self.mirror, &self.data.root, name, qtype, exact)
+        let mut unbounded = usize::MAX;
+        lookup::services(
+            self.mirror,
+            &self.data.root,
+            name,
+            qtype,
+            exact,
+            &mut unbounded,
+        )
+    }
+
+    /// A further read (a CNAME target, glue) within the question's budget; past the budget it
+    /// finds nothing.
+    pub fn lookup(
+        &self,
+        name: &Name,
+        qtype: RecordType,
+    ) -> Result<Vec<&'a ServiceEntry>, NotFound> {
+        let mut entries = self.lookups.take().ok_or(NotFound)?;
+        let before = entries;
+        let found = lookup::services(
+            self.mirror,
+            &self.data.root,
+            name,
+            qtype,
+            false,
+            &mut entries,
+        );
+        self.lookups.spend(before - entries);
+        found
+    }
+
+    /// The question's own read (`own`) or a further one.
+    pub fn read(
+        &self,
+        name: &Name,
+        qtype: RecordType,
+        own: bool,
+    ) -> Result<Vec<&'a ServiceEntry>, NotFound> {
+        if own {
+            self.services(name, qtype, false)
+        } else {
+            self.lookup(name, qtype)
+        }
+    }
+
+    /// What resolving `name` gave earlier in this question, if it was tried.
+    pub fn visit(&self, name: &Name) -> Option<Visit> {
+        self.visits.borrow().get(name).copied()
+    }
+
+    pub fn set_visit(&self, name: Cow<'a, Name>, visit: Visit) {
+        self.visits.borrow_mut().insert(name, visit);
+    }
+
+    /// A sink for answer records, sharing the question's answer cap.
+    pub fn answers<'s>(&'s self, out: &'s mut Vec<Rr<'a>>) -> Sink<'s, 'a> {
+        Sink::new(out, &self.answer_left)
+    }
+
+    /// A sink for additional records, sharing the question's additional cap.
+    pub fn extra<'s>(&'s self, out: &'s mut Vec<Rr<'a>>) -> Sink<'s, 'a> {
+        Sink::new(out, &self.extra_left)
     }
 
     /// The TTL of records built from `entry` (contract §6).
@@ -101,13 +201,15 @@ pub(super) fn record(owner: &Name, ttl: u32, data: RData) -> Record {
     Record::from_rdata(owner.clone(), ttl, data)
 }
 
-/// Answers `question` from etcd data into `out`, which must be empty. Returns
-/// [`Outcome::NotFound`], with `out` left empty, when nothing exists at or below the name.
+/// Answers `question` from etcd data into `out`, which must be empty, building at most `cap`
+/// answer and `cap` additional records. Returns [`Outcome::NotFound`], with `out` left empty,
+/// when nothing exists at or below the name.
 pub(super) fn answer<'a, R: Rng + ?Sized>(
     zone: &'a Zone,
     etcd_zone: &'a EtcdZone,
     data: &'a EtcdData,
     question: &Question<'_>,
+    cap: usize,
     rng: &mut R,
     out: &mut Answer<'a>,
 ) -> Outcome {
@@ -116,9 +218,10 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
         out.rcode = ResponseCode::ServFail;
         return Outcome::Answered;
     };
-    let ctx = Ctx { zone, mirror, data };
+    let ctx = Ctx::new(zone, mirror, data, cap);
     let name = question.name.to_lowercase();
     let apex = name == *zone.origin();
+    ctx.set_visit(Cow::Owned(name.clone()), Visit::InProgress);
     // Written straight into the caller's (recycled) sections; emptied again on failure.
     let (answers, additional) = (&mut out.answers, &mut out.additional);
     let result: Result<(), Failure> = match question.qtype {
@@ -128,33 +231,33 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
             Owner::Question,
             question.qtype,
             &mut Vec::new(),
-            answers,
+            &mut ctx.answers(answers),
         )
         .map_err(Failure::from),
-        RecordType::TXT => address::txt(&ctx, &name, Owner::Question, &mut Vec::new(), answers)
-            .map_err(Failure::from),
+        RecordType::TXT => address::txt(
+            &ctx,
+            &name,
+            Owner::Question,
+            &mut Vec::new(),
+            &mut ctx.answers(answers),
+        )
+        .map_err(Failure::from),
         RecordType::CNAME => names::cname(&ctx, &name, answers).map_err(Failure::from),
         RecordType::PTR => names::ptr(&ctx, &name, answers).map_err(Failure::from),
         RecordType::MX => targets::mx(&ctx, &name, answers, additional).map_err(Failure::from),
-        RecordType::SRV => targets::srv(&ctx, &name, answers, additional).map_err(Failure::from),
+        RecordType::SRV => {
+            targets::srv(&ctx, &name, rng, answers, additional).map_err(Failure::from)
+        }
         RecordType::SOA => {
             answers.push(soa(&ctx, etcd_zone));
             Ok(())
         }
         RecordType::NS if apex => targets::ns(&ctx, answers, additional),
-        _ => {
-            // Other types: an A lookup only tells NXDOMAIN from NODATA (handler.go `default`).
-            let mut discard = Vec::new();
-            address::addresses(
-                &ctx,
-                &name,
-                Owner::Question,
-                RecordType::A,
-                &mut Vec::new(),
-                &mut discard,
-            )
-            .map_err(Failure::from)
-        }
+        // Other types: whether the name has A entries only tells NXDOMAIN from NODATA
+        // (handler.go `default`); no record is needed for that.
+        _ => address::address_services(&ctx, &name, RecordType::A, true)
+            .map(|_| ())
+            .map_err(Failure::from),
     };
     match result {
         Err(Failure::NotFound) => {
@@ -169,12 +272,7 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
             out.clear();
             negative(zone, etcd_zone, data, ResponseCode::NoError, out);
         }
-        Ok(()) => {
-            if question.qtype == RecordType::SRV {
-                srv::order(&mut out.answers, rng);
-            }
-            out.rcode = ResponseCode::NoError;
-        }
+        Ok(()) => out.rcode = ResponseCode::NoError,
     }
     Outcome::Answered
 }
@@ -193,7 +291,7 @@ pub(super) fn negative<'a>(
     }
     out.rcode = rcode;
     if let Some(mirror) = data.mirror.as_ref() {
-        let ctx = Ctx { zone, mirror, data };
+        let ctx = Ctx::new(zone, mirror, data, 1);
         out.authority.push(soa(&ctx, etcd_zone));
     }
 }
@@ -216,4 +314,123 @@ fn soa<'a>(ctx: &Ctx<'a>, etcd_zone: &EtcdZone) -> Rr<'a> {
         Owner::Record,
         record(origin, SOA_TTL_SECS, RData::SOA(data)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use hickory_proto::rr::{Name, RData, RecordType};
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    use super::lookup::tests::{limit_lookups, lookups};
+    use crate::answer::{self, Answer, Question};
+    use crate::backend::skydns::decode;
+    use crate::config::{EtcdConfig, parse_zone};
+    use crate::daemon::build_index;
+    use crate::index::leases::{LeaseBounds, LeaseTable};
+    use crate::index::mirror::Mirror;
+    use crate::index::{EtcdData, Index};
+
+    /// An index whose only zone, `etcd.test.`, is a mirror of `entries` (key, JSON value).
+    fn mirror_index(entries: impl IntoIterator<Item = (String, String)>) -> Index {
+        let mut etcd = EtcdConfig::new(Vec::new());
+        etcd.zones = vec![parse_zone("etcd.test.").unwrap()];
+        let (base, paths) = build_index(Vec::new(), Some(&etcd)).unwrap();
+        let entries: Vec<_> = entries
+            .into_iter()
+            .map(|(key, value)| (Arc::new(decode(&key, value.as_bytes(), 0).unwrap()), 1))
+            .collect();
+        base.with_etcd(EtcdData {
+            mirror: Some(Mirror::from_listing(&paths, 1, entries, None)),
+            root: "/skydns".into(),
+            leases: Arc::new(LeaseTable::new(LeaseBounds::default(), |_| {})),
+        })
+    }
+
+    fn ask<'a>(index: &'a Index, name: &str, qtype: RecordType, out: &mut Answer<'a>) {
+        let name = Name::from_ascii(name).unwrap();
+        let question = Question::new(&name, qtype);
+        let zone = index.find_zone(&question.key).unwrap();
+        let mut rng = SmallRng::seed_from_u64(5);
+        answer::answer(index, zone, &question, 1232, &mut rng, out);
+    }
+
+    fn ip(i: u32) -> Ipv4Addr {
+        Ipv4Addr::from(0x0a00_0000 + i)
+    }
+
+    /// Over UDP at most 1232 bytes go out and a record takes at least 12 of them, so an answer
+    /// over 10,000 entries builds at most 1232 / 12 + 1 records, however many exist.
+    #[test]
+    fn a_udp_srv_answer_over_ten_thousand_entries_builds_at_most_the_cap() {
+        let index = mirror_index((0..10_000u32).map(|i| {
+            (
+                format!("/skydns/test/etcd/big/_tcp/_http/i{i}"),
+                format!(r#"{{"host":"{}","port":8080,"weight":{}}}"#, ip(i), i % 5),
+            )
+        }));
+        let mut out = Answer::with_buffers(Default::default());
+        ask(
+            &index,
+            "_http._tcp.big.etcd.test.",
+            RecordType::SRV,
+            &mut out,
+        );
+        let cap = 1232 / 12 + 1;
+        assert!(
+            out.answers.len() <= cap,
+            "{} SRV records built for a 1232-byte answer (cap {cap})",
+            out.answers.len()
+        );
+        assert!(out.additional.len() <= cap, "{} glue", out.additional.len());
+    }
+
+    /// Ten names, each with its own address and one key per other name (host = that name): one
+    /// A question resolves each name once, not once per path through the web.
+    #[test]
+    fn a_cname_web_of_ten_names_visits_each_name_once() {
+        let names = 10u32;
+        let mut entries = Vec::new();
+        for i in 0..names {
+            entries.push((
+                format!("/skydns/test/etcd/web/n{i}/self"),
+                format!(r#"{{"host":"{}"}}"#, ip(i)),
+            ));
+            for j in (0..names).filter(|j| *j != i) {
+                entries.push((
+                    format!("/skydns/test/etcd/web/n{i}/to{j}"),
+                    format!(r#"{{"host":"n{j}.web.etcd.test"}}"#),
+                ));
+            }
+        }
+        let index = mirror_index(entries);
+        limit_lookups(1_000);
+        let mut out = Answer::with_buffers(Default::default());
+        ask(&index, "n0.web.etcd.test.", RecordType::A, &mut out);
+        assert!(lookups() <= names as usize + 1, "{} lookups", lookups());
+        let mut addresses: Vec<Ipv4Addr> = out
+            .answers
+            .iter()
+            .filter_map(|rr| match rr.record.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect();
+        addresses.sort();
+        assert_eq!(addresses, (0..names).map(ip).collect::<Vec<_>>());
+        // Every CNAME appears at most once, and each points at a name whose records are there.
+        let mut cnames: Vec<String> = out
+            .answers
+            .iter()
+            .filter(|rr| rr.record.record_type() == RecordType::CNAME)
+            .map(|rr| format!("{} {}", rr.record.name, rr.record.data))
+            .collect();
+        let total = cnames.len();
+        cnames.sort();
+        cnames.dedup();
+        assert_eq!(cnames.len(), total, "a CNAME repeated");
+    }
 }

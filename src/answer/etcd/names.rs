@@ -1,5 +1,7 @@
 //! CNAME and PTR from etcd: exact key only (CoreDNS `CNAME`, `PTR`).
 
+use std::collections::HashSet;
+
 use hickory_proto::rr::rdata::{CNAME, PTR};
 use hickory_proto::rr::{Name, RData, RecordType};
 
@@ -36,16 +38,20 @@ pub(super) fn cname<'a>(ctx: &Ctx<'a>, name: &Name, out: &mut Vec<Rr<'a>>) -> Re
     Ok(())
 }
 
-/// PTR at exactly `name`: one per distinct non-address host.
+/// PTR at exactly `name`: one per distinct non-address host, up to the question's record cap.
 pub(super) fn ptr<'a>(ctx: &Ctx<'a>, name: &Name, out: &mut Vec<Rr<'a>>) -> Result<(), NotFound> {
     let services = ctx.services(name, RecordType::PTR, true)?;
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut out = ctx.answers(out);
     for entry in services {
-        if seen.contains(&entry.host.as_str()) {
+        if out.full() {
+            break;
+        }
+        if seen.contains(entry.host.as_str()) {
             continue;
         }
         if let Some(target) = host_name(entry) {
-            seen.push(&entry.host);
+            seen.insert(&entry.host);
             out.push(Rr::owned(
                 Owner::Question,
                 record(name, ctx.ttl(entry), RData::PTR(PTR(target))),

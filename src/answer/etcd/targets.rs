@@ -3,52 +3,22 @@
 //!
 //! An IP host's target is the key turned into a name (minus `targetstrip` labels), one record
 //! per (target, port) and one address per (target, address); a name host's target is the host,
-//! never de-duplicated, with an in-zone A resolution of it as additional records.
+//! never de-duplicated, with an in-zone A resolution of it as additional records. Duplicates are
+//! found with hash sets over names borrowed from the answer's own target list, and at most the
+//! question's record cap is built (for SRV: the first ones of a draw over every candidate).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use hickory_proto::rr::rdata::{A, AAAA, MX, NS, SRV};
 use hickory_proto::rr::{Name, RData, RecordType};
+use rand::Rng;
 
 use super::lookup::NotFound;
 use super::{Ctx, Failure, address, record};
 use crate::answer::{Owner, Rr};
 use crate::backend::skydns::key::target_strip;
 use crate::backend::{HostKind, ServiceEntry};
-
-/// Seen (target, port) and (target, address) pairs (`isDuplicate`).
-#[derive(Default)]
-struct Seen {
-    records: Vec<(Name, u16)>,
-    addresses: Vec<(Name, String)>,
-    glued: Vec<Name>,
-}
-
-impl Seen {
-    fn first_record(&mut self, target: &Name, port: u16) -> bool {
-        let fresh = !self.records.iter().any(|(t, p)| t == target && *p == port);
-        if fresh {
-            self.records.push((target.clone(), port));
-        }
-        fresh
-    }
-
-    fn first_address(&mut self, target: &Name, addr: &str) -> bool {
-        let fresh = !self.addresses.iter().any(|(t, a)| t == target && a == addr);
-        if fresh {
-            self.addresses.push((target.clone(), addr.to_string()));
-        }
-        fresh
-    }
-
-    fn first_glue(&mut self, target: &Name) -> bool {
-        let fresh = !self.glued.contains(target);
-        if fresh {
-            self.glued.push(target.clone());
-        }
-        fresh
-    }
-}
+use crate::dnssd::srv_order::select_first_by_priority_weight;
 
 /// The address record of an IP-host entry, owned by `owner`.
 fn address_record<'a>(ctx: &Ctx<'a>, entry: &ServiceEntry, owner: &Name) -> Option<Rr<'a>> {
@@ -61,10 +31,27 @@ fn address_record<'a>(ctx: &Ctx<'a>, entry: &ServiceEntry, owner: &Name) -> Opti
     Some(Rr::owned(Owner::Record, record(owner, ttl, data)))
 }
 
+/// Pushes an address record as additional data, within the question's additional cap.
+fn push_extra<'a>(ctx: &Ctx<'a>, extra: &mut Vec<Rr<'a>>, rr: Option<Rr<'a>>) {
+    if let Some(rr) = rr {
+        let mut sink = ctx.extra(extra);
+        if !sink.full() {
+            sink.push(rr);
+        }
+    }
+}
+
 /// Additional records for a name target: an in-zone A resolution (CNAME chain and A records;
-/// CoreDNS has no AAAA here). Targets outside the zone get none: srvd does not forward.
-fn glue_for_name<'a>(ctx: &Ctx<'a>, target: &Name, seen: &mut Seen, extra: &mut Vec<Rr<'a>>) {
-    if !seen.first_glue(target) || !ctx.in_zone(target) {
+/// CoreDNS has no AAAA here), once per target. Targets outside the zone get none: srvd does not
+/// forward.
+fn glue_for_name<'a, 't>(
+    ctx: &Ctx<'a>,
+    target: &'t Name,
+    glued: &mut HashSet<&'t Name>,
+    extra: &mut Vec<Rr<'a>>,
+) {
+    let mut sink = ctx.extra(extra);
+    if sink.full() || !ctx.in_zone(target) || !glued.insert(target) {
         return;
     }
     let _ = address::addresses(
@@ -73,7 +60,7 @@ fn glue_for_name<'a>(ctx: &Ctx<'a>, target: &Name, seen: &mut Seen, extra: &mut 
         Owner::Record,
         RecordType::A,
         &mut Vec::new(),
-        extra,
+        &mut sink,
     );
 }
 
@@ -92,10 +79,21 @@ fn normalised_weight(entry: &ServiceEntry, sums: &HashMap<i64, i64>) -> u16 {
     weight.max(1)
 }
 
-/// SRV records at `name`.
-pub(super) fn srv<'a>(
+/// One SRV record CoreDNS would build: its entry, target and fields.
+struct Candidate {
+    entry: usize,
+    priority: u16,
+    weight: u16,
+    port: u16,
+}
+
+/// SRV records at `name`: the first [`Ctx::answer_left`] of an RFC 2782 order drawn over every
+/// record CoreDNS would build (in key order, de-duplicated by (target, port) for IP hosts), then
+/// glue for the targets of those records only.
+pub(super) fn srv<'a, R: Rng + ?Sized>(
     ctx: &Ctx<'a>,
     name: &Name,
+    rng: &mut R,
     out: &mut Vec<Rr<'a>>,
     extra: &mut Vec<Rr<'a>>,
 ) -> Result<(), NotFound> {
@@ -105,41 +103,76 @@ pub(super) fn srv<'a>(
         let weight = if entry.weight == 0 { 100 } else { entry.weight };
         *sums.entry(entry.priority).or_insert(0) += weight;
     }
-    let mut seen = Seen::default();
-    for entry in services {
+    // Each entry's target: the host for a name host, else the key's name (both minus
+    // targetstrip labels).
+    let targets: Vec<Option<Name>> = services
+        .iter()
+        .map(|entry| match &entry.kind {
+            HostKind::Name(host) => Some(target_strip(host, entry.target_strip)),
+            HostKind::A(_) | HostKind::Aaaa(_) => {
+                Some(target_strip(&entry.key_name, entry.target_strip))
+            }
+            HostKind::Txt | HostKind::Empty => None,
+        })
+        .collect();
+    let mut records: HashSet<(&Name, u16)> = HashSet::new();
+    let mut addresses_of: HashMap<&Name, Vec<usize>> = HashMap::new();
+    let mut candidates = Vec::new();
+    for (i, entry) in services.iter().enumerate() {
         // Port -1 drops the record (it still counted in the weight sum above).
-        if entry.port == -1 {
+        let Some(target) = targets[i].as_ref().filter(|_| entry.port != -1) else {
+            continue;
+        };
+        // invariant: decoding keeps priority and port within 16 bits (port -1 is skipped).
+        let (priority, port) = (entry.priority as u16, entry.port as u16);
+        let candidate = Candidate {
+            entry: i,
+            priority,
+            weight: normalised_weight(entry, &sums),
+            port,
+        };
+        if matches!(entry.kind, HostKind::Name(_)) {
+            candidates.push(candidate);
             continue;
         }
-        let weight = normalised_weight(entry, &sums);
-        let (priority, port) = (entry.priority as u16, entry.port as u16);
-        let ttl = ctx.ttl(entry);
-        match &entry.kind {
-            HostKind::Name(host) => {
-                let target = target_strip(host, entry.target_strip);
-                let data = RData::SRV(SRV::new(priority, weight, port, target.clone()));
-                out.push(Rr::owned(Owner::Question, record(name, ttl, data)));
-                glue_for_name(ctx, &target, &mut seen, extra);
+        addresses_of.entry(target).or_default().push(i);
+        if records.insert((target, port)) {
+            candidates.push(candidate);
+        }
+    }
+    let k = ctx.answer_left.get();
+    select_first_by_priority_weight(&mut candidates, k, rng, |c| (c.priority, c.weight));
+    candidates.truncate(k);
+    ctx.answer_left.set(k - candidates.len());
+
+    let mut glued: HashSet<&Name> = HashSet::new();
+    let mut glued_addresses: HashSet<(&Name, &str)> = HashSet::new();
+    for c in &candidates {
+        let entry = services[c.entry];
+        let Some(target) = targets[c.entry].as_ref() else {
+            continue;
+        };
+        let data = RData::SRV(SRV::new(c.priority, c.weight, c.port, target.clone()));
+        out.push(Rr::owned(
+            Owner::Question,
+            record(name, ctx.ttl(entry), data),
+        ));
+        if matches!(entry.kind, HostKind::Name(_)) {
+            glue_for_name(ctx, target, &mut glued, extra);
+            continue;
+        }
+        for &i in addresses_of.get(target).map_or(&[][..], Vec::as_slice) {
+            let entry = services[i];
+            if glued_addresses.insert((target, entry.host.as_str())) {
+                push_extra(ctx, extra, address_record(ctx, entry, target));
             }
-            HostKind::A(_) | HostKind::Aaaa(_) => {
-                let target = target_strip(&entry.key_name, entry.target_strip);
-                if seen.first_record(&target, port) {
-                    let data = RData::SRV(SRV::new(priority, weight, port, target.clone()));
-                    out.push(Rr::owned(Owner::Question, record(name, ttl, data)));
-                }
-                if seen.first_address(&target, &entry.host)
-                    && let Some(rr) = address_record(ctx, entry, &target)
-                {
-                    extra.push(rr);
-                }
-            }
-            HostKind::Txt | HostKind::Empty => {}
         }
     }
     Ok(())
 }
 
-/// MX records at `name`: only `mail: true` entries; preference = priority.
+/// MX records at `name`: only `mail: true` entries; preference = priority. In key order, up to
+/// the question's record cap.
 pub(super) fn mx<'a>(
     ctx: &Ctx<'a>,
     name: &Name,
@@ -147,31 +180,45 @@ pub(super) fn mx<'a>(
     extra: &mut Vec<Rr<'a>>,
 ) -> Result<(), NotFound> {
     let services = ctx.services(name, RecordType::MX, false)?;
-    let mut seen = Seen::default();
-    for entry in services.into_iter().filter(|e| e.mail) {
+    let exchanges: Vec<Option<Name>> = services
+        .iter()
+        .map(|entry| match &entry.kind {
+            _ if !entry.mail => None,
+            HostKind::Name(host) => Some(target_strip(host, entry.target_strip)),
+            HostKind::A(_) | HostKind::Aaaa(_) => {
+                Some(target_strip(&entry.key_name, entry.target_strip))
+            }
+            HostKind::Txt | HostKind::Empty => None,
+        })
+        .collect();
+    let mut records: HashSet<(&Name, u16)> = HashSet::new();
+    let mut addresses: HashSet<(&Name, &str)> = HashSet::new();
+    let mut glued: HashSet<&Name> = HashSet::new();
+    for (entry, exchange) in services.iter().zip(&exchanges) {
+        let Some(exchange) = exchange else {
+            continue;
+        };
+        if ctx.answers(out).full() {
+            break;
+        }
+        // invariant: decoding keeps priority within 16 bits.
         let preference = entry.priority as u16;
         let ttl = ctx.ttl(entry);
-        match &entry.kind {
-            HostKind::Name(host) => {
-                let exchange = target_strip(host, entry.target_strip);
-                let data = RData::MX(MX::new(preference, exchange.clone()));
-                out.push(Rr::owned(Owner::Question, record(name, ttl, data)));
-                glue_for_name(ctx, &exchange, &mut seen, extra);
-            }
-            HostKind::A(_) | HostKind::Aaaa(_) => {
-                let exchange = target_strip(&entry.key_name, entry.target_strip);
-                if seen.first_record(&exchange, preference) {
-                    let data = RData::MX(MX::new(preference, exchange));
-                    out.push(Rr::owned(Owner::Question, record(name, ttl, data)));
-                }
-                // The address is owned by the key's name without targetstrip (as CoreDNS does).
-                if seen.first_address(&entry.key_name, &entry.host)
-                    && let Some(rr) = address_record(ctx, entry, &entry.key_name)
-                {
-                    extra.push(rr);
-                }
-            }
-            HostKind::Txt | HostKind::Empty => {}
+        let mx = || {
+            let data = RData::MX(MX::new(preference, exchange.clone()));
+            Rr::owned(Owner::Question, record(name, ttl, data))
+        };
+        if matches!(entry.kind, HostKind::Name(_)) {
+            ctx.answers(out).push(mx());
+            glue_for_name(ctx, exchange, &mut glued, extra);
+            continue;
+        }
+        if records.insert((exchange, preference)) {
+            ctx.answers(out).push(mx());
+        }
+        // The address is owned by the key's name without targetstrip (as CoreDNS does).
+        if addresses.insert((&entry.key_name, entry.host.as_str())) {
+            push_extra(ctx, extra, address_record(ctx, entry, &entry.key_name));
         }
     }
     Ok(())
@@ -188,26 +235,29 @@ pub(super) fn ns<'a>(
         return Err(Failure::NotFound);
     };
     let services = ctx.services(&ns_name, RecordType::NS, false)?;
+    if services
+        .iter()
+        .any(|entry| matches!(entry.kind, HostKind::Name(_)))
+    {
+        return Err(Failure::ServFail);
+    }
     let origin = ctx.zone.origin();
-    let mut targets: Vec<Name> = Vec::new();
+    let mut targets: HashSet<Name> = HashSet::new();
     for entry in services {
-        match &entry.kind {
-            HostKind::Name(_) => return Err(Failure::ServFail),
-            HostKind::A(_) | HostKind::Aaaa(_) => {
-                let target = target_strip(&entry.key_name, entry.target_strip);
-                if let Some(rr) = address_record(ctx, entry, &target) {
-                    extra.push(rr);
-                }
-                if !targets.contains(&target) {
-                    targets.push(target.clone());
-                    let data = RData::NS(NS(target));
-                    out.push(Rr::owned(
-                        Owner::Question,
-                        record(origin, ctx.ttl(entry), data),
-                    ));
-                }
+        if ctx.answers(out).full() {
+            break;
+        }
+        if let HostKind::A(_) | HostKind::Aaaa(_) = &entry.kind {
+            let target = target_strip(&entry.key_name, entry.target_strip);
+            push_extra(ctx, extra, address_record(ctx, entry, &target));
+            if !targets.contains(&target) {
+                let data = RData::NS(NS(target.clone()));
+                targets.insert(target);
+                ctx.answers(out).push(Rr::owned(
+                    Owner::Question,
+                    record(origin, ctx.ttl(entry), data),
+                ));
             }
-            HostKind::Txt | HostKind::Empty => {}
         }
     }
     Ok(())

@@ -2,7 +2,8 @@
 //!
 //! Decoding follows Go's `encoding/json` into `msg.Service`: field names match case-insensitively,
 //! unknown fields are ignored, `null` leaves a field at its zero value, and a wrong type (`"port":
-//! "80"`, `1.5` for an int, a negative `ttl`) is an error. CoreDNS fails the whole question on
+//! "80"`, `1.5` for an int, a negative `ttl`) is an error, and so is a number outside what the
+//! record field can carry (priority, weight and port are 16 bits on the wire). CoreDNS fails the whole question on
 //! such an error; srvd skips the key instead (the contract's table of deliberate differences).
 
 use std::net::IpAddr;
@@ -79,9 +80,22 @@ fn set_field(entry: &mut ServiceEntry, name: &str, value: &Value) -> Result<(), 
         "host" => entry.host = string(value, "host")?,
         "text" => entry.text = string(value, "text")?,
         "group" => entry.group = string(value, "group")?,
-        "port" => entry.port = int(value, "port")?,
-        "priority" => entry.priority = int(value, "priority")?,
-        "weight" => entry.weight = int(value, "weight")?,
+        // Checked here, once, so that answers never wrap a value around (-1 as 65535) and a
+        // weight sum cannot overflow; port -1 is CoreDNS's "no SRV for this key".
+        "port" => {
+            entry.port = ranged(
+                value,
+                "port",
+                -1..=65535,
+                "an integer from 0 to 65535, or -1 (no SRV)",
+            )?;
+        }
+        "priority" => {
+            entry.priority = ranged(value, "priority", 0..=65535, "an integer from 0 to 65535")?;
+        }
+        "weight" => {
+            entry.weight = ranged(value, "weight", 0..=65535, "an integer from 0 to 65535")?;
+        }
         "targetstrip" => entry.target_strip = int(value, "targetstrip")?,
         "ttl" => {
             entry.ttl =
@@ -119,6 +133,18 @@ fn int(value: &Value, field: &'static str) -> Result<i64, SkipReason> {
         field,
         expected: "an integer",
     })
+}
+
+fn ranged(
+    value: &Value,
+    field: &'static str,
+    range: std::ops::RangeInclusive<i64>,
+    expected: &'static str,
+) -> Result<i64, SkipReason> {
+    value
+        .as_i64()
+        .filter(|v| range.contains(v))
+        .ok_or(SkipReason::BadField { field, expected })
 }
 
 /// `HostType` (HEAD): IPv4 and IPv4-mapped IPv6 are A, other IPv6 AAAA; a non-address is a name,
@@ -218,5 +244,38 @@ mod tests {
         }
         let err = decode("/skydns/local//x", b"{}", 0).unwrap_err();
         assert_eq!(err.label(), "bad_key", "{err}");
+    }
+
+    #[test]
+    fn numbers_outside_their_wire_range_are_skipped_not_wrapped() {
+        for (json, field) in [
+            (r#"{"host":"10.0.0.1","priority":-1}"#, "priority"),
+            (r#"{"host":"10.0.0.1","priority":65546}"#, "priority"),
+            (r#"{"host":"10.0.0.1","weight":-3}"#, "weight"),
+            (r#"{"host":"10.0.0.1","weight":65536}"#, "weight"),
+            (
+                r#"{"host":"10.0.0.1","weight":9223372036854775807}"#,
+                "weight",
+            ),
+            (r#"{"host":"10.0.0.1","port":-5}"#, "port"),
+            (r#"{"host":"10.0.0.1","port":70000}"#, "port"),
+        ] {
+            match decode(KEY, json.as_bytes(), 0) {
+                Err(SkipReason::BadField { field: f, expected }) => {
+                    assert_eq!(f, field, "{json}");
+                    assert!(expected.contains("65535"), "{json}: expected {expected:?}");
+                }
+                other => panic!("{json}: expected a bad {field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_at_the_edges_of_their_range_keep_coredns_meanings() {
+        let e = ok(r#"{"host":"10.0.0.1","priority":65535,"weight":65535,"port":65535}"#);
+        assert_eq!((e.priority, e.weight, e.port), (65535, 65535, 65535));
+        // Priority 0 is CoreDNS's default 10; port -1 is kept (it drops the SRV when answering).
+        let e = ok(r#"{"host":"10.0.0.1","priority":0,"weight":0,"port":-1}"#);
+        assert_eq!((e.priority, e.weight, e.port), (10, 0, -1));
     }
 }

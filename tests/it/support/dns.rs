@@ -88,9 +88,23 @@ pub async fn tcp_recv(stream: &mut TcpStream) -> Option<Message> {
 
 /// One query over a new TCP connection.
 pub async fn tcp(addr: SocketAddr, message: &Message) -> Message {
+    tcp_with_size(addr, message).await.0
+}
+
+/// Like [`tcp`], also returning the reply's size in bytes (without the length prefix).
+pub async fn tcp_with_size(addr: SocketAddr, message: &Message) -> (Message, usize) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     tcp_send(&mut stream, &message.to_vec().unwrap()).await;
-    tcp_recv(&mut stream).await.expect("a TCP reply")
+    let mut len = [0u8; 2];
+    tokio::time::timeout(REPLY_WAIT, stream.read_exact(&mut len))
+        .await
+        .expect("a TCP reply in time")
+        .unwrap();
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut buf).await.unwrap();
+    let reply = Message::from_vec(&buf).expect("a decodable reply");
+    assert_eq!(reply.metadata.id, message.metadata.id);
+    (reply, buf.len())
 }
 
 /// Records of one type in a section.
