@@ -26,6 +26,7 @@ mod additional;
 pub mod budget;
 mod etcd;
 mod file;
+mod small;
 mod srv;
 
 use std::borrow::Cow;

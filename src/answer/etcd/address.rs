@@ -9,7 +9,6 @@
 //! question's record cap.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -17,6 +16,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use super::lookup::NotFound;
 use super::{Ctx, Visit, record};
 use crate::answer::budget::Sink;
+use crate::answer::small::SmallSet;
 use crate::answer::{Owner, Rr};
 use crate::backend::{HostKind, ServiceEntry};
 
@@ -52,7 +52,7 @@ pub(super) fn addresses<'a>(
 ) -> Result<(), NotFound> {
     let own = matches!(owner, Owner::Question);
     let services = address_services(ctx, name, qtype, own)?;
-    let mut seen_hosts: HashSet<&str> = HashSet::new();
+    let mut seen_hosts: SmallSet<&str> = SmallSet::default();
     for entry in services {
         if out.full() {
             break;
@@ -96,7 +96,7 @@ pub(super) fn txt<'a>(
 ) -> Result<(), NotFound> {
     let own = matches!(owner, Owner::Question);
     let services = ctx.read(name, RecordType::TXT, own)?;
-    let mut seen_texts: HashSet<&str> = HashSet::new();
+    let mut seen_texts: SmallSet<&str> = SmallSet::default();
     for entry in services {
         if out.full() {
             break;

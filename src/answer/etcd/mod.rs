@@ -19,7 +19,6 @@ mod targets;
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::SOA;
@@ -27,6 +26,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::Rng;
 
 use super::budget::{Lookups, Sink};
+use super::small::SmallMap;
 use super::{Answer, Owner, Question, Rr, file};
 use crate::backend::{DEFAULT_TTL_SECS, ServiceEntry};
 use crate::index::mirror::Mirror;
@@ -79,7 +79,7 @@ pub(super) struct Ctx<'a> {
     /// Further reads allowed after the question's own.
     pub lookups: Lookups,
     /// CNAME targets resolved in this question (the question name itself starts in progress).
-    pub visits: RefCell<HashMap<Cow<'a, Name>, Visit>>,
+    pub visits: RefCell<SmallMap<Cow<'a, Name>, Visit>>,
     /// Answer records the question may still build.
     pub answer_left: Cell<usize>,
     /// Additional records the question may still build.
@@ -93,7 +93,7 @@ impl<'a> Ctx<'a> {
             mirror,
             data,
             lookups: Lookups::new(),
-            visits: RefCell::new(HashMap::new()),
+            visits: RefCell::new(SmallMap::default()),
             answer_left: Cell::new(cap),
             extra_left: Cell::new(cap),
         }
@@ -158,7 +158,11 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn set_visit(&self, name: Cow<'a, Name>, visit: Visit) {
-        self.visits.borrow_mut().insert(name, visit);
+        *self
+            .visits
+            .borrow_mut()
+            .get_or_insert_with(name, || visit)
+            .0 = visit;
     }
 
     /// A sink for answer records, sharing the question's answer cap.

@@ -1,12 +1,11 @@
 //! CNAME and PTR from etcd: exact key only (CoreDNS `CNAME`, `PTR`).
 
-use std::collections::HashSet;
-
 use hickory_proto::rr::rdata::{CNAME, PTR};
 use hickory_proto::rr::{Name, RData, RecordType};
 
 use super::lookup::NotFound;
 use super::{Ctx, record};
+use crate::answer::small::SmallSet;
 use crate::answer::{Owner, Rr};
 use crate::backend::{HostKind, ServiceEntry};
 
@@ -41,17 +40,16 @@ pub(super) fn cname<'a>(ctx: &Ctx<'a>, name: &Name, out: &mut Vec<Rr<'a>>) -> Re
 /// PTR at exactly `name`: one per distinct non-address host, up to the question's record cap.
 pub(super) fn ptr<'a>(ctx: &Ctx<'a>, name: &Name, out: &mut Vec<Rr<'a>>) -> Result<(), NotFound> {
     let services = ctx.services(name, RecordType::PTR, true)?;
-    let mut seen: HashSet<&str> = HashSet::new();
+    let mut seen: SmallSet<&str> = SmallSet::default();
     let mut out = ctx.answers(out);
     for entry in services {
         if out.full() {
             break;
         }
-        if seen.contains(entry.host.as_str()) {
+        let Some(target) = host_name(entry) else {
             continue;
-        }
-        if let Some(target) = host_name(entry) {
-            seen.insert(&entry.host);
+        };
+        if seen.insert(entry.host.as_str()) {
             out.push(Rr::owned(
                 Owner::Question,
                 record(name, ctx.ttl(entry), RData::PTR(PTR(target))),

@@ -4,10 +4,10 @@
 //! An IP host's target is the key turned into a name (minus `targetstrip` labels), one record
 //! per (target, port) and one address per (target, address); a name host's target is the host,
 //! never de-duplicated, with an in-zone A resolution of it as additional records. Duplicates are
-//! found with hash sets over names borrowed from the answer's own target list, and at most the
+//! found with `answer/small.rs` sets over names borrowed from the answer's own target list, and at most the
 //! question's record cap is built (for SRV: the first ones of a draw over every candidate).
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
 
 use hickory_proto::rr::rdata::{A, AAAA, MX, NS, SRV};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -15,6 +15,7 @@ use rand::Rng;
 
 use super::lookup::NotFound;
 use super::{Ctx, Failure, address, record};
+use crate::answer::small::{SmallMap, SmallSet};
 use crate::answer::{Owner, Rr};
 use crate::backend::skydns::key::target_strip;
 use crate::backend::{HostKind, ServiceEntry};
@@ -47,7 +48,7 @@ fn push_extra<'a>(ctx: &Ctx<'a>, extra: &mut Vec<Rr<'a>>, rr: Option<Rr<'a>>) {
 fn glue_for_name<'a, 't>(
     ctx: &Ctx<'a>,
     target: &'t Name,
-    glued: &mut HashSet<&'t Name>,
+    glued: &mut SmallSet<&'t Name>,
     extra: &mut Vec<Rr<'a>>,
 ) {
     let mut sink = ctx.extra(extra);
@@ -66,7 +67,7 @@ fn glue_for_name<'a, 't>(
 
 /// CoreDNS's weight normalisation: per priority, `floor((100 / Σ(w or 100)) · (w or 100))`, at
 /// least 1, in IEEE doubles and in that order (a lone weight 97 gives 99).
-fn normalised_weight(entry: &ServiceEntry, sums: &HashMap<i64, i64>) -> u16 {
+fn normalised_weight(entry: &ServiceEntry, sums: &SmallMap<i64, i64>) -> u16 {
     let sum = sums.get(&entry.priority).copied().unwrap_or(100) as f64;
     let mut w = 100.0 / sum;
     w *= if entry.weight == 0 {
@@ -98,29 +99,20 @@ pub(super) fn srv<'a, R: Rng + ?Sized>(
     extra: &mut Vec<Rr<'a>>,
 ) -> Result<(), NotFound> {
     let services = ctx.services(name, RecordType::SRV, false)?;
-    let mut sums: HashMap<i64, i64> = HashMap::new();
+    let mut sums: SmallMap<i64, i64> = SmallMap::default();
     for entry in &services {
         let weight = if entry.weight == 0 { 100 } else { entry.weight };
-        *sums.entry(entry.priority).or_insert(0) += weight;
+        *sums.get_or_insert_with(entry.priority, || 0).0 += weight;
     }
-    // Each entry's target: the host for a name host, else the key's name (both minus
-    // targetstrip labels).
-    let targets: Vec<Option<Name>> = services
-        .iter()
-        .map(|entry| match &entry.kind {
-            HostKind::Name(host) => Some(target_strip(host, entry.target_strip)),
-            HostKind::A(_) | HostKind::Aaaa(_) => {
-                Some(target_strip(&entry.key_name, entry.target_strip))
-            }
-            HostKind::Txt | HostKind::Empty => None,
-        })
-        .collect();
-    let mut records: HashSet<(&Name, u16)> = HashSet::new();
-    let mut addresses_of: HashMap<&Name, Vec<usize>> = HashMap::new();
+    let targets: Vec<Option<Cow<'a, Name>>> = services.iter().map(|e| target_of(e)).collect();
+    let mut records: SmallSet<(&Name, u16)> = SmallSet::default();
+    // IP-host entries by target, as a chain through `next_same_target`: (first, last) per target.
+    let mut chains: SmallMap<&Name, (usize, usize)> = SmallMap::default();
+    let mut next_same_target: Vec<Option<usize>> = vec![None; services.len()];
     let mut candidates = Vec::new();
     for (i, entry) in services.iter().enumerate() {
         // Port -1 drops the record (it still counted in the weight sum above).
-        let Some(target) = targets[i].as_ref().filter(|_| entry.port != -1) else {
+        let Some(target) = targets[i].as_deref().filter(|_| entry.port != -1) else {
             continue;
         };
         // invariant: decoding keeps priority and port within 16 bits (port -1 is skipped).
@@ -135,7 +127,11 @@ pub(super) fn srv<'a, R: Rng + ?Sized>(
             candidates.push(candidate);
             continue;
         }
-        addresses_of.entry(target).or_default().push(i);
+        let (chain, new) = chains.get_or_insert_with(target, || (i, i));
+        if !new {
+            next_same_target[chain.1] = Some(i);
+            chain.1 = i;
+        }
         if records.insert((target, port)) {
             candidates.push(candidate);
         }
@@ -145,11 +141,11 @@ pub(super) fn srv<'a, R: Rng + ?Sized>(
     candidates.truncate(k);
     ctx.answer_left.set(k - candidates.len());
 
-    let mut glued: HashSet<&Name> = HashSet::new();
-    let mut glued_addresses: HashSet<(&Name, &str)> = HashSet::new();
+    let mut glued: SmallSet<&Name> = SmallSet::default();
+    let mut glued_addresses: SmallSet<(&Name, &str)> = SmallSet::default();
     for c in &candidates {
         let entry = services[c.entry];
-        let Some(target) = targets[c.entry].as_ref() else {
+        let Some(target) = targets[c.entry].as_deref() else {
             continue;
         };
         let data = RData::SRV(SRV::new(c.priority, c.weight, c.port, target.clone()));
@@ -161,14 +157,31 @@ pub(super) fn srv<'a, R: Rng + ?Sized>(
             glue_for_name(ctx, target, &mut glued, extra);
             continue;
         }
-        for &i in addresses_of.get(target).map_or(&[][..], Vec::as_slice) {
+        let mut next = chains.get(&target).map(|chain| chain.0);
+        while let Some(i) = next {
             let entry = services[i];
             if glued_addresses.insert((target, entry.host.as_str())) {
                 push_extra(ctx, extra, address_record(ctx, entry, target));
             }
+            next = next_same_target[i];
         }
     }
     Ok(())
+}
+
+/// The SRV target of an entry: its host for a name host, else the key's name, minus
+/// `targetstrip` labels (borrowed from the snapshot unless labels are stripped).
+fn target_of(entry: &ServiceEntry) -> Option<Cow<'_, Name>> {
+    let name = match &entry.kind {
+        HostKind::Name(host) => host,
+        HostKind::A(_) | HostKind::Aaaa(_) => &entry.key_name,
+        HostKind::Txt | HostKind::Empty => return None,
+    };
+    Some(if entry.target_strip <= 0 {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(target_strip(name, entry.target_strip))
+    })
 }
 
 /// MX records at `name`: only `mail: true` entries; preference = priority. In key order, up to
@@ -180,22 +193,15 @@ pub(super) fn mx<'a>(
     extra: &mut Vec<Rr<'a>>,
 ) -> Result<(), NotFound> {
     let services = ctx.services(name, RecordType::MX, false)?;
-    let exchanges: Vec<Option<Name>> = services
+    let exchanges: Vec<Option<Cow<'a, Name>>> = services
         .iter()
-        .map(|entry| match &entry.kind {
-            _ if !entry.mail => None,
-            HostKind::Name(host) => Some(target_strip(host, entry.target_strip)),
-            HostKind::A(_) | HostKind::Aaaa(_) => {
-                Some(target_strip(&entry.key_name, entry.target_strip))
-            }
-            HostKind::Txt | HostKind::Empty => None,
-        })
+        .map(|entry| target_of(entry).filter(|_| entry.mail))
         .collect();
-    let mut records: HashSet<(&Name, u16)> = HashSet::new();
-    let mut addresses: HashSet<(&Name, &str)> = HashSet::new();
-    let mut glued: HashSet<&Name> = HashSet::new();
+    let mut records: SmallSet<(&Name, u16)> = SmallSet::default();
+    let mut addresses: SmallSet<(&Name, &str)> = SmallSet::default();
+    let mut glued: SmallSet<&Name> = SmallSet::default();
     for (entry, exchange) in services.iter().zip(&exchanges) {
-        let Some(exchange) = exchange else {
+        let Some(exchange) = exchange.as_deref() else {
             continue;
         };
         if ctx.answers(out).full() {
@@ -242,7 +248,7 @@ pub(super) fn ns<'a>(
         return Err(Failure::ServFail);
     }
     let origin = ctx.zone.origin();
-    let mut targets: HashSet<Name> = HashSet::new();
+    let mut targets: SmallSet<Name> = SmallSet::default();
     for entry in services {
         if ctx.answers(out).full() {
             break;
@@ -250,9 +256,8 @@ pub(super) fn ns<'a>(
         if let HostKind::A(_) | HostKind::Aaaa(_) = &entry.kind {
             let target = target_strip(&entry.key_name, entry.target_strip);
             push_extra(ctx, extra, address_record(ctx, entry, &target));
-            if !targets.contains(&target) {
-                let data = RData::NS(NS(target.clone()));
-                targets.insert(target);
+            if targets.insert(target.clone()) {
+                let data = RData::NS(NS(target));
                 ctx.answers(out).push(Rr::owned(
                     Owner::Question,
                     record(origin, ctx.ttl(entry), data),
