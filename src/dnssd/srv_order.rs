@@ -59,7 +59,7 @@ where
     }
 }
 
-/// Up to this many records, [`repeated_draw`] is faster than [`keyed_draw`].
+/// Up to this many records, the repeated draw is faster than sorting Efraimidis–Spirakis keys.
 pub const SMALL: usize = 16;
 
 /// Stable sort by priority, then per priority Go's draw: O(n²) key calls, no allocation.
