@@ -7,10 +7,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, GetOptions, Txn, TxnOp};
-use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 
-use crate::support::dns::{query, udp};
+use crate::support::dns::{a_of, query, udp};
 use crate::support::etcd::EtcdServer;
 use crate::support::proxy::Proxy;
 use crate::support::srvd::TestServer;
@@ -32,24 +31,6 @@ fn host(value: u32) -> Ipv4Addr {
 
 fn value(address: Ipv4Addr) -> String {
     format!(r#"{{"host":"{address}"}}"#)
-}
-
-/// The A addresses srvd gives for `name`, or `None` for NXDOMAIN.
-async fn a_of(addr: SocketAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
-    let reply = udp(addr, &query(name, RecordType::A)).await;
-    if reply.metadata.response_code == ResponseCode::NXDomain {
-        return None;
-    }
-    Some(
-        reply
-            .answers
-            .iter()
-            .filter_map(|r| match r.data {
-                RData::A(a) => Some(a.0),
-                _ => None,
-            })
-            .collect(),
-    )
 }
 
 /// The SOA serial srvd gives for the test zone.
@@ -290,12 +271,8 @@ async fn large_values_before_start_during_the_watch_and_while_cut_off_are_synced
         );
     }
     // And it carries on.
-    let r = client
-        .put(format!("{PREFIX}later"), value(host(8)), None)
-        .await
-        .unwrap();
     server
-        .wait_for_revision(r.header().unwrap().revision())
+        .put(&mut client, &format!("{PREFIX}later"), &value(host(8)))
         .await;
     assert_eq!(
         a_of(server.addr, "later.skydns.test.").await,

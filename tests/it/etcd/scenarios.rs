@@ -460,29 +460,29 @@ async fn soa_answers_any_name_with_a_serial_that_moves_only_with_the_zone() {
     assert_eq!(owner, "skydns.test.");
     let mut client = etcd.client().await;
     // A write to another zone leaves this zone's serial alone...
-    let r = client
-        .put("/skydns/test/other/x", r#"{"host":"10.0.0.1"}"#, None)
-        .await
-        .unwrap();
-    server
-        .wait_for_revision(r.header().unwrap().revision())
+    let revision = server
+        .put(
+            &mut client,
+            "/skydns/test/other/x",
+            r#"{"host":"10.0.0.1"}"#,
+        )
         .await;
     assert_eq!(
         serial(udp(server.addr, &query("skydns.test.", SOA)).await).1,
         before
     );
     let (_, other) = serial(udp(server.addr, &query("other.test.", SOA)).await);
-    assert_eq!(i64::from(other), r.header().unwrap().revision());
+    assert_eq!(i64::from(other), revision);
     // ...a write to this zone moves it to that write's revision.
-    let r = client
-        .put("/skydns/test/skydns/new", r#"{"host":"10.0.0.2"}"#, None)
-        .await
-        .unwrap();
-    server
-        .wait_for_revision(r.header().unwrap().revision())
+    let revision = server
+        .put(
+            &mut client,
+            "/skydns/test/skydns/new",
+            r#"{"host":"10.0.0.2"}"#,
+        )
         .await;
     let (_, after) = serial(udp(server.addr, &query("skydns.test.", SOA)).await);
-    assert_eq!(i64::from(after), r.header().unwrap().revision());
+    assert_eq!(i64::from(after), revision);
     assert!(after > before);
 }
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use etcd_client::{Client, PutOptions};
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 
-use crate::support::dns::{self, query, udp};
+use crate::support::dns::{self, a_of, query, udp};
 use crate::support::etcd::EtcdServer;
 use crate::support::srvd::TestServer;
 use crate::support::{eventually, shipped_zones};
@@ -18,24 +18,6 @@ const ZONE: &[&str] = &["skydns.test."];
 
 fn ip(i: u32) -> Ipv4Addr {
     Ipv4Addr::from(0x0a00_0000 + i)
-}
-
-/// The A addresses srvd gives for `name`, or `None` for NXDOMAIN.
-async fn a_of(addr: SocketAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
-    let reply = udp(addr, &query(name, RecordType::A)).await;
-    if reply.metadata.response_code == ResponseCode::NXDomain {
-        return None;
-    }
-    Some(
-        reply
-            .answers
-            .iter()
-            .filter_map(|r| match r.data {
-                RData::A(a) => Some(a.0),
-                _ => None,
-            })
-            .collect(),
-    )
 }
 
 /// Polls (up to `limit`) until `name` answers `expected` (`None`: NXDOMAIN).

@@ -1,10 +1,10 @@
 //! A small DNS client over real UDP and TCP sockets, built on hickory-proto's message codec.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -164,4 +164,22 @@ pub fn dig(args: &[&str]) -> String {
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The A addresses srvd gives for `name`, or `None` for NXDOMAIN.
+pub async fn a_of(addr: SocketAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
+    let reply = udp(addr, &query(name, RecordType::A)).await;
+    if reply.metadata.response_code == ResponseCode::NXDomain {
+        return None;
+    }
+    Some(
+        reply
+            .answers
+            .iter()
+            .filter_map(|r| match r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect(),
+    )
 }

@@ -86,6 +86,20 @@ impl TestServer {
         );
     }
 
+    /// Writes `value` at `key` in etcd and waits (bounded) until the mirror holds it; returns the
+    /// write's revision.
+    pub async fn put(&self, client: &mut etcd_client::Client, key: &str, value: &str) -> i64 {
+        let revision = client
+            .put(key, value, None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        self.wait_for_revision(revision).await;
+        revision
+    }
+
     /// Starts srvd serving `zones_dir`.
     pub async fn start(zones_dir: &Path) -> Self {
         Self::start_with(zones_dir, |_| {}).await
