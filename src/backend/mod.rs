@@ -1,9 +1,10 @@
 //! Backends: how one etcd key/value becomes a [`ServiceEntry`], or a [`SkipReason`].
 //!
-//! Only the SkyDNS layout that CoreDNS's `etcd` plugin reads exists today ([`skydns`]); the
-//! service-registry layout will be a sibling module. Nothing here logs or does I/O: callers count
-//! and log skips once, naming the key.
+//! Two layouts: the SkyDNS one that CoreDNS's `etcd` plugin reads ([`skydns`]), and the service
+//! registry Go services write ([`registry`]: decoded, not yet served). Nothing here logs or does
+//! I/O: callers count and log skips once, naming the key.
 
+pub mod registry;
 pub mod skydns;
 
 use std::fmt;
@@ -80,8 +81,15 @@ pub enum SkipReason {
         /// What was expected.
         expected: &'static str,
     },
-    /// `host` is neither an address nor a domain name.
+    /// `host` (SkyDNS) or `Addr` (registry) is neither an address nor a domain name.
     BadHost(String),
+    /// A field the value cannot do without is absent (or `null`, or Go's zero value).
+    MissingField {
+        /// The field, as the layout names it.
+        field: &'static str,
+        /// What was expected.
+        expected: &'static str,
+    },
 }
 
 impl SkipReason {
@@ -92,6 +100,7 @@ impl SkipReason {
             Self::NotJson(_) => "not_json",
             Self::BadField { .. } => "bad_field",
             Self::BadHost(_) => "bad_host",
+            Self::MissingField { .. } => "missing_field",
         }
     }
 }
@@ -100,7 +109,7 @@ impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BadKey(why) => write!(f, "key is not a DNS name: {why}"),
-            Self::NotJson(why) => write!(f, "value is not a SkyDNS JSON object: {why}"),
+            Self::NotJson(why) => write!(f, "value is not a JSON object of its layout: {why}"),
             Self::BadField { field, expected } => {
                 write!(f, "field \"{field}\": expected {expected}")
             }
@@ -108,6 +117,9 @@ impl fmt::Display for SkipReason {
                 f,
                 "host {host:?} is neither an IP address nor a domain name"
             ),
+            Self::MissingField { field, expected } => {
+                write!(f, "field \"{field}\" is missing: expected {expected}")
+            }
         }
     }
 }

@@ -145,9 +145,16 @@ impl Syncer {
         });
     }
 
-    /// A key now uses `lease`: the first key on a lease sends it to be looked up.
-    fn lease_used(&self, lease: i64) {
-        if lease != 0 && self.leases.acquire(lease) {
+    /// A key now uses `lease`: returns whether it is the first key on it (look the lease up).
+    fn lease_used(&self, lease: i64) -> bool {
+        lease != 0 && self.leases.acquire(lease)
+    }
+
+    /// Learns the deadlines of leases new to the table before the snapshot that brings them is
+    /// published, so no answer gives their keys the `--min-lease-ttl` floor; bounded, and what
+    /// is not learned in time goes to the refresher's retries (`leases::learn`).
+    async fn learn_leases(&self, new: Vec<i64>) {
+        for lease in leases::learn(&self.etcd, &self.leases, new, &self.status).await {
             let _ = self.lookups.send(lease);
         }
     }
@@ -180,9 +187,8 @@ impl Syncer {
         for entry in mirror.iter().filter(|e| e.lease != 0) {
             *uses.entry(entry.lease).or_insert(0) += 1;
         }
-        for lease in self.leases.replace_uses(uses) {
-            let _ = self.lookups.send(lease);
-        }
+        let new = self.leases.replace_uses(uses);
+        self.learn_leases(new).await;
         info!(
             keys = mirror.len(),
             revision = listing.revision,
@@ -203,11 +209,12 @@ impl Syncer {
     /// Applies batches in order and publishes once. Each change moves the mirror to its own
     /// revision, so the mirror's revision (where a lost watch resumes, and what `SyncStatus` and
     /// the zone serials report) is always one whose changes it holds in full.
-    fn apply(&mut self, batches: Vec<WatchBatch>) {
+    async fn apply(&mut self, batches: Vec<WatchBatch>) {
         let Some(mut mirror) = self.mirror.take() else {
             return;
         };
         let mut changed = 0usize;
+        let mut new_leases = Vec::new();
         for batch in batches {
             for event in batch.events {
                 let revision = event.revision();
@@ -228,7 +235,9 @@ impl Syncer {
                 // The new lease is taken before the old one is let go, so re-writing a key on
                 // the same lease never drops that lease's count to zero (and forgets it).
                 if let Some(entry) = &new_entry {
-                    self.lease_used(entry.lease);
+                    if self.lease_used(entry.lease) {
+                        new_leases.push(entry.lease);
+                    }
                 }
                 if let Some(old) = old_lease {
                     self.lease_released(old);
@@ -246,6 +255,7 @@ impl Syncer {
                 mirror.apply(revision, []);
             }
         }
+        self.learn_leases(new_leases).await;
         debug!(changed, revision = mirror.revision(), "publishing");
         self.mirror = Some(mirror);
         self.publish();
@@ -276,7 +286,7 @@ impl Syncer {
                 () = shutdown.cancelled() => return Ok(()),
                 batches = watch.next_batches() => batches?,
             };
-            self.apply(batches);
+            self.apply(batches).await;
             if health.progressed() {
                 info!("etcd sync moving again");
             }

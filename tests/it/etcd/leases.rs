@@ -8,7 +8,7 @@ use std::time::Duration;
 use etcd_client::{Client, PutOptions};
 use hickory_proto::rr::RecordType;
 
-use crate::support::dns::{query, udp};
+use crate::support::dns::{query, tcp, udp};
 use crate::support::etcd::EtcdServer;
 use crate::support::eventually;
 use crate::support::proxy::Proxy;
@@ -101,5 +101,85 @@ async fn a_lease_whose_last_key_goes_during_its_look_up_is_not_kept() {
         server.known_leases(),
         1,
         "only the lease a mirrored key uses has a deadline"
+    );
+}
+
+/// Keys each on a new 1-hour lease, all written in one revision (so one listing or one watch
+/// batch brings them all, and their look-ups would queue behind each other); one says `ttl: 600`,
+/// which caps its lease time. Returns the revision.
+async fn put_on_new_leases(client: &mut Client, round: &str, keys: usize) -> i64 {
+    let mut ops = Vec::new();
+    for i in 0..keys {
+        let lease = client.lease_grant(3600, None).await.unwrap().id();
+        let value = if i == 0 {
+            r#"{"host":"10.0.0.1","ttl":600}"#
+        } else {
+            r#"{"host":"10.0.0.1"}"#
+        };
+        ops.push(etcd_client::TxnOp::put(
+            format!("/skydns/test/skydns/{round}k{i}"),
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        ));
+    }
+    client
+        .txn(etcd_client::Txn::new().and_then(ops))
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision()
+}
+
+/// Asks for each key of `round` once, the last written first, over TCP and UDP in turn; returns
+/// the answers whose TTL is not the lease's time (or the value's `ttl`).
+async fn first_answers_without_lease_time(
+    addr: SocketAddr,
+    round: &str,
+    keys: usize,
+) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for i in (0..keys).rev() {
+        let name = format!("{round}k{i}.skydns.test.");
+        let question = query(&name, RecordType::A);
+        let reply = if i % 2 == 0 {
+            tcp(addr, &question).await
+        } else {
+            udp(addr, &question).await
+        };
+        let ttl = reply.answers.first().expect("an A record").ttl;
+        let expected = if i == 0 { 600..=600 } else { 3590..=3600 };
+        if !expected.contains(&ttl) {
+            wrong.push(format!("{name} ttl {ttl}"));
+        }
+    }
+    wrong
+}
+
+/// The first answer for a key on a new lease already carries the lease's remaining time, never
+/// the `--min-lease-ttl` floor that stands in while a deadline is unknown: for keys in the
+/// first full read, and for keys arriving through the watch, round after round.
+#[tokio::test]
+async fn the_first_answer_for_a_key_on_a_new_lease_carries_the_lease_time() {
+    const KEYS: usize = 12;
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    put_on_new_leases(&mut client, "listed", KEYS).await;
+    let server = TestServer::start_etcd(&etcd.url, ZONE, None, |_| {}).await;
+    let mut wrong = first_answers_without_lease_time(server.addr, "listed", KEYS).await;
+    for round in 0..4 {
+        let round = format!("watched{round}");
+        let r = put_on_new_leases(&mut client, &round, KEYS).await;
+        server.wait_for_revision(r).await;
+        wrong.extend(first_answers_without_lease_time(server.addr, &round, KEYS).await);
+    }
+    assert!(
+        wrong.is_empty(),
+        "first answers without their lease time: {wrong:?}"
+    );
+    assert_eq!(
+        server.sync_status().lease_lookups,
+        5 * KEYS as u64,
+        "one look-up per lease"
     );
 }
