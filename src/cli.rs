@@ -31,6 +31,9 @@ pub enum Command {
     /// Resolve a service name (e.g. _http._tcp.web.service.local) into SRV records in the order
     /// a client would try them: `PRIORITY WEIGHT PORT TARGET ADDR[,ADDR...]` per line.
     Resolve(ResolveArgs),
+    /// Browse a DNS-SD service type (e.g. _http._tcp.web.service.local): one line per instance,
+    /// `NAME TARGET:PORT ADDR[,ADDR...] "TXT"...`; or, with --types, a domain's service types.
+    Browse(BrowseArgs),
 }
 
 /// `srvd resolve` options.
@@ -204,6 +207,7 @@ impl ServeArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Resolve(args) => resolve(&args),
+        Command::Browse(args) => browse(&args),
         Command::Serve(args) => {
             let config = args.to_config()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -319,4 +323,167 @@ fn resolve(args: &ResolveArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `srvd browse` options.
+#[derive(Debug, Args)]
+pub struct BrowseArgs {
+    /// The service type to browse (`_service._proto.domain`), or with --types the domain.
+    pub name: String,
+    /// List the domain's service types (RFC 6763 §9) instead of a service type's instances.
+    #[arg(long)]
+    pub types: bool,
+    /// Ask this DNS server (e.g. 127.0.0.1:1053) instead of /etc/resolv.conf.
+    #[arg(long, value_name = "ADDR")]
+    pub server: Option<SocketAddr>,
+    /// Print JSON: an array of {name, label, targets, txt} objects (with --types: of names).
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for each answer (two attempts are made).
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    pub timeout: u64,
+}
+
+fn browse(args: &BrowseArgs) -> anyhow::Result<()> {
+    use crate::client::{LookupError, SrvResolver};
+    use std::io::Write;
+
+    // The same statuses as `srvd resolve`: scripts handle both alike.
+    let exit = |error: LookupError| -> anyhow::Error {
+        let code = match &error {
+            LookupError::NoSuchName { .. } => EXIT_NO_SUCH_SERVICE,
+            LookupError::Unreachable { .. } => EXIT_RESOLVER_UNREACHABLE,
+            _ => 1,
+        };
+        ExitError {
+            error: error.into(),
+            code,
+        }
+        .into()
+    };
+    let none_found = |what: String| -> anyhow::Error {
+        ExitError {
+            error: anyhow::anyhow!("{what}"),
+            code: EXIT_NO_SUCH_SERVICE,
+        }
+        .into()
+    };
+    let mut builder = SrvResolver::builder()
+        .timeout(Duration::from_secs(args.timeout))
+        .attempts(2);
+    if let Some(addr) = args.server {
+        builder = builder.server(addr);
+    }
+    let resolver = builder.build().map_err(exit)?;
+    let mut out = std::io::stdout().lock();
+    if args.types {
+        let types = resolver.service_types_blocking(&args.name).map_err(exit)?;
+        if types.is_empty() {
+            return Err(none_found(format!("{} lists no service types", args.name)));
+        }
+        if args.json {
+            writeln!(out, "{}", serde_json::json!(types))?;
+        } else {
+            for name in types {
+                writeln!(out, "{name}")?;
+            }
+        }
+        return Ok(());
+    }
+    let instances = resolver.browse_blocking(&args.name, "").map_err(exit)?;
+    if instances.is_empty() {
+        return Err(none_found(format!("no instances of {}", args.name)));
+    }
+    if args.json {
+        let items: Vec<serde_json::Value> = instances.iter().map(instance_json).collect();
+        writeln!(out, "{}", serde_json::Value::Array(items))?;
+    } else {
+        for instance in &instances {
+            writeln!(out, "{}", instance_line(instance))?;
+        }
+    }
+    Ok(())
+}
+
+/// `NAME TARGET:PORT[,...] ADDR[,...] "TXT"...`: `-` for no addresses; each attribute quoted as
+/// dig quotes TXT strings (`\"`, `\\`, `\DDD` for bytes outside printable ASCII), so a line
+/// splits on unquoted spaces.
+fn instance_line(instance: &crate::client::ServiceInstance) -> String {
+    let join = |items: Vec<String>| {
+        if items.is_empty() {
+            "-".to_string()
+        } else {
+            items.join(",")
+        }
+    };
+    let targets = join(
+        instance
+            .targets
+            .iter()
+            .map(|t| format!("{}:{}", t.target, t.port))
+            .collect(),
+    );
+    let addrs = join(
+        instance
+            .targets
+            .iter()
+            .flat_map(|t| &t.addrs)
+            .map(ToString::to_string)
+            .collect(),
+    );
+    let mut line = format!("{} {targets} {addrs}", instance.name);
+    for (key, value) in instance.txt.iter() {
+        let mut string = key.as_bytes().to_vec();
+        if let Some(value) = value {
+            string.push(b'=');
+            string.extend_from_slice(value);
+        }
+        line.push_str(" \"");
+        for &b in &string {
+            match b {
+                b'"' | b'\\' => {
+                    line.push('\\');
+                    line.push(char::from(b));
+                }
+                0x20..=0x7e => line.push(char::from(b)),
+                _ => line.push_str(&format!("\\{b:03}")),
+            }
+        }
+        line.push('"');
+    }
+    line
+}
+
+/// One instance as JSON; TXT values as text (`null` for a boolean attribute; bytes that are not
+/// UTF-8 replaced by U+FFFD).
+fn instance_json(instance: &crate::client::ServiceInstance) -> serde_json::Value {
+    let targets: Vec<serde_json::Value> = instance
+        .targets
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "priority": t.priority,
+                "weight": t.weight,
+                "port": t.port,
+                "target": t.target,
+                "addrs": t.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let txt: serde_json::Map<String, serde_json::Value> = instance
+        .txt
+        .iter()
+        .map(|(key, value)| {
+            let value = value.map_or(serde_json::Value::Null, |v| {
+                serde_json::Value::String(String::from_utf8_lossy(v).into_owned())
+            });
+            (key.to_string(), value)
+        })
+        .collect();
+    serde_json::json!({
+        "name": instance.name,
+        "label": instance.label,
+        "targets": targets,
+        "txt": txt,
+    })
 }

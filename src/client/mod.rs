@@ -1,5 +1,6 @@
 //! The client library: RFC 2782 service resolution for programs, in the spirit of Go's
-//! `net.LookupSRV`, plus connections by service name for `std::net` and tokio.
+//! `net.LookupSRV`, connections by service name for `std::net` and tokio, and DNS-SD browsing
+//! (RFC 6763: [`SrvResolver::browse`], [`SrvResolver::service_types`]).
 //!
 //! ```no_run
 //! use std::net::TcpStream;
@@ -24,8 +25,10 @@
 //! Invariant: this module depends on neither the server nor etcd (`--features client` alone
 //! builds without protoc).
 
+mod browse;
 mod connect;
 mod error;
+mod txt;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -37,12 +40,16 @@ use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::rr::{Name, RData};
+use hickory_resolver::proto::rr::{Name, RData, Record};
 use hickory_resolver::{Resolver, TokioResolver};
 use tokio::runtime::Handle;
 
+pub use self::browse::{
+    ServiceInstance, browse, browse_blocking, service_types, service_types_blocking,
+};
 pub use self::connect::{SrvName, connect};
 pub use self::error::LookupError;
+pub use self::txt::TxtRecord;
 use crate::dnssd::srv_order::order_by_priority_weight;
 
 /// Environment variable naming one DNS server (`127.0.0.1:1053`) for [`SrvResolver::from_env`],
@@ -312,13 +319,18 @@ fn service_name(service: &str, proto: &str, name: &str) -> String {
 
 /// A fresh RFC 2782 order for every call (the cached answer is the same set every time).
 fn reorder(lookup: &mut SrvLookup) {
+    reorder_targets(&mut lookup.targets);
+}
+
+/// [`reorder`] for any list of SRV targets (an instance's, when browsing).
+fn reorder_targets(targets: &mut [SrvTarget]) {
     use rand::SeedableRng;
     thread_local! {
         static RNG: std::cell::RefCell<rand::rngs::SmallRng> =
             std::cell::RefCell::new(rand::rngs::SmallRng::from_os_rng());
     }
     RNG.with_borrow_mut(|rng| {
-        order_by_priority_weight(&mut lookup.targets, rng, |t| (t.priority, t.weight));
+        order_by_priority_weight(targets, rng, |t| (t.priority, t.weight));
     });
 }
 
@@ -379,12 +391,25 @@ async fn resolve(resolver: TokioResolver, service: String) -> Result<SrvLookup, 
     if targets.len() == 1 && targets[0].target == "." {
         return Err(LookupError::ServiceUnavailable { service });
     }
-    for target in &mut targets {
+    fill_addresses(&resolver, &mut targets, lookup.additionals()).await;
+    Ok(SrvLookup {
+        cname: cname.to_ascii(),
+        targets,
+    })
+}
+
+/// Gives each target its addresses: from `additionals` (the records the server sent along), else
+/// looked up (a failed look-up leaves the target without addresses, as Go's resolver does).
+async fn fill_addresses(
+    resolver: &TokioResolver,
+    targets: &mut [SrvTarget],
+    additionals: &[Record],
+) {
+    for target in targets {
         let Ok(target_name) = Name::from_ascii(&target.target) else {
             continue;
         };
-        target.addrs = lookup
-            .additionals()
+        target.addrs = additionals
             .iter()
             .filter(|r| r.name == target_name)
             .filter_map(|r| match &r.data {
@@ -399,10 +424,6 @@ async fn resolve(resolver: TokioResolver, service: String) -> Result<SrvLookup, 
             target.addrs = ips.iter().collect();
         }
     }
-    Ok(SrvLookup {
-        cname: cname.to_ascii(),
-        targets,
-    })
 }
 
 /// [`SrvResolver::lookup_srv`] on the default resolver ([`SrvResolver::from_env`]).

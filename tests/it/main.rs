@@ -3,6 +3,7 @@
 
 mod answers;
 mod binary;
+mod browse;
 mod client;
 mod etcd;
 mod order;
