@@ -496,6 +496,12 @@ impl RegisterArgs {
         };
         let key = instance.key(&layout).map_err(anyhow::Error::msg)?;
         let ttl = span("--ttl", &self.ttl)?;
+        // etcd's MaxLeaseTTL: a longer lease would be refused on every grant, forever.
+        anyhow::ensure!(
+            ttl <= Duration::from_secs(9_000_000_000),
+            "--ttl {:?}: etcd grants leases of at most 9000000000s",
+            self.ttl
+        );
         Ok(Registration {
             endpoints,
             key,

@@ -343,14 +343,14 @@ impl Sidecar {
         match self.reconcile().await {
             Ok(next) => {
                 if let Some(since) = self.etcd_down_since.take() {
-                    tracing::info!(key = %self.reg.key, after = ?since.elapsed(), "etcd reachable again");
+                    tracing::info!(key = %self.reg.key, after = ?since.elapsed(), "etcd requests succeed again");
                 }
                 self.backoff = MIN_BACKOFF;
                 self.next_attempt = next;
             }
             Err(error) => {
                 if self.etcd_down_since.is_none() {
-                    tracing::warn!(key = %self.reg.key, %error, "etcd unreachable; retrying");
+                    tracing::warn!(key = %self.reg.key, %error, "etcd request failed; retrying");
                     self.etcd_down_since = Some(Instant::now());
                 }
                 self.next_attempt = Instant::now() + self.backoff;
