@@ -294,6 +294,67 @@ mod tests {
         }
     }
 
+    /// A listener on 127.0.0.1 that answers each connection with `reply` (then closes).
+    async fn serving(reply: &'static [u8]) -> (String, u16) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(reply).await;
+            }
+        });
+        ("127.0.0.1".into(), port)
+    }
+
+    #[tokio::test]
+    async fn http_and_tcp_map_answers_to_states() {
+        let t = Duration::from_secs(5);
+        let http = |(host, port): (String, u16)| Check::Http {
+            host,
+            port,
+            path: "/health".into(),
+        };
+        let ok = serving(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        assert_eq!(run(&http(ok.clone()), t).await, Health::Passing);
+        let (host, port) = ok;
+        assert_eq!(run(&Check::Tcp { host, port }, t).await, Health::Passing);
+        let busy = serving(b"HTTP/1.0 503 Service Unavailable\r\n\r\n").await;
+        assert_eq!(
+            run(&http(busy), t).await,
+            Health::Warning("HTTP status 503".into())
+        );
+        let closed = serving(b"").await;
+        assert_eq!(
+            run(&http(closed), t).await,
+            Health::Critical("HTTP connection closed without a reply".into())
+        );
+        let garbage = serving(b"SSH-2.0-OpenSSH\r\n").await;
+        assert!(matches!(run(&http(garbage), t).await, Health::Critical(_)));
+        // A port nobody listens on: refused.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let host = "127.0.0.1".to_string();
+        assert!(matches!(
+            run(
+                &Check::Tcp {
+                    host: host.clone(),
+                    port
+                },
+                t
+            )
+            .await,
+            Health::Critical(_)
+        ));
+        assert!(matches!(
+            run(&http((host, port)), t).await,
+            Health::Critical(_)
+        ));
+    }
+
     #[tokio::test]
     async fn exec_maps_exit_codes_and_kills_on_timeout() {
         let sh = |script: &str| Check::Exec {

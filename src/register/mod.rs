@@ -220,41 +220,93 @@ struct Lease {
     stored: Option<String>,
 }
 
+/// What the probes say, reduced to what the key should hold: whether the instance is listed and
+/// whether it carries `health=warning`. Kept apart from etcd so the rules are tested alone.
+#[derive(Debug)]
+pub struct Standing {
+    /// The last probe result, for logging each change of state once.
+    last: Option<Health>,
+    /// Whether the stored metadata carries `health=warning`.
+    pub warning: bool,
+    /// Critical results in a row.
+    pub criticals: u32,
+    /// Whether the instance should be in etcd now.
+    pub listed: bool,
+    deregister_after: u32,
+}
+
+impl Standing {
+    /// The state before any probe: without a check the instance is passing from the start; with
+    /// one it is listed only after a result that is not critical.
+    pub fn new(has_check: bool, deregister_after: u32) -> Self {
+        Self {
+            last: None,
+            warning: false,
+            criticals: 0,
+            listed: !has_check,
+            deregister_after,
+        }
+    }
+
+    /// Takes one probe result: logs a state change once and decides whether to be listed.
+    pub fn observe(&mut self, health: Health, key: &str) {
+        let changed = self
+            .last
+            .as_ref()
+            .is_none_or(|h| std::mem::discriminant(h) != std::mem::discriminant(&health));
+        match &health {
+            Health::Passing => {
+                if changed {
+                    tracing::info!(key = %key, "health check passing");
+                }
+                self.criticals = 0;
+                self.warning = false;
+                self.listed = true;
+            }
+            Health::Warning(why) => {
+                if changed {
+                    tracing::info!(key = %key, %why, "health check warning: staying registered with health=warning");
+                }
+                self.criticals = 0;
+                self.warning = true;
+                self.listed = true;
+            }
+            Health::Critical(why) => {
+                self.criticals = self.criticals.saturating_add(1);
+                if changed {
+                    tracing::info!(key = %key, %why, "health check critical");
+                }
+                if self.listed && self.criticals >= self.deregister_after {
+                    tracing::info!(
+                        key = %key,
+                        criticals = self.criticals,
+                        "deregistering after consecutive critical checks"
+                    );
+                    self.listed = false;
+                }
+            }
+        }
+        self.last = Some(health);
+    }
+}
+
 struct Sidecar {
     reg: Registration,
     etcd: Etcd,
-    /// The last probe's state kind, for logging changes once.
-    health: Option<Health>,
-    warning: bool,
-    criticals: u32,
-    /// Whether the instance should be in etcd now.
-    listed: bool,
+    standing: Standing,
     lease: Option<Lease>,
     etcd_down_since: Option<Instant>,
     backoff: Duration,
     next_attempt: Instant,
 }
 
-fn kind(h: &Health) -> u8 {
-    match h {
-        Health::Passing => 0,
-        Health::Warning(_) => 1,
-        Health::Critical(_) => 2,
-    }
-}
-
 impl Sidecar {
     fn new(reg: Registration, etcd: Etcd) -> Self {
-        // Without a check the instance is passing from the start; with one it is listed only
-        // after a result that is not critical.
-        let listed = reg.check.is_none();
+        let standing = Standing::new(reg.check.is_some(), reg.deregister_after);
         Self {
             reg,
             etcd,
-            health: None,
-            warning: false,
-            criticals: 0,
-            listed,
+            standing,
             lease: None,
             etcd_down_since: None,
             backoff: MIN_BACKOFF,
@@ -263,8 +315,11 @@ impl Sidecar {
     }
 
     fn desired(&self) -> Option<String> {
-        self.listed
-            .then(|| self.reg.instance.value(&self.reg.layout, self.warning))
+        self.standing.listed.then(|| {
+            self.reg
+                .instance
+                .value(&self.reg.layout, self.standing.warning)
+        })
     }
 
     async fn serve(
@@ -279,7 +334,7 @@ impl Sidecar {
                 () = &mut shutdown => return,
                 health = results.recv(), if probing => match health {
                     Some(health) => {
-                        self.observe(health);
+                        self.standing.observe(health, &self.reg.key);
                         self.next_attempt = Instant::now();
                     }
                     None => probing = false,
@@ -295,47 +350,6 @@ impl Sidecar {
                 }
             }
         }
-    }
-
-    /// Takes one probe result: logs a state change once and decides whether to be listed.
-    fn observe(&mut self, health: Health) {
-        let changed = self
-            .health
-            .as_ref()
-            .is_none_or(|h| kind(h) != kind(&health));
-        match &health {
-            Health::Passing => {
-                if changed {
-                    tracing::info!(key = %self.reg.key, "health check passing");
-                }
-                self.criticals = 0;
-                self.warning = false;
-                self.listed = true;
-            }
-            Health::Warning(why) => {
-                if changed {
-                    tracing::info!(key = %self.reg.key, %why, "health check warning: staying registered with health=warning");
-                }
-                self.criticals = 0;
-                self.warning = true;
-                self.listed = true;
-            }
-            Health::Critical(why) => {
-                self.criticals = self.criticals.saturating_add(1);
-                if changed {
-                    tracing::info!(key = %self.reg.key, %why, "health check critical");
-                }
-                if self.listed && self.criticals >= self.reg.deregister_after {
-                    tracing::info!(
-                        key = %self.reg.key,
-                        criticals = self.criticals,
-                        "deregistering after consecutive critical checks"
-                    );
-                    self.listed = false;
-                }
-            }
-        }
-        self.health = Some(health);
     }
 
     /// One reconciliation with etcd; schedules the next.
@@ -478,6 +492,34 @@ mod tests {
             tags: vec!["canary".into()],
             meta: vec![("version".into(), "2".into())],
         }
+    }
+
+    #[test]
+    fn standing_follows_the_three_states() {
+        let critical = || Health::Critical("refused".into());
+        let mut s = Standing::new(true, 3);
+        assert!(!s.listed, "not listed before a check passes");
+        s.observe(critical(), "k");
+        assert!(!s.listed);
+        s.observe(Health::Passing, "k");
+        assert!(s.listed && !s.warning);
+        s.observe(critical(), "k");
+        s.observe(critical(), "k");
+        assert!(s.listed, "two criticals of three");
+        s.observe(Health::Warning("HTTP status 500".into()), "k");
+        assert!(
+            s.listed && s.warning && s.criticals == 0,
+            "a warning resets the count"
+        );
+        for _ in 0..2 {
+            s.observe(critical(), "k");
+        }
+        assert!(s.listed);
+        s.observe(critical(), "k");
+        assert!(!s.listed, "deregistered at the third in a row");
+        s.observe(Health::Passing, "k");
+        assert!(s.listed && !s.warning, "back, without the warning");
+        assert!(Standing::new(false, 3).listed, "no check: listed at once");
     }
 
     #[test]
