@@ -1,4 +1,5 @@
-//! The command line: `srvd serve`. Parsing only; `daemon` does the work.
+//! The command line: `srvd serve`, `srvd resolve`, `srvd register`. Parsing only; `daemon`,
+//! `client` and `register` do the work.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ pub enum Command {
     /// Browse a DNS-SD service type (e.g. _http._tcp.web.service.local): one line per instance,
     /// `NAME TARGET:PORT ADDR[,ADDR...] "TXT"...`; or, with --types, a domain's service types.
     Browse(BrowseArgs),
+    /// Keep one service instance registered in etcd under a lease while its health check
+    /// passes; deregister it on SIGTERM/SIGINT.
+    Register(Box<RegisterArgs>),
 }
 
 /// `srvd resolve` options.
@@ -216,6 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("cannot start the tokio runtime")?;
             runtime.block_on(serve(config))
         }
+        Command::Register(args) => register(&args),
     }
 }
 
@@ -485,5 +490,223 @@ fn instance_json(instance: &crate::client::ServiceInstance) -> serde_json::Value
         "label": instance.label,
         "targets": targets,
         "txt": txt,
+    })
+}
+
+/// `srvd register` options. Numbers and durations are read as text and checked in
+/// [`RegisterArgs::to_registration`], so every bad value gives one line naming the flag.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// etcd client URLs (comma-separated, or repeat the option).
+    #[arg(
+        long,
+        value_name = "URL[,URL...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub etcd: Vec<String>,
+    /// Service name (`web`): letters, digits and hyphens.
+    #[arg(long, value_name = "NAME")]
+    pub service: String,
+    /// Transport protocol: tcp or udp.
+    #[arg(long, value_name = "PROTO", default_value = "tcp")]
+    pub proto: String,
+    /// Instance id (`web-01`): one DNS label, no `/` or `.`.
+    #[arg(long, value_name = "ID")]
+    pub instance: String,
+    /// The instance's IP address.
+    #[arg(long, value_name = "IP")]
+    pub addr: String,
+    /// The instance's port (1-65535).
+    #[arg(long, value_name = "PORT")]
+    pub port: String,
+    /// SRV priority (0-65535, lower is tried first).
+    #[arg(long, value_name = "N", default_value = "10")]
+    pub priority: String,
+    /// SRV weight (0-65535).
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub weight: String,
+    /// Metadata `key=value` (becomes TXT); repeat for several.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// A tag (DNS-SD subtype); repeat for several.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Lease TTL: the key leaves this long after srvd register dies (whole seconds, at least 1).
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub ttl: String,
+    /// Health check: http://HOST:PORT/PATH, tcp://HOST:PORT or 'exec:CMD ARGS' [default: none,
+    /// always passing].
+    #[arg(long, value_name = "CHECK")]
+    pub check: Option<String>,
+    /// Time between health checks.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub interval: String,
+    /// Bound on one health check.
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    pub timeout: String,
+    /// Consecutive critical checks before the key is deleted.
+    #[arg(long, value_name = "N", default_value = "3")]
+    pub deregister_after: String,
+    /// Key prefix [default: /services, or /skydns with --layout skydns].
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// Value layout: registry (`PREFIX/<service>/<instance>`) or skydns (needs --zone).
+    #[arg(long, value_name = "LAYOUT", default_value = "registry")]
+    pub layout: String,
+    /// The zone of the SkyDNS name `<instance>._<service>._<proto>.ZONE` (--layout skydns).
+    #[arg(long, value_name = "ZONE")]
+    pub zone: Option<String>,
+}
+
+impl RegisterArgs {
+    /// The validated registration.
+    ///
+    /// # Errors
+    /// One line naming the flag and what it expects.
+    pub fn to_registration(&self) -> anyhow::Result<crate::register::Registration> {
+        use crate::register::{Instance, Layout, Registration, check};
+
+        let endpoints = self
+            .etcd
+            .iter()
+            .map(|e| parse_endpoint(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
+        let number = |flag: &str, text: &str, min: u32, max: u32| -> anyhow::Result<u32> {
+            text.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| anyhow::anyhow!("{flag} {text:?}: expected a number {min}-{max}"))
+        };
+        let u16_of = |flag: &str, text: &str, min: u32| -> anyhow::Result<u16> {
+            Ok(u16::try_from(number(flag, text, min, 65_535)?).unwrap_or(u16::MAX))
+        };
+        let span = |flag: &str, text: &str| -> anyhow::Result<Duration> {
+            let d = duration::parse(text).map_err(|e| anyhow::anyhow!("{flag} {e}"))?;
+            anyhow::ensure!(!d.is_zero(), "{flag} {text:?}: must be more than zero");
+            Ok(d)
+        };
+        let service = self.service.trim();
+        anyhow::ensure!(
+            !service.is_empty()
+                && service.len() <= 62
+                && service
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !service.starts_with('-')
+                && !service.ends_with('-'),
+            "--service {service:?}: expected letters, digits and inner hyphens, 1-62 characters"
+        );
+        let proto = self.proto.trim().to_ascii_lowercase();
+        anyhow::ensure!(
+            proto == "tcp" || proto == "udp",
+            "--proto {:?}: expected tcp or udp",
+            self.proto
+        );
+        let id = &self.instance;
+        anyhow::ensure!(
+            !id.is_empty()
+                && id.len() <= 63
+                && !id.contains(['/', '.'])
+                && !id.chars().any(char::is_control),
+            "--instance {id:?}: expected one DNS label (1-63 bytes, no '/' or '.')"
+        );
+        let addr: std::net::IpAddr = self.addr.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--addr {:?}: expected an IP address such as 10.0.1.10",
+                self.addr
+            )
+        })?;
+        let mut meta: Vec<(String, String)> = Vec::new();
+        for pair in &self.meta {
+            let (key, value) = pair
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("--meta {pair:?}: expected key=value"))?;
+            anyhow::ensure!(
+                pair.len() <= 255,
+                "--meta {key:?}: key=value is over 255 bytes (one TXT string)"
+            );
+            anyhow::ensure!(
+                !meta.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)),
+                "--meta {key:?} is given twice (TXT keys are case-insensitive)"
+            );
+            meta.push((key.to_string(), value.to_string()));
+        }
+        let layout = match (self.layout.as_str(), &self.zone) {
+            ("registry", None) => Layout::Registry {
+                prefix: self.prefix.clone().unwrap_or_else(|| "/services".into()),
+            },
+            ("registry", Some(_)) => anyhow::bail!("--zone is only for --layout skydns"),
+            ("skydns", Some(zone)) => Layout::SkyDns {
+                zone: parse_zone(zone).map_err(anyhow::Error::msg)?,
+                prefix: self
+                    .prefix
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_ETCD_PREFIX.into()),
+            },
+            ("skydns", None) => anyhow::bail!("--layout skydns needs --zone"),
+            (other, _) => anyhow::bail!("--layout {other:?}: expected registry or skydns"),
+        };
+        let instance = Instance {
+            service: service.to_string(),
+            proto,
+            id: id.clone(),
+            addr,
+            port: u16_of("--port", &self.port, 1)?,
+            priority: u16_of("--priority", &self.priority, 0)?,
+            weight: u16_of("--weight", &self.weight, 0)?,
+            tags: self.tags.clone(),
+            meta,
+        };
+        let key = instance.key(&layout).map_err(anyhow::Error::msg)?;
+        let ttl = span("--ttl", &self.ttl)?;
+        // etcd's MaxLeaseTTL: a longer lease would be refused on every grant, forever.
+        anyhow::ensure!(
+            ttl <= Duration::from_secs(9_000_000_000),
+            "--ttl {:?}: etcd grants leases of at most 9000000000s",
+            self.ttl
+        );
+        Ok(Registration {
+            endpoints,
+            key,
+            instance,
+            layout,
+            // etcd leases are whole seconds: round up.
+            ttl_secs: i64::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0))
+                .unwrap_or(i64::MAX),
+            check: self
+                .check
+                .as_deref()
+                .map(check::parse)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            interval: span("--interval", &self.interval)?,
+            timeout: span("--timeout", &self.timeout)?,
+            deregister_after: number("--deregister-after", &self.deregister_after, 1, 1_000_000)?,
+        })
+    }
+}
+
+fn register(args: &RegisterArgs) -> anyhow::Result<()> {
+    let registration = args.to_registration()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let signals = Signals::install()?;
+        let etcd = crate::register::connect(&registration).await.map_err(|e| {
+            anyhow::anyhow!(
+                "etcd at {} is unreachable: {e}",
+                registration.endpoints.join(",")
+            )
+        })?;
+        tracing::info!(key = %registration.key, "srvd register running");
+        crate::register::run(registration, etcd, signals.wait()).await;
+        Ok(())
     })
 }

@@ -11,7 +11,7 @@
 //!
 //! Modules: [`dnssd`] (RFC 2782 order, shared); with the `client` feature `client` (service
 //! resolution for programs); with the `server` feature `zonefile`, `backend`, `index`, `sync`,
-//! `answer`, `server`, `config`, `daemon`; `cli` with both. See ARCHITECTURE.md.
+//! `answer`, `server`, `config`, `daemon`, `register` (the `srvd register` sidecar); `cli` with both. See ARCHITECTURE.md.
 
 pub mod dnssd;
 
@@ -29,6 +29,8 @@ pub mod config;
 pub mod daemon;
 #[cfg(feature = "server")]
 pub mod index;
+#[cfg(feature = "server")]
+pub mod register;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

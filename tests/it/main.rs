@@ -9,6 +9,7 @@ mod etcd;
 mod order;
 mod protocol;
 mod readme;
+mod register;
 mod support;
 mod tcp;
 mod truncation;

@@ -111,6 +111,14 @@ impl EtcdServer {
         self.launch().await;
     }
 
+    /// Starts etcd again on the same port with an empty data dir: every key and lease is gone,
+    /// as after losing a single-member cluster's disk.
+    pub async fn restart_wiped(&mut self) {
+        self.stop();
+        std::fs::remove_dir_all(self.dir.path().join("data")).unwrap();
+        self.launch().await;
+    }
+
     /// Starts the same data on a different client port (so a watcher on the old port falls
     /// behind), returning the new URL.
     pub async fn move_to_new_port(&mut self) -> String {
