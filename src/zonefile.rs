@@ -5,13 +5,16 @@
 //! delegations, no CNAME beside other data, never `local.` itself), and error messages that
 //! name the file and line. The parser reports no positions, so a failing entry is found by
 //! parsing growing prefixes of the file (binary search over entry boundaries): errors are rare,
-//! loads are fast, and the happy path parses once.
+//! loads are fast, and the happy path parses once. The parser also folds most names to lower
+//! case; [`spelling`] puts the written spelling back.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use hickory_proto::rr::{Name, Record, RecordType};
 use hickory_proto::serialize::txt::Parser;
+
+mod spelling;
 
 /// The example zone shipped in `zones/` and compiled in, served when no zone directory exists.
 pub const EMBEDDED_ZONE: &str = include_str!("../zones/service.local.zone");
@@ -155,6 +158,12 @@ pub fn parse(
                 "no SOA record at the apex {origin}: expected one, e.g. `@ IN SOA ns1 hostmaster 1 3600 600 86400 30`"
             ),
         ));
+    }
+    let offsets: Vec<usize> = entries.iter().map(|entry| entry.offset).collect();
+    let spellings = spelling::Spellings::read(text, &offsets, &origin);
+    let mut records = records;
+    for record in &mut records {
+        spellings.restore(record);
     }
     Ok(ZoneFile {
         source: source.to_string(),

@@ -371,3 +371,43 @@ async fn every_listen_address_serves_udp_and_tcp_including_ipv6() {
         );
     }
 }
+
+/// `tests/data/escaped`: escaped.test., a DNS-SD instance whose label is mixed-case and holds an
+/// escaped dot.
+fn escaped_zones() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/escaped")
+}
+
+#[tokio::test]
+async fn browsing_an_instance_with_a_mixed_case_escaped_dot_label_keeps_its_spelling() {
+    let server = TestServer::start(&escaped_zones()).await;
+    let reply = udp(
+        server.addr,
+        &query("_PRINTER._tcp.escaped.test.", RecordType::PTR),
+    )
+    .await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    // The answer's owner as asked; every name inside a record, and the additional records'
+    // owners, as written in the zone file (RFC 4343 §2, RFC 6763 §4.1).
+    let exact = |records: &[hickory_proto::rr::Record]| -> Vec<String> {
+        let mut out: Vec<String> = records
+            .iter()
+            .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(
+        exact(&reply.answers),
+        ["_PRINTER._tcp.escaped.test. PTR Printer\\.2._printer._tcp.escaped.test."]
+    );
+    // RFC 6763 §12.1: the instance's SRV and TXT and the target's address.
+    assert_eq!(
+        exact(&reply.additionals),
+        sorted(&[
+            "Host-P.escaped.test. A 192.0.2.31",
+            "Printer\\.2._printer._tcp.escaped.test. SRV 0 0 631 Host-P.escaped.test.",
+            "Printer\\.2._printer._tcp.escaped.test. TXT rp=queue",
+        ])
+    );
+}
