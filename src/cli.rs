@@ -295,19 +295,7 @@ fn resolve(args: &ResolveArgs) -> anyhow::Result<()> {
     };
     let mut out = std::io::stdout().lock();
     if args.json {
-        let items: Vec<serde_json::Value> = lookup
-            .targets
-            .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "priority": t.priority,
-                    "weight": t.weight,
-                    "port": t.port,
-                    "target": t.target,
-                    "addrs": t.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
+        let items: Vec<serde_json::Value> = lookup.targets.iter().map(target_json).collect();
         writeln!(out, "{}", serde_json::Value::Array(items))?;
     } else {
         for t in &lookup.targets {
@@ -459,22 +447,21 @@ fn instance_line(instance: &crate::client::ServiceInstance) -> String {
     line
 }
 
+/// One SRV target as JSON, as `srvd resolve --json` and `srvd browse --json` print it.
+fn target_json(t: &crate::client::SrvTarget) -> serde_json::Value {
+    serde_json::json!({
+        "priority": t.priority,
+        "weight": t.weight,
+        "port": t.port,
+        "target": t.target,
+        "addrs": t.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
 /// One instance as JSON; TXT values as text (`null` for a boolean attribute; bytes that are not
 /// UTF-8 replaced by U+FFFD).
 fn instance_json(instance: &crate::client::ServiceInstance) -> serde_json::Value {
-    let targets: Vec<serde_json::Value> = instance
-        .targets
-        .iter()
-        .map(|t| {
-            serde_json::json!({
-                "priority": t.priority,
-                "weight": t.weight,
-                "port": t.port,
-                "target": t.target,
-                "addrs": t.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
+    let targets: Vec<serde_json::Value> = instance.targets.iter().map(target_json).collect();
     let txt: serde_json::Map<String, serde_json::Value> = instance
         .txt
         .iter()
