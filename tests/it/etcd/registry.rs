@@ -415,3 +415,34 @@ async fn a_compaction_while_cut_off_re_reads_both_prefixes_whole() {
         "a listing puts every prefix at its revision"
     );
 }
+
+#[tokio::test]
+async fn a_registry_key_on_a_lease_is_learned_before_it_is_published_and_released_when_it_goes() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    let server = TestServer::start_etcd(&etcd.url, ZONE, None, with_registry).await;
+    assert_eq!(server.known_leases(), 0);
+    let lease = client.lease_grant(3600, None).await.unwrap().id();
+    client
+        .put(
+            "/services/web/leased",
+            r#"{"Addr":"10.0.2.1","Port":80}"#,
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .unwrap();
+    until_registry(
+        &server,
+        &expected(&[("/services/web/leased", "10.0.2.1:80 w1 []")]),
+    )
+    .await;
+    assert_eq!(server.registry()["/services/web/leased"].lease, lease);
+    assert_eq!(
+        server.known_leases(),
+        1,
+        "the lease's deadline is known in the snapshot that first holds its key"
+    );
+    client.delete("/services/web/leased", None).await.unwrap();
+    until_registry(&server, &BTreeMap::new()).await;
+    assert_eq!(server.known_leases(), 0, "released with its last key");
+}
