@@ -26,6 +26,9 @@ pub enum StartError {
     /// The etcd client could not be set up.
     #[error("etcd: {0}")]
     Etcd(#[from] crate::sync::etcd::SyncError),
+    /// Two watched etcd prefixes overlap: a key would be mirrored twice, in two layouts.
+    #[error("etcd prefixes {0} and {1} overlap: each key must belong to one layout")]
+    OverlappingPrefixes(String, String),
     /// Nothing to serve.
     #[error("no zones to serve: give --zones-dir with zone files, or --etcd with --zone")]
     NoZones,
@@ -49,6 +52,7 @@ pub struct Running {
     sync_task: Option<JoinHandle<()>>,
     sync_status: Option<tokio::sync::watch::Receiver<SyncStatus>>,
     leases: Option<Arc<LeaseTable>>,
+    index: Arc<IndexHandle>,
 }
 
 impl Running {
@@ -75,6 +79,12 @@ impl Running {
     /// the mirror use, once each has been looked up.
     pub fn known_leases(&self) -> Option<u64> {
         self.leases.as_ref().map(|leases| leases.known())
+    }
+
+    /// The snapshot queries are answered from now (for tests and diagnostics: e.g. the registry
+    /// mirror, which no answer reads yet).
+    pub fn snapshot(&self) -> Arc<Index> {
+        self.index.load_full()
     }
 
     /// Waits (up to `limit`) until the mirror reflects at least `revision`; returns whether it does.
@@ -244,7 +254,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // The test harness and operators read this line: keep its shape stable.
     info!(listen = %listen_summary, zones = %zones_summary, "srvd serving");
 
-    let handler = Handler::new(handle);
+    let handler = Handler::new(handle.clone());
     let task = tokio::spawn(server::run(
         listeners,
         handler,
@@ -258,6 +268,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         sync_task,
         sync_status,
         leases,
+        index: handle,
     })
 }
 
@@ -277,6 +288,22 @@ async fn start_sync(
 ) -> Result<SyncParts, StartError> {
     let root: Arc<str> = key::root_path(&etcd.prefix).into();
     let watch_prefix = key::subtree_prefix(&root);
+    let registry_roots: Vec<String> = etcd
+        .registry_prefixes
+        .iter()
+        .map(|p| key::root_path(p))
+        .collect();
+    let mut watched = vec![watch_prefix.clone()];
+    for root in &registry_roots {
+        let prefix = key::subtree_prefix(root);
+        if let Some(other) = watched
+            .iter()
+            .find(|w| w.starts_with(prefix.as_str()) || prefix.starts_with(w.as_str()))
+        {
+            return Err(StartError::OverlappingPrefixes(other.clone(), prefix));
+        }
+        watched.push(prefix);
+    }
     let client = Etcd::connect(&etcd.endpoints, &watch_prefix, etcd.max_response_bytes).await?;
     let (expired_tx, expired_rx) = tokio::sync::mpsc::unbounded_channel();
     let leases = Arc::new(LeaseTable::new(etcd.lease_bounds, move |id| {
@@ -296,6 +323,7 @@ async fn start_sync(
         handle: handle.clone(),
         leases: leases.clone(),
         expired_leases: expired_rx,
+        registry_roots,
     };
     let task = tokio::spawn(sync::run(setup, status_tx, shutdown));
     Ok((handle, task, status_rx, leases))

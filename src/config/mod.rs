@@ -53,6 +53,11 @@ pub struct EtcdConfig {
     /// The largest etcd response srvd decodes (`--etcd-max-response-bytes`): at least etcd's
     /// largest key plus framing; listing pages are split to stay below it.
     pub max_response_bytes: usize,
+    /// Key prefixes in the service-registry layout (`/services`: `PREFIX/<service>/<id>`),
+    /// listed and watched beside `prefix` by the same sync task. No flag sets it yet: the
+    /// registry is mirrored but not answered, and `--registry` comes with its answers. Empty by
+    /// default; prefixes must not overlap each other or `prefix` (the daemon refuses that).
+    pub registry_prefixes: Vec<String>,
 }
 
 /// Validated configuration for `srvd serve`.
@@ -93,6 +98,7 @@ impl EtcdConfig {
             lease_bounds: LeaseBounds::default(),
             initial_sync_wait: Duration::from_secs(10),
             max_response_bytes: crate::sync::etcd::DEFAULT_MAX_RESPONSE_BYTES,
+            registry_prefixes: Vec::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use imbl::OrdMap;
 
+use super::registry::RegistryMirror;
 use crate::backend::ServiceEntry;
 
 /// An etcd revision.
@@ -33,6 +34,8 @@ pub struct Mirror {
     revision: Revision,
     /// `(zone root path, serial)` for each etcd zone, in the index's zone order.
     serials: Arc<Vec<(String, Revision)>>,
+    /// The registry-layout keys, at the same revision (mirrored, not yet answered).
+    registry: RegistryMirror,
 }
 
 impl Mirror {
@@ -42,6 +45,7 @@ impl Mirror {
             entries: OrdMap::new(),
             revision,
             serials: Arc::new(zone_paths.iter().map(|p| (p.clone(), 0)).collect()),
+            registry: RegistryMirror::default(),
         }
     }
 
@@ -118,9 +122,25 @@ impl Mirror {
         self.revision = self.revision.max(revision);
     }
 
-    /// The revision this mirror reflects.
+    /// The revision this mirror reflects: with several prefixes, the sync task sets it to one
+    /// that every prefix has reached ([`Mirror::set_revision`]).
     pub fn revision(&self) -> Revision {
         self.revision
+    }
+
+    /// Sets the revision the whole mirror (every prefix) is known to reflect.
+    pub fn set_revision(&mut self, revision: Revision) {
+        self.revision = revision;
+    }
+
+    /// The registry-layout keys.
+    pub fn registry(&self) -> &RegistryMirror {
+        &self.registry
+    }
+
+    /// The registry-layout keys, to change them.
+    pub fn registry_mut(&mut self) -> &mut RegistryMirror {
+        &mut self.registry
     }
 
     /// Number of mirrored keys.

@@ -11,6 +11,7 @@
 pub mod leases;
 pub mod mirror;
 pub mod name_key;
+pub mod registry;
 pub mod tree;
 
 use std::sync::Arc;

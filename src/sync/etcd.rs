@@ -215,10 +215,25 @@ impl Etcd {
     /// etcd unreachable, the revision compacted between pages (the caller retries), or one key
     /// larger than the decode limit ([`SyncError::TooLarge`], naming the key).
     pub async fn list(&mut self) -> Result<Listing, SyncError> {
-        let end = prefix_end(&self.prefix);
+        let prefix = self.prefix.clone();
+        self.list_prefix(&prefix, 0).await
+    }
+
+    /// [`Etcd::list`] for keys under `prefix`, pinned to `revision` (0: the current one, which
+    /// the listing then reports). Several prefixes read at one pinned revision are one
+    /// consistent view of the store.
+    ///
+    /// # Errors
+    /// As [`Etcd::list`]; also `revision` compacted.
+    pub async fn list_prefix(
+        &mut self,
+        prefix: &[u8],
+        revision: i64,
+    ) -> Result<Listing, SyncError> {
+        let end = prefix_end(prefix);
         let mut kvs = Vec::new();
-        let mut from = self.prefix.clone();
-        let mut revision = 0;
+        let mut from = prefix.to_vec();
+        let mut revision = revision;
         let mut limit = PAGE_SIZE;
         loop {
             let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
@@ -286,6 +301,16 @@ impl Etcd {
     /// # Errors
     /// [`SyncError::Compacted`] when `revision` is no longer in etcd's history.
     pub async fn watch(&mut self, revision: i64) -> Result<Watch, SyncError> {
+        let prefix = self.prefix.clone();
+        self.watch_prefix(&prefix, revision).await
+    }
+
+    /// [`Etcd::watch`] for keys under `prefix`: each prefix has its own stream, so each resumes
+    /// from its own last applied revision.
+    ///
+    /// # Errors
+    /// As [`Etcd::watch`].
+    pub async fn watch_prefix(&mut self, prefix: &[u8], revision: i64) -> Result<Watch, SyncError> {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision)
@@ -294,7 +319,7 @@ impl Etcd {
         let limit = self.max_response_bytes;
         let mut stream = self
             .watch
-            .watch(self.prefix.clone(), Some(options))
+            .watch(prefix.to_vec(), Some(options))
             .await
             .map_err(|e| watch_error(e, limit))?;
         // The first response confirms creation; a compacted start revision then cancels it.

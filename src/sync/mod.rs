@@ -5,8 +5,14 @@
 //!    ▲                                    │ stream broken: back off (≤ 2 s), resume from last+1
 //!    └──────────── compacted ─────────────┘   (last = the last applied event's mod_revision)
 //! ```
-//! - Start: one consistent read of the prefix at revision R (paged, pinned to R), published
-//!   whole; then a watch from R+1.
+//! - Prefixes: the SkyDNS prefix and each registry-layout prefix (`EtcdConfig::registry_prefixes`)
+//!   are listed together and watched on one stream each; a prefix is a `Feed` with its own
+//!   revision, and "last" above is per feed: two streams run independently, so after a cut one
+//!   prefix may have applied further than another, and resuming both from the furthest would
+//!   skip the other's backlog. The published revision is the lowest feed revision (see
+//!   [`SyncStatus::revision`]).
+//! - Start: one consistent read of every prefix at revision R (paged; the first page fixes R and
+//!   every other page of every prefix is pinned to it), published whole; then watches from R+1.
 //! - Each wake-up applies every batch already received and publishes once, so bursts coalesce by
 //!   themselves and a lone update is visible at once. No fixed delay window.
 //! - Stream broken (etcd restart, network): reconnect with exponential backoff capped at 2 s and
@@ -16,7 +22,8 @@
 //!   revision, and resuming from that would skip the rest of the backlog. The outage is logged
 //!   once ("unreachable" and "response too large" apart), the recovery once; queries keep the
 //!   last snapshot meanwhile.
-//! - History compacted: read everything afresh and swap the new mirror in whole.
+//! - History compacted (under any prefix): read every prefix afresh and swap the new mirror in
+//!   whole.
 //! - A key whose value srvd cannot serve is skipped with one warning naming it and counted; an
 //!   older good value at that key is removed, so the mirror never serves stale data for it.
 //!   The same key skipped again for the same reason within 10 s is counted, not logged, and the
@@ -27,6 +34,7 @@ mod leases;
 mod skips;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -35,11 +43,15 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use self::etcd::{Etcd, RawEvent, RawKv, SyncError, WatchBatch};
+use futures_util::{FutureExt, Stream, StreamExt};
+
+use self::etcd::{Etcd, RawEvent, RawKv, SyncError, Watch, WatchBatch};
 use self::skips::{Note, SkipLog};
+use crate::backend::registry::{self, RegistryEntry};
 use crate::backend::{ServiceEntry, skydns};
 use crate::index::leases::LeaseTable;
 use crate::index::mirror::{Change, Mirror};
+use crate::index::registry::RegistryMirror;
 use crate::index::{EtcdData, Index, IndexHandle};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -62,15 +74,23 @@ pub struct SyncSetup {
     pub leases: Arc<LeaseTable>,
     /// Lease IDs whose deadline passed (from the table's expiry listener).
     pub expired_leases: mpsc::UnboundedReceiver<i64>,
+    /// Root paths of the registry-layout prefixes (`/services`), disjoint from `root` and from
+    /// each other.
+    pub registry_roots: Vec<String>,
 }
 
 /// Progress the rest of srvd can observe.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncStatus {
-    /// The revision of the published mirror, once the first read finished.
+    /// The revision of the published mirror, once the first read finished: the lowest of the
+    /// prefixes' own revisions (each the last event applied from that prefix's watch, or a
+    /// progress notification's), so every prefix has reached it. An idle prefix holds it back
+    /// until etcd's next progress notification for that watch, though its data is current.
     pub revision: Option<i64>,
-    /// Keys in the mirror.
+    /// SkyDNS keys in the mirror.
     pub keys: usize,
+    /// Registry-layout keys in the mirror.
+    pub registry_keys: usize,
     /// Full reads of the prefix so far (1 after start; one more per compaction recovery).
     pub full_reads: u64,
     /// Lease look-ups (`LeaseTimeToLive`) made so far: one per lease first used, one per
@@ -89,6 +109,17 @@ fn decode(kv: &RawKv) -> Result<ServiceEntry, (String, String)> {
         )
     })?;
     skydns::decode(&key, &kv.value, kv.lease).map_err(|reason| (key, reason.to_string()))
+}
+
+/// Decodes a registry-layout key under `root` (`/services`).
+fn decode_registry(root: &str, kv: &RawKv) -> Result<RegistryEntry, (String, String)> {
+    let key = String::from_utf8(kv.key.clone()).map_err(|_| {
+        (
+            String::from_utf8_lossy(&kv.key).into_owned(),
+            "key is not UTF-8".to_string(),
+        )
+    })?;
+    registry::decode(root, &key, &kv.value, kv.lease).map_err(|reason| (key, reason.to_string()))
 }
 
 /// Recent skip warnings, process-wide like [`SKIPPED_KEYS`].
@@ -119,6 +150,57 @@ fn skip(key: &str, reason: &str) {
     }
 }
 
+/// Warns that a served registry value lost some metadata (the decoder's `dropped` notes),
+/// aggregated like skips, but not counted: the key itself is served.
+fn dropped_metadata(entry: &RegistryEntry) {
+    for dropped in &entry.dropped {
+        let note = SKIP_LOG
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note(&entry.key, dropped, Instant::now());
+        let key = entry.key.as_str();
+        match note {
+            Note::Warn { repeats: 0 } => {
+                warn!(key, dropped, "etcd key served without some of its metadata");
+            }
+            Note::Warn { repeats } => warn!(
+                key,
+                dropped,
+                repeats,
+                "etcd key served without some of its metadata (again; repeats since the last warning)"
+            ),
+            Note::Overflow { skips } => warn!(
+                key,
+                dropped,
+                skips,
+                "etcd keys served without some metadata: too many distinct keys to name each"
+            ),
+            Note::Quiet => debug!(key, dropped, "metadata dropped (repeat)"),
+        }
+    }
+}
+
+/// What a watched prefix holds.
+#[derive(Debug, Clone)]
+enum Layout {
+    /// CoreDNS's SkyDNS layout, into the mirror's SkyDNS map.
+    SkyDns,
+    /// The service-registry layout under this root path, into the registry mirror.
+    Registry(Arc<str>),
+}
+
+/// One watched prefix: listed with the others at one revision, then watched on its own stream.
+#[derive(Debug)]
+struct Feed {
+    /// The key prefix, ending in `/`.
+    prefix: String,
+    layout: Layout,
+    /// The revision this prefix's keys are known to reflect: the listing's, then each applied
+    /// event's own, or a progress notification's. Its watch resumes from here + 1; a single
+    /// revision for all prefixes would skip a lagging prefix's backlog after a cut.
+    applied: i64,
+}
+
 struct Syncer {
     etcd: Etcd,
     root: Arc<str>,
@@ -129,11 +211,23 @@ struct Syncer {
     lookups: mpsc::UnboundedSender<i64>,
     status: Arc<watch::Sender<SyncStatus>>,
     mirror: Option<Mirror>,
+    /// The SkyDNS prefix first, then each registry prefix.
+    feeds: Vec<Feed>,
 }
 
 impl Syncer {
-    fn publish(&self) {
-        let Some(mirror) = &self.mirror else { return };
+    /// The revision every prefix has reached (see [`SyncStatus::revision`]).
+    fn reached(&self) -> i64 {
+        self.feeds.iter().map(|f| f.applied).min().unwrap_or(0)
+    }
+
+    fn publish(&mut self) {
+        let reached = self.reached();
+        let Some(mirror) = &mut self.mirror else {
+            return;
+        };
+        mirror.set_revision(reached);
+        let mirror = &*mirror;
         self.handle.publish(self.base.with_etcd(EtcdData {
             mirror: Some(mirror.clone()),
             root: self.root.clone(),
@@ -142,6 +236,7 @@ impl Syncer {
         self.status.send_modify(|status| {
             status.revision = Some(mirror.revision());
             status.keys = mirror.len();
+            status.registry_keys = mirror.registry().len();
         });
     }
 
@@ -166,9 +261,14 @@ impl Syncer {
         }
     }
 
-    /// Reads everything and swaps the new mirror in whole.
+    /// Reads every prefix at one revision and swaps the new mirror in whole: the first prefix's
+    /// first page fixes the revision R, and every other page of every prefix is pinned to R.
     async fn relist(&mut self) -> Result<(), SyncError> {
-        let listing = self.etcd.list().await?;
+        let listing = self
+            .etcd
+            .list_prefix(self.feeds[0].prefix.as_bytes(), 0)
+            .await?;
+        let revision = listing.revision;
         let mut entries = Vec::with_capacity(listing.kvs.len());
         for kv in &listing.kvs {
             match decode(kv) {
@@ -176,22 +276,41 @@ impl Syncer {
                 Err((key, reason)) => skip(&key, &reason),
             }
         }
+        let mut registry = Vec::new();
+        for feed in &self.feeds[1..] {
+            let Layout::Registry(root) = &feed.layout else {
+                continue;
+            };
+            let listing = self
+                .etcd
+                .list_prefix(feed.prefix.as_bytes(), revision)
+                .await?;
+            for kv in &listing.kvs {
+                match decode_registry(root, kv) {
+                    Ok(entry) => {
+                        dropped_metadata(&entry);
+                        registry.push(Arc::new(entry));
+                    }
+                    Err((key, reason)) => skip(&key, &reason),
+                }
+            }
+        }
         let first = self.mirror.is_none();
-        let mirror = Mirror::from_listing(
-            &self.zone_paths,
-            listing.revision,
-            entries,
-            self.mirror.as_ref(),
-        );
+        let mut mirror =
+            Mirror::from_listing(&self.zone_paths, revision, entries, self.mirror.as_ref());
+        *mirror.registry_mut() = RegistryMirror::from_entries(registry);
         let mut uses = HashMap::new();
-        for entry in mirror.iter().filter(|e| e.lease != 0) {
-            *uses.entry(entry.lease).or_insert(0) += 1;
+        let skydns_leases = mirror.iter().map(|e| e.lease);
+        let registry_leases = mirror.registry().iter().map(|e| e.lease);
+        for lease in skydns_leases.chain(registry_leases).filter(|l| *l != 0) {
+            *uses.entry(lease).or_insert(0) += 1;
         }
         let new = self.leases.replace_uses(uses);
         self.learn_leases(new).await;
         info!(
             keys = mirror.len(),
-            revision = listing.revision,
+            registry_keys = mirror.registry().len(),
+            revision,
             skipped = SKIPPED_KEYS.load(Ordering::Relaxed),
             "{}",
             if first {
@@ -201,78 +320,138 @@ impl Syncer {
             }
         );
         self.mirror = Some(mirror);
+        for feed in &mut self.feeds {
+            feed.applied = revision;
+        }
         self.status.send_modify(|status| status.full_reads += 1);
         self.publish();
         Ok(())
     }
 
-    /// Applies batches in order and publishes once. Each change moves the mirror to its own
-    /// revision, so the mirror's revision (where a lost watch resumes, and what `SyncStatus` and
-    /// the zone serials report) is always one whose changes it holds in full.
-    async fn apply(&mut self, batches: Vec<WatchBatch>) {
+    /// Applies batches in order and publishes once. Each change moves its prefix to its own
+    /// revision, so a prefix's revision (where its lost watch resumes) is always one whose
+    /// changes the mirror holds in full, and so is the lowest of them, which is published.
+    async fn apply(&mut self, batches: Vec<(usize, WatchBatch)>) {
         let Some(mut mirror) = self.mirror.take() else {
             return;
         };
         let mut changed = 0usize;
         let mut new_leases = Vec::new();
-        for batch in batches {
+        for (feed, batch) in batches {
+            let layout = self.feeds[feed].layout.clone();
             for event in batch.events {
                 let revision = event.revision();
-                let (key, new_entry) = match event {
-                    RawEvent::Put(kv) => match decode(&kv) {
-                        Ok(entry) => (entry.key.clone(), Some(Arc::new(entry))),
-                        Err((key, reason)) => {
-                            skip(&key, &reason);
-                            (key, None)
-                        }
-                    },
-                    RawEvent::Delete { key, .. } => {
-                        (String::from_utf8_lossy(&key).into_owned(), None)
-                    }
+                let (key, lease) = match &layout {
+                    Layout::SkyDns => self.apply_skydns(&mut mirror, event),
+                    Layout::Registry(root) => self.apply_registry(&mut mirror, root, event),
                 };
-                debug!(key, put = new_entry.is_some(), revision, "etcd event");
-                let old_lease = mirror.exact(&key).map(|e| e.lease);
-                // The new lease is taken before the old one is let go, so re-writing a key on
-                // the same lease never drops that lease's count to zero (and forgets it).
-                if let Some(entry) = &new_entry {
-                    if self.lease_used(entry.lease) {
-                        new_leases.push(entry.lease);
-                    }
+                debug!(key, lease, revision, "etcd event");
+                if let Some(lease) = lease {
+                    new_leases.push(lease);
                 }
-                if let Some(old) = old_lease {
-                    self.lease_released(old);
-                }
-                let change = match new_entry {
-                    Some(entry) => Change::Put(entry),
-                    None => Change::Delete(key),
-                };
-                // Applied per event so a later event's old-lease lookup sees this one.
-                mirror.apply(revision, [change]);
+                self.feeds[feed].applied = self.feeds[feed].applied.max(revision);
                 changed += 1;
             }
-            // etcd's word that nothing else changed up to this revision.
+            // etcd's word that nothing else changed under this prefix up to this revision.
             if let Some(revision) = batch.progress {
-                mirror.apply(revision, []);
+                if matches!(layout, Layout::SkyDns) {
+                    mirror.apply(revision, []);
+                }
+                self.feeds[feed].applied = self.feeds[feed].applied.max(revision);
             }
         }
         self.learn_leases(new_leases).await;
-        debug!(changed, revision = mirror.revision(), "publishing");
+        debug!(changed, revision = self.reached(), "publishing");
         self.mirror = Some(mirror);
         self.publish();
     }
 
-    /// Watches from the mirror's revision until the stream breaks.
+    /// Applies one SkyDNS event; returns its key and the lease it brings, when new to the table.
+    fn apply_skydns(&self, mirror: &mut Mirror, event: RawEvent) -> (String, Option<i64>) {
+        let revision = event.revision();
+        let (key, new_entry) = match event {
+            RawEvent::Put(kv) => match decode(&kv) {
+                Ok(entry) => (entry.key.clone(), Some(Arc::new(entry))),
+                Err((key, reason)) => {
+                    skip(&key, &reason);
+                    (key, None)
+                }
+            },
+            RawEvent::Delete { key, .. } => (String::from_utf8_lossy(&key).into_owned(), None),
+        };
+        let old_lease = mirror.exact(&key).map(|e| e.lease);
+        // The new lease is taken before the old one is let go, so re-writing a key on the same
+        // lease never drops that lease's count to zero (and forgets it).
+        let new_lease = new_entry
+            .as_ref()
+            .map(|e| e.lease)
+            .filter(|l| self.lease_used(*l));
+        if let Some(old) = old_lease {
+            self.lease_released(old);
+        }
+        let change = match new_entry {
+            Some(entry) => Change::Put(entry),
+            None => Change::Delete(key.clone()),
+        };
+        // Applied per event so a later event's old-lease lookup sees this one.
+        mirror.apply(revision, [change]);
+        (key, new_lease)
+    }
+
+    /// Applies one registry event (keys under `root`), as [`Syncer::apply_skydns`] does.
+    fn apply_registry(
+        &self,
+        mirror: &mut Mirror,
+        root: &str,
+        event: RawEvent,
+    ) -> (String, Option<i64>) {
+        let (key, new_entry) = match event {
+            RawEvent::Put(kv) => match decode_registry(root, &kv) {
+                Ok(entry) => {
+                    dropped_metadata(&entry);
+                    (entry.key.clone(), Some(Arc::new(entry)))
+                }
+                Err((key, reason)) => {
+                    skip(&key, &reason);
+                    (key, None)
+                }
+            },
+            RawEvent::Delete { key, .. } => (String::from_utf8_lossy(&key).into_owned(), None),
+        };
+        let new_lease = new_entry
+            .as_ref()
+            .map(|e| e.lease)
+            .filter(|l| self.lease_used(*l));
+        let registry = mirror.registry_mut();
+        let old = match new_entry {
+            Some(entry) => registry.put(entry),
+            None => registry.remove(&key),
+        };
+        if let Some(old) = old {
+            self.lease_released(old.lease);
+        }
+        (key, new_lease)
+    }
+
+    /// Watches every prefix, each from its own revision, until a stream breaks.
     async fn watch(
         &mut self,
         health: &mut Health,
         backoff: &mut Duration,
         shutdown: &CancellationToken,
     ) -> Result<(), SyncError> {
-        let from = self.mirror.as_ref().map_or(0, Mirror::revision) + 1;
-        let mut watch = self.etcd.watch(from).await?;
+        let mut streams = Vec::with_capacity(self.feeds.len());
+        for (slot, feed) in self.feeds.iter().enumerate() {
+            let watch = self
+                .etcd
+                .watch_prefix(feed.prefix.as_bytes(), feed.applied + 1)
+                .await?;
+            streams.push(batches_of(slot, watch));
+        }
+        let mut streams = futures_util::stream::select_all(streams);
         if health.answered() {
             info!(
-                revision = from - 1,
+                revision = self.reached(),
                 "etcd reachable again; resuming the watch"
             );
         }
@@ -282,17 +461,60 @@ impl Syncer {
             *backoff = BACKOFF_START;
         }
         loop {
-            let batches = tokio::select! {
+            let next = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                batches = watch.next_batches() => batches?,
+                next = streams.next() => next,
             };
-            self.apply(batches).await;
-            if health.progressed() {
-                info!("etcd sync moving again");
+            // Every stream yields until its watch breaks, and then ends the select with its error.
+            let Some((slot, first)) = next else {
+                return Err(SyncError::Watch("every watch ended".into()));
+            };
+            let mut batches = Vec::new();
+            let mut broken = None;
+            match first {
+                Ok(got) => batches.extend(got.into_iter().map(|b| (slot, b))),
+                Err(error) => broken = Some(error),
             }
-            *backoff = BACKOFF_START;
+            // Whatever the other prefixes' streams already hold goes into the same publish.
+            while broken.is_none() {
+                match streams.next().now_or_never() {
+                    Some(Some((slot, Ok(got)))) => {
+                        batches.extend(got.into_iter().map(|b| (slot, b)));
+                    }
+                    Some(Some((_, Err(error)))) => broken = Some(error),
+                    Some(None) | None => break,
+                }
+            }
+            // What arrived before a break is whole revisions: apply it, then resume after it.
+            if !batches.is_empty() {
+                self.apply(batches).await;
+                if health.progressed() {
+                    info!("etcd sync moving again");
+                }
+                *backoff = BACKOFF_START;
+            }
+            if let Some(error) = broken {
+                return Err(error);
+            }
         }
     }
+}
+
+/// What one prefix's watch yields: its feed slot and the batches received (or why it broke).
+type FeedStream = Pin<Box<dyn Stream<Item = (usize, Result<Vec<WatchBatch>, SyncError>)> + Send>>;
+
+/// One prefix's watch as a stream of `(feed slot, batches)`, ending after its first error, so
+/// several prefixes' watches are selected together without losing what one has received.
+fn batches_of(slot: usize, watch: Watch) -> FeedStream {
+    Box::pin(futures_util::stream::unfold(
+        Some(watch),
+        move |watch| async move {
+            let mut watch = watch?;
+            let result = watch.next_batches().await;
+            let watch = result.is_ok().then_some(watch);
+            Some(((slot, result), watch))
+        },
+    ))
 }
 
 /// Why the sync is not making progress, as far as the log is concerned.
@@ -364,6 +586,17 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
         status.clone(),
         shutdown.clone(),
     ));
+    let feeds: Vec<Feed> = std::iter::once(Feed {
+        prefix: skydns::key::subtree_prefix(&setup.root),
+        layout: Layout::SkyDns,
+        applied: 0,
+    })
+    .chain(setup.registry_roots.iter().map(|root| Feed {
+        prefix: skydns::key::subtree_prefix(root),
+        layout: Layout::Registry(Arc::from(root.as_str())),
+        applied: 0,
+    }))
+    .collect();
     let mut syncer = Syncer {
         etcd: setup.etcd,
         root: setup.root,
@@ -374,6 +607,7 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
         lookups: lookups_tx,
         status,
         mirror: None,
+        feeds,
     };
     let mut need_list = true;
     let mut health = Health::default();
@@ -426,7 +660,7 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use super::{Health, Ordering, SKIPPED_KEYS, Trouble, skip};
+    use super::{Health, Ordering, SKIPPED_KEYS, Trouble, dropped_metadata, skip};
 
     #[test]
     fn a_watch_confirmed_then_broken_by_an_oversized_response_warns_once() {
@@ -495,5 +729,29 @@ mod tests {
         assert!(lines[2].contains("/skydns/test/neighbour"));
         // Other tests may skip keys meanwhile: at least ours were all counted.
         assert!(SKIPPED_KEYS.load(Ordering::Relaxed) - before >= 102);
+    }
+
+    #[test]
+    fn dropped_metadata_warns_once_per_key_and_note_and_is_not_a_skip() {
+        let entry = crate::backend::registry::decode(
+            "/services",
+            "/services/web/dropping",
+            br#"{"Addr":"10.0.0.1","Port":80,"Metadata":{"a=b":"1","ok":"2"}}"#,
+            0,
+        )
+        .unwrap();
+        assert_eq!((entry.txt.len(), entry.dropped.len()), (1, 1));
+        let log = warnings(|| {
+            for _ in 0..20 {
+                dropped_metadata(&entry);
+            }
+        });
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(
+            lines[0].contains("/services/web/dropping") && lines[0].contains("without some"),
+            "{log}"
+        );
+        assert!(lines[0].contains(r#"Metadata key \"a=b\""#), "{log}");
     }
 }

@@ -3,5 +3,6 @@
 mod catch_up;
 mod large;
 mod leases;
+mod registry;
 mod scenarios;
 mod sync;

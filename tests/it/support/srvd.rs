@@ -74,6 +74,39 @@ impl TestServer {
         self.running.as_ref().unwrap().known_leases().unwrap()
     }
 
+    /// The registry-layout keys srvd mirrors now, by etcd key (empty before the first sync).
+    pub fn registry(
+        &self,
+    ) -> std::collections::BTreeMap<String, srvd::backend::registry::RegistryEntry> {
+        let snapshot = self.running.as_ref().unwrap().snapshot();
+        snapshot
+            .etcd()
+            .and_then(|etcd| etcd.mirror.as_ref())
+            .map(|mirror| {
+                mirror
+                    .registry()
+                    .iter()
+                    .map(|e| (e.key.clone(), (**e).clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The SkyDNS-layout keys srvd mirrors now, as `key → host`.
+    pub fn skydns_hosts(&self) -> std::collections::BTreeMap<String, String> {
+        let snapshot = self.running.as_ref().unwrap().snapshot();
+        snapshot
+            .etcd()
+            .and_then(|etcd| etcd.mirror.as_ref())
+            .map(|mirror| {
+                mirror
+                    .iter()
+                    .map(|e| (e.key.clone(), e.host.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Waits (bounded) until the mirror reflects `revision`.
     pub async fn wait_for_revision(&self, revision: i64) {
         assert!(

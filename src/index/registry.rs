@@ -1,0 +1,248 @@
+//! The registry mirror: every decoded `PREFIX/<service>/<instance-id>` key, mirrored beside the
+//! SkyDNS keys and shared with snapshots the same way (persistent maps, O(log n) per change).
+//! Mirrored, not yet answered.
+//!
+//! Two maps over the same entries. By etcd key, because a watch's DELETE names only the key. By
+//! DNS name, `"<service>\0<proto>\0<instance lower-cased>\0<etcd key>"`, because the answers
+//! range over one service type (`_S._P` PTR/SRV), look one instance up whatever the question's
+//! case (DNS compares ASCII case-insensitively), and enumerate the service types by jumping from
+//! one type to the next rather than walking every instance. `\0` cannot occur in a service label
+//! (LDH) nor in an instance id (control characters are refused by the decoder), so it separates
+//! the parts and sorts a type before any longer type that starts with its name. The etcd key at
+//! the end keeps two keys whose ids differ only in case (or that sit under two prefixes) apart.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use imbl::OrdMap;
+
+use crate::backend::registry::{Proto, RegistryEntry};
+
+/// The decoded registry keys, by etcd key and by DNS name.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryMirror {
+    by_key: OrdMap<String, Arc<RegistryEntry>>,
+    by_name: OrdMap<String, Arc<RegistryEntry>>,
+}
+
+/// The label a protocol has in a service type, without the `_`.
+pub fn proto_label(proto: Proto) -> &'static str {
+    match proto {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+    }
+}
+
+/// `"<service>\0<proto>\0"`: every name key of that service type starts with it.
+fn type_prefix(service: &str, proto: Proto) -> String {
+    format!("{service}\0{}\0", proto_label(proto))
+}
+
+fn name_key(entry: &RegistryEntry) -> String {
+    format!(
+        "{}{}\0{}",
+        type_prefix(&entry.service, entry.proto),
+        entry.instance.to_ascii_lowercase(),
+        entry.key
+    )
+}
+
+/// The first key in `map` at or after `from` that starts with `prefix`, with its entry.
+fn first_with_prefix<'a>(
+    map: &'a OrdMap<String, Arc<RegistryEntry>>,
+    from: &str,
+    prefix: &str,
+) -> Option<&'a Arc<RegistryEntry>> {
+    map.range::<_, str>((Bound::Included(from), Bound::Unbounded))
+        .next()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+}
+
+impl RegistryMirror {
+    /// A mirror holding exactly `entries` (a full listing).
+    pub fn from_entries(entries: impl IntoIterator<Item = Arc<RegistryEntry>>) -> Self {
+        let mut mirror = Self::default();
+        for entry in entries {
+            mirror.put(entry);
+        }
+        mirror
+    }
+
+    /// Stores `entry` at its key; returns the entry it replaces.
+    pub fn put(&mut self, entry: Arc<RegistryEntry>) -> Option<Arc<RegistryEntry>> {
+        let old = self.remove(&entry.key);
+        self.by_name.insert(name_key(&entry), entry.clone());
+        self.by_key.insert(entry.key.clone(), entry);
+        old
+    }
+
+    /// Removes the entry at `key`; returns it.
+    pub fn remove(&mut self, key: &str) -> Option<Arc<RegistryEntry>> {
+        let old = self.by_key.remove(key)?;
+        self.by_name.remove(name_key(&old).as_str());
+        Some(old)
+    }
+
+    /// The entry at exactly the etcd key `key`.
+    pub fn get(&self, key: &str) -> Option<&Arc<RegistryEntry>> {
+        self.by_key.get(key)
+    }
+
+    /// Number of mirrored keys.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether no key is mirrored.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Every entry, in etcd key order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<RegistryEntry>> {
+        self.by_key.values()
+    }
+
+    /// The instances of `_service._proto` (`service` lower-case), ordered by lower-cased
+    /// instance id, then etcd key.
+    pub fn instances<'a>(
+        &'a self,
+        service: &str,
+        proto: Proto,
+    ) -> impl Iterator<Item = &'a Arc<RegistryEntry>> + use<'a> {
+        let prefix = type_prefix(service, proto);
+        self.by_name
+            .range::<_, str>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix.as_str()))
+            .map(|(_, v)| v)
+    }
+
+    /// The instance `id` of `_service._proto`, matched ASCII case-insensitively (as DNS matches
+    /// its first label). When two keys' ids differ only in case, the lowest etcd key wins, so
+    /// the answer does not depend on the order they were written in.
+    pub fn instance(&self, service: &str, proto: Proto, id: &str) -> Option<&Arc<RegistryEntry>> {
+        let prefix = format!(
+            "{}{}\0",
+            type_prefix(service, proto),
+            id.to_ascii_lowercase()
+        );
+        first_with_prefix(&self.by_name, &prefix, &prefix)
+    }
+
+    /// Every service type with at least one instance, in order, found with one map look-up per
+    /// type (not per instance).
+    pub fn service_types(&self) -> Vec<(String, Proto)> {
+        let mut types = Vec::new();
+        let mut from = String::new();
+        while let Some(entry) = first_with_prefix(&self.by_name, &from, "") {
+            types.push((entry.service.clone(), entry.proto));
+            // Just past every key of this type: its prefix with the final `\0` raised to `\x01`.
+            from = type_prefix(&entry.service, entry.proto);
+            from.pop();
+            from.push('\u{1}');
+        }
+        types
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::registry::decode;
+
+    fn entry(key: &str, value: &str) -> Arc<RegistryEntry> {
+        Arc::new(decode("/services", key, value.as_bytes(), 0).unwrap())
+    }
+
+    fn keys<'a>(entries: impl Iterator<Item = &'a Arc<RegistryEntry>>) -> Vec<&'a str> {
+        entries.map(|e| e.key.as_str()).collect()
+    }
+
+    fn sample() -> RegistryMirror {
+        RegistryMirror::from_entries([
+            entry("/services/web/b", r#"{"Addr":"10.0.0.2","Port":80}"#),
+            entry("/services/web/A", r#"{"Addr":"10.0.0.1","Port":80}"#),
+            entry("/services/web-api/x", r#"{"Addr":"10.0.0.3","Port":80}"#),
+            entry(
+                "/services/web/dns",
+                r#"{"Addr":"10.0.0.4","Port":53,"Proto":"udp"}"#,
+            ),
+            entry("/services/Db/one", r#"{"Addr":"10.0.0.5","Port":5432}"#),
+        ])
+    }
+
+    #[test]
+    fn instances_range_over_one_service_type_only() {
+        let m = sample();
+        assert_eq!(
+            keys(m.instances("web", Proto::Tcp)),
+            ["/services/web/A", "/services/web/b"],
+            "ordered by lower-cased id; web-api and _udp are other types"
+        );
+        assert_eq!(keys(m.instances("web", Proto::Udp)), ["/services/web/dns"]);
+        assert_eq!(keys(m.instances("db", Proto::Tcp)), ["/services/Db/one"]);
+        assert_eq!(m.instances("we", Proto::Tcp).count(), 0);
+    }
+
+    #[test]
+    fn one_instance_is_found_whatever_the_case() {
+        let m = sample();
+        let a = m.instance("web", Proto::Tcp, "a").unwrap();
+        assert_eq!(a.key, "/services/web/A");
+        assert_eq!(
+            m.instance("web", Proto::Tcp, "B").unwrap().key,
+            "/services/web/b"
+        );
+        assert!(m.instance("web", Proto::Udp, "a").is_none());
+        assert!(m.instance("web", Proto::Tcp, "").is_none());
+    }
+
+    #[test]
+    fn service_types_are_listed_once_each_in_order() {
+        let m = sample();
+        assert_eq!(
+            m.service_types(),
+            [
+                ("db".to_string(), Proto::Tcp),
+                ("web".to_string(), Proto::Tcp),
+                ("web".to_string(), Proto::Udp),
+                ("web-api".to_string(), Proto::Tcp),
+            ]
+        );
+        assert!(RegistryMirror::default().service_types().is_empty());
+    }
+
+    #[test]
+    fn puts_and_deletes_keep_both_maps_equal() {
+        let mut m = sample();
+        // The same key re-written as another type leaves its old type.
+        let old = m.put(entry(
+            "/services/web/b",
+            r#"{"Addr":"10.0.0.2","Port":80,"Proto":"udp"}"#,
+        ));
+        assert_eq!(old.unwrap().proto, Proto::Tcp);
+        assert_eq!(keys(m.instances("web", Proto::Tcp)), ["/services/web/A"]);
+        assert_eq!(
+            keys(m.instances("web", Proto::Udp)),
+            ["/services/web/b", "/services/web/dns"]
+        );
+        assert!(m.remove("/services/Db/one").is_some());
+        assert!(m.remove("/services/Db/one").is_none());
+        assert_eq!(m.len(), 4);
+        assert_eq!(m.by_name.len(), 4);
+        assert!(!m.service_types().iter().any(|(s, _)| s == "db"));
+        // Ids equal but for case: both kept, the lowest etcd key answers.
+        m.put(entry("/services/web/a", r#"{"Addr":"10.0.0.9","Port":80}"#));
+        assert_eq!(m.instances("web", Proto::Tcp).count(), 2);
+        assert_eq!(
+            m.instance("web", Proto::Tcp, "A").unwrap().key,
+            "/services/web/A"
+        );
+        m.remove("/services/web/A");
+        assert_eq!(
+            m.instance("web", Proto::Tcp, "A").unwrap().key,
+            "/services/web/a"
+        );
+    }
+}
