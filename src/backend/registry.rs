@@ -45,7 +45,7 @@ use std::str::FromStr;
 use hickory_proto::rr::Name;
 use serde_json::{Map, Value};
 
-use crate::backend::SkipReason;
+use crate::backend::{SkipReason, json_type};
 
 /// SRV priority of an instance whose value has none.
 pub const DEFAULT_PRIORITY: u16 = 10;
@@ -217,17 +217,6 @@ impl<'a> Fields<'a> {
             .find(|(n, _)| n == name)
             .map(|(_, v)| *v)
             .filter(|v| !v.is_null())
-    }
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

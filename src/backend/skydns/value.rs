@@ -13,7 +13,7 @@ use hickory_proto::rr::Name;
 use serde_json::Value;
 
 use super::key::name_of_key;
-use crate::backend::{DEFAULT_PRIORITY, HostKind, ServiceEntry, SkipReason};
+use crate::backend::{DEFAULT_PRIORITY, HostKind, ServiceEntry, SkipReason, json_type};
 
 /// Decodes the value stored at `key` (with its lease ID, 0 for none).
 ///
@@ -59,17 +59,6 @@ pub fn decode(key: &str, value: &[u8], lease: i64) -> Result<ServiceEntry, SkipR
     }
     entry.kind = host_kind(&entry.host, &entry.text)?;
     Ok(entry)
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn set_field(entry: &mut ServiceEntry, name: &str, value: &Value) -> Result<(), SkipReason> {
