@@ -40,20 +40,41 @@ pub enum Command {
     Register(Box<RegisterArgs>),
 }
 
+/// The resolver options `srvd resolve` and `srvd browse` share.
+#[derive(Debug, Args)]
+pub struct ResolverArgs {
+    /// Ask this DNS server (e.g. 127.0.0.1:1053) instead of /etc/resolv.conf.
+    #[arg(long, value_name = "ADDR")]
+    pub server: Option<SocketAddr>,
+    /// Seconds to wait for each answer (two attempts are made).
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    pub timeout: u64,
+}
+
+impl ResolverArgs {
+    /// A resolver for these options: the given server or /etc/resolv.conf, two attempts.
+    fn build(&self) -> Result<crate::client::SrvResolver, crate::client::LookupError> {
+        let mut builder = crate::client::SrvResolver::builder()
+            .timeout(std::time::Duration::from_secs(self.timeout))
+            .attempts(2);
+        if let Some(addr) = self.server {
+            builder = builder.server(addr);
+        }
+        builder.build()
+    }
+}
+
 /// `srvd resolve` options.
 #[derive(Debug, Args)]
 pub struct ResolveArgs {
     /// The name to look up: `_service._proto.domain` or any name holding SRV records.
     pub name: String,
-    /// Ask this DNS server (e.g. 127.0.0.1:1053) instead of /etc/resolv.conf.
-    #[arg(long, value_name = "ADDR")]
-    pub server: Option<SocketAddr>,
     /// Print one JSON array of {priority, weight, port, target, addrs} objects.
     #[arg(long)]
     pub json: bool,
-    /// Seconds to wait for each answer (two attempts are made).
-    #[arg(long, value_name = "SECS", default_value_t = 2)]
-    pub timeout: u64,
+    /// Where and how long to ask.
+    #[command(flatten)]
+    pub resolver: ResolverArgs,
 }
 
 /// The smallest `--etcd-max-response-bytes` accepted: below this, ordinary keys would not fit.
@@ -265,16 +286,10 @@ impl Signals {
 }
 
 fn resolve(args: &ResolveArgs) -> anyhow::Result<()> {
-    use crate::client::{LookupError, SrvResolver};
+    use crate::client::LookupError;
     use std::io::Write;
 
-    let mut builder = SrvResolver::builder()
-        .timeout(std::time::Duration::from_secs(args.timeout))
-        .attempts(2);
-    if let Some(addr) = args.server {
-        builder = builder.server(addr);
-    }
-    let resolver = builder.build();
+    let resolver = args.resolver.build();
     let lookup = resolver.and_then(|r| r.lookup_srv_blocking("", "", &args.name));
     let lookup = match lookup {
         Ok(lookup) => lookup,
@@ -326,19 +341,16 @@ pub struct BrowseArgs {
     /// List the domain's service types (RFC 6763 §9) instead of a service type's instances.
     #[arg(long)]
     pub types: bool,
-    /// Ask this DNS server (e.g. 127.0.0.1:1053) instead of /etc/resolv.conf.
-    #[arg(long, value_name = "ADDR")]
-    pub server: Option<SocketAddr>,
     /// Print JSON: an array of {name, label, targets, txt} objects (with --types: of names).
     #[arg(long)]
     pub json: bool,
-    /// Seconds to wait for each answer (two attempts are made).
-    #[arg(long, value_name = "SECS", default_value_t = 2)]
-    pub timeout: u64,
+    /// Where and how long to ask.
+    #[command(flatten)]
+    pub resolver: ResolverArgs,
 }
 
 fn browse(args: &BrowseArgs) -> anyhow::Result<()> {
-    use crate::client::{LookupError, SrvResolver};
+    use crate::client::LookupError;
     use std::io::Write;
 
     // The same statuses as `srvd resolve`: scripts handle both alike.
@@ -361,13 +373,7 @@ fn browse(args: &BrowseArgs) -> anyhow::Result<()> {
         }
         .into()
     };
-    let mut builder = SrvResolver::builder()
-        .timeout(Duration::from_secs(args.timeout))
-        .attempts(2);
-    if let Some(addr) = args.server {
-        builder = builder.server(addr);
-    }
-    let resolver = builder.build().map_err(exit)?;
+    let resolver = args.resolver.build().map_err(exit)?;
     let mut out = std::io::stdout().lock();
     if args.types {
         let types = resolver.service_types_blocking(&args.name).map_err(exit)?;

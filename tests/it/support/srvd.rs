@@ -78,32 +78,32 @@ impl TestServer {
     pub fn registry(
         &self,
     ) -> std::collections::BTreeMap<String, srvd::backend::registry::RegistryEntry> {
-        let snapshot = self.running.as_ref().unwrap().snapshot();
-        snapshot
-            .etcd()
-            .and_then(|etcd| etcd.mirror.as_ref())
-            .map(|mirror| {
-                mirror
-                    .registry()
-                    .iter()
-                    .map(|e| (e.key.clone(), (**e).clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.with_mirror(|mirror| {
+            mirror
+                .registry()
+                .iter()
+                .map(|e| (e.key.clone(), (**e).clone()))
+                .collect()
+        })
     }
 
     /// The SkyDNS-layout keys srvd mirrors now, as `key → host`.
     pub fn skydns_hosts(&self) -> std::collections::BTreeMap<String, String> {
+        self.with_mirror(|mirror| {
+            mirror
+                .iter()
+                .map(|e| (e.key.clone(), e.host.clone()))
+                .collect()
+        })
+    }
+
+    /// `read` applied to the published etcd mirror (the default before the first sync).
+    fn with_mirror<T: Default>(&self, read: impl FnOnce(&srvd::index::mirror::Mirror) -> T) -> T {
         let snapshot = self.running.as_ref().unwrap().snapshot();
         snapshot
             .etcd()
             .and_then(|etcd| etcd.mirror.as_ref())
-            .map(|mirror| {
-                mirror
-                    .iter()
-                    .map(|e| (e.key.clone(), e.host.clone()))
-                    .collect()
-            })
+            .map(read)
             .unwrap_or_default()
     }
 
