@@ -6,7 +6,7 @@
 //! name the file and line. The parser reports no positions, so a failing entry is found by
 //! parsing growing prefixes of the file (binary search over entry boundaries): errors are rare,
 //! loads are fast, and the happy path parses once. The parser also folds most names to lower
-//! case; [`spelling`] puts the written spelling back.
+//! case; `zonefile/spelling.rs` puts the written spelling back.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
