@@ -4,7 +4,7 @@
 //! - zone files (`file`) keep standard authoritative semantics (exact names, RFC 4592
 //!   wildcards, RFC 8020 empty non-terminals, CNAMEs followed in-zone, RFC 8482 ANY);
 //! - etcd data (`etcd`) is answered as CoreDNS's `etcd` plugin answers it (subtree reads,
-//!   `*`/`any` wildcards, groups, weight normalisation; `../shared/coredns-etcd.md`), except
+//!   `*`/`any` wildcards, groups, weight normalisation; CoreDNS `plugin/etcd`, `plugin/backend_lookup.go`), except
 //!   where srvd is deliberately better (RFC 2782 order, REFUSED outside zones, skipped keys).
 //!
 //! A zone with both: a name that owns records in the zone file is answered from the file alone,

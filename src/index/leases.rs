@@ -168,7 +168,7 @@ impl LeaseTable {
     }
 
     /// The TTL for a record on `lease` whose own `ttl` is `value_ttl` (0 = unset): the remaining
-    /// lease time clamped to the bounds, then no more than a non-zero `value_ttl` (contract §6).
+    /// lease time clamped to the bounds, then no more than a non-zero `value_ttl` (as CoreDNS's etcd plugin does).
     /// While a deadline is being re-read, the lower bound stands in for the remaining time.
     pub fn ttl(&self, lease: i64, value_ttl: u32) -> u32 {
         let remaining = self

@@ -23,7 +23,7 @@ use crate::backend::{HostKind, ServiceEntry};
 /// More CNAMEs than this already in the chain stop it (CoreDNS HEAD, 1.12.1+).
 const MAX_PREVIOUS_CNAMES: usize = 10;
 
-/// The entries for A/AAAA at `name`: at the zone apex, `apex.dns.<zone>` first (contract §1).
+/// The entries for A/AAAA at `name`: at the zone apex, `apex.dns.<zone>` first (as CoreDNS's etcd plugin does).
 /// `own`: the question's own name (read in full), else a budgeted further read.
 pub(super) fn address_services<'a>(
     ctx: &Ctx<'a>,

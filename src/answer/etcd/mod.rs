@@ -1,7 +1,7 @@
 //! etcd answers, as CoreDNS's `etcd` plugin gives them (`plugin/etcd/handler.go`,
 //! `plugin/backend_lookup.go`), from the mirror instead of etcd.
 //!
-//! Response shape (contract §5): records built ⇒ NOERROR, AA, answer + additional, empty
+//! Response shape (CoreDNS `plugin/etcd/handler.go`): records built ⇒ NOERROR, AA, answer + additional, empty
 //! authority; nothing at or below the name ⇒ NXDOMAIN with the SOA; the name exists but yields
 //! nothing for the type ⇒ NODATA with the SOA; an NS entry whose host is a name ⇒ SERVFAIL with
 //! the SOA. srvd differs on purpose in the SRV order (RFC 2782, fresh per response) and the SOA
@@ -175,7 +175,7 @@ impl<'a> Ctx<'a> {
         Sink::new(out, &self.extra_left)
     }
 
-    /// The TTL of records built from `entry` (contract §6).
+    /// The TTL of records built from `entry` (CoreDNS `plugin/etcd/etcd.go`).
     pub fn ttl(&self, entry: &ServiceEntry) -> u32 {
         if entry.lease != 0 {
             self.data.leases.ttl(entry.lease, entry.ttl)
@@ -300,7 +300,7 @@ pub(super) fn negative<'a>(
     }
 }
 
-/// The synthesised SOA (contract §4 "SOA"): `ns.dns.<zone> hostmaster.<zone> SERIAL 7200 1800
+/// The synthesised SOA (CoreDNS `plugin/backend_lookup.go` `SOA`): `ns.dns.<zone> hostmaster.<zone> SERIAL 7200 1800
 /// 86400 30`, TTL 30. SERIAL is the revision of the zone's last change (a deliberate difference:
 /// CoreDNS uses the clock), so it moves only when this zone's data does.
 fn soa<'a>(ctx: &Ctx<'a>, etcd_zone: &EtcdZone) -> Rr<'a> {

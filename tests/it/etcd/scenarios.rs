@@ -1,5 +1,6 @@
 //! Scenario table: etcd keys and values → question → rcode and sections, over real UDP, covering
-//! the contract's §10 checklist (`../shared/coredns-etcd.md`) and srvd's deliberate differences.
+//! the behaviour of CoreDNS's `etcd` plugin and srvd's deliberate differences (README.md, "Services in
+//! etcd").
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
@@ -424,7 +425,7 @@ async fn every_scenario_answers_as_coredns_does() {
             "{label}: additional"
         );
         if reply.answers.is_empty() {
-            // NXDOMAIN and NODATA carry the synthesised SOA, TTL 30 (contract §10.9).
+            // NXDOMAIN and NODATA carry the synthesised SOA, TTL 30 (as CoreDNS does).
             assert_eq!(reply.authorities.len(), 1, "{label}: SOA in authority");
             let soa = &reply.authorities[0];
             assert_eq!(soa.ttl, 30, "{label}");
