@@ -177,12 +177,7 @@ impl ServeArgs {
             );
             return Ok(None);
         }
-        let endpoints = self
-            .etcd
-            .iter()
-            .map(|e| parse_endpoint(e))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(anyhow::Error::msg)?;
+        let endpoints = parse_endpoints(&self.etcd)?;
         let zone_args: Vec<&str> = if self.zones.is_empty() {
             vec![DEFAULT_ETCD_ZONE]
         } else {
@@ -560,12 +555,7 @@ impl RegisterArgs {
     pub fn to_registration(&self) -> anyhow::Result<crate::register::Registration> {
         use crate::register::{Instance, Layout, Registration, check};
 
-        let endpoints = self
-            .etcd
-            .iter()
-            .map(|e| parse_endpoint(e))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(anyhow::Error::msg)?;
+        let endpoints = parse_endpoints(&self.etcd)?;
         let number = |flag: &str, text: &str, min: u32, max: u32| -> anyhow::Result<u32> {
             text.trim()
                 .parse::<u32>()
@@ -702,4 +692,12 @@ fn register(args: &RegisterArgs) -> anyhow::Result<()> {
         crate::register::run(registration, etcd, signals.wait()).await;
         Ok(())
     })
+}
+
+/// Every `--etcd` URL, checked as `srvd serve` and `srvd register` both take them.
+fn parse_endpoints(urls: &[String]) -> anyhow::Result<Vec<String>> {
+    urls.iter()
+        .map(|url| parse_endpoint(url))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)
 }

@@ -128,11 +128,7 @@ static SKIP_LOG: LazyLock<Mutex<SkipLog>> = LazyLock::new(Mutex::default);
 /// Counts a skipped key and warns about it, aggregating repeats (see [`skips`]).
 fn skip(key: &str, reason: &str) {
     SKIPPED_KEYS.fetch_add(1, Ordering::Relaxed);
-    let note = SKIP_LOG
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .note(key, reason, Instant::now());
-    match note {
+    match note(key, reason) {
         Note::Warn { repeats: 0 } => {
             warn!(key, reason, "skipping etcd key: its value cannot be served");
         }
@@ -150,16 +146,20 @@ fn skip(key: &str, reason: &str) {
     }
 }
 
+/// Records one more occurrence of `reason` at `key` in the shared skip log (`sync/skips.rs`).
+fn note(key: &str, reason: &str) -> Note {
+    SKIP_LOG
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .note(key, reason, Instant::now())
+}
+
 /// Warns that a served registry value lost some metadata (the decoder's `dropped` notes),
 /// aggregated like skips, but not counted: the key itself is served.
 fn dropped_metadata(entry: &RegistryEntry) {
     for dropped in &entry.dropped {
-        let note = SKIP_LOG
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .note(&entry.key, dropped, Instant::now());
         let key = entry.key.as_str();
-        match note {
+        match note(key, dropped) {
             Note::Warn { repeats: 0 } => {
                 warn!(key, dropped, "etcd key served without some of its metadata");
             }
@@ -352,11 +352,9 @@ impl Syncer {
                 self.feeds[feed].applied = self.feeds[feed].applied.max(revision);
                 changed += 1;
             }
-            // etcd's word that nothing else changed under this prefix up to this revision.
+            // etcd's word that nothing else changed under this prefix up to this revision (the
+            // mirror's own revision is set from the prefixes' at publish).
             if let Some(revision) = batch.progress {
-                if matches!(layout, Layout::SkyDns) {
-                    mirror.apply(revision, []);
-                }
                 self.feeds[feed].applied = self.feeds[feed].applied.max(revision);
             }
         }
