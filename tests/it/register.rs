@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -399,16 +400,9 @@ async fn skydns_layout_is_answered_by_srvd_serve() {
 
 /// Runs `srvd register ARGS` expecting it to fail; returns (exit code, stderr).
 fn failing(args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_srvd"))
-        .arg("register")
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut register = vec!["register"];
+    register.extend_from_slice(args);
+    crate::support::srvd::run_command_expecting_failure(Path::new("."), &register)
 }
 
 #[tokio::test]

@@ -283,9 +283,14 @@ impl Drop for SrvdProcess {
 
 /// Runs `srvd serve ARGS...` expecting it to fail at start; returns (exit code, stderr).
 pub fn run_binary_expecting_failure(cwd: &Path, args: &[&str]) -> (i32, String) {
+    let mut serve = vec!["serve", "--listen", "127.0.0.1:0"];
+    serve.extend_from_slice(args);
+    run_command_expecting_failure(cwd, &serve)
+}
+
+/// Runs `srvd ARGS...` (any subcommand) to completion; returns (exit code, stderr).
+pub fn run_command_expecting_failure(cwd: &Path, args: &[&str]) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_srvd"))
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .current_dir(cwd)
         .env("NO_COLOR", "1")
