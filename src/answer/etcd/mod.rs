@@ -78,7 +78,9 @@ pub(super) struct Ctx<'a> {
     pub data: &'a EtcdData,
     /// Further reads allowed after the question's own.
     pub lookups: Lookups,
-    /// CNAME targets resolved in this question (the question name itself starts in progress).
+    /// The question name, lower-cased: always "in progress" for the CNAME loop guard.
+    pub question: Name,
+    /// CNAME targets resolved in this question.
     pub visits: RefCell<SmallMap<Cow<'a, Name>, Visit>>,
     /// Answer records the question may still build.
     pub answer_left: Cell<usize>,
@@ -87,11 +89,18 @@ pub(super) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    fn new(zone: &'a Zone, mirror: &'a Mirror, data: &'a EtcdData, cap: usize) -> Self {
+    fn new(
+        zone: &'a Zone,
+        mirror: &'a Mirror,
+        data: &'a EtcdData,
+        question: Name,
+        cap: usize,
+    ) -> Self {
         Self {
             zone,
             mirror,
             data,
+            question,
             lookups: Lookups::new(),
             visits: RefCell::new(SmallMap::default()),
             answer_left: Cell::new(cap),
@@ -154,6 +163,9 @@ impl<'a> Ctx<'a> {
 
     /// What resolving `name` gave earlier in this question, if it was tried.
     pub fn visit(&self, name: &Name) -> Option<Visit> {
+        if *name == self.question {
+            return Some(Visit::InProgress);
+        }
         self.visits.borrow().get(name).copied()
     }
 
@@ -222,16 +234,16 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
         out.rcode = ResponseCode::ServFail;
         return Outcome::Answered;
     };
-    let ctx = Ctx::new(zone, mirror, data, cap);
-    let name = question.name.to_lowercase();
-    let apex = name == *zone.origin();
-    ctx.set_visit(Cow::Owned(name.clone()), Visit::InProgress);
+    // The question is kept in the context, not copied into the visit map on every question.
+    let ctx = Ctx::new(zone, mirror, data, question.name.to_lowercase(), cap);
+    let name = &ctx.question;
+    let apex = *name == *zone.origin();
     // Written straight into the caller's (recycled) sections; emptied again on failure.
     let (answers, additional) = (&mut out.answers, &mut out.additional);
     let result: Result<(), Failure> = match question.qtype {
         RecordType::A | RecordType::AAAA => address::addresses(
             &ctx,
-            &name,
+            name,
             Owner::Question,
             question.qtype,
             &mut Vec::new(),
@@ -240,17 +252,17 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
         .map_err(Failure::from),
         RecordType::TXT => address::txt(
             &ctx,
-            &name,
+            name,
             Owner::Question,
             &mut Vec::new(),
             &mut ctx.answers(answers),
         )
         .map_err(Failure::from),
-        RecordType::CNAME => names::cname(&ctx, &name, answers).map_err(Failure::from),
-        RecordType::PTR => names::ptr(&ctx, &name, answers).map_err(Failure::from),
-        RecordType::MX => targets::mx(&ctx, &name, answers, additional).map_err(Failure::from),
+        RecordType::CNAME => names::cname(&ctx, name, answers).map_err(Failure::from),
+        RecordType::PTR => names::ptr(&ctx, name, answers).map_err(Failure::from),
+        RecordType::MX => targets::mx(&ctx, name, answers, additional).map_err(Failure::from),
         RecordType::SRV => {
-            targets::srv(&ctx, &name, rng, answers, additional).map_err(Failure::from)
+            targets::srv(&ctx, name, rng, answers, additional).map_err(Failure::from)
         }
         RecordType::SOA => {
             answers.push(soa(&ctx, etcd_zone));
@@ -259,7 +271,7 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
         RecordType::NS if apex => targets::ns(&ctx, answers, additional),
         // Other types: whether the name has A entries only tells NXDOMAIN from NODATA
         // (handler.go `default`); no record is needed for that.
-        _ => address::address_services(&ctx, &name, RecordType::A, true)
+        _ => address::address_services(&ctx, name, RecordType::A, true)
             .map(|_| ())
             .map_err(Failure::from),
     };
@@ -295,7 +307,8 @@ pub(super) fn negative<'a>(
     }
     out.rcode = rcode;
     if let Some(mirror) = data.mirror.as_ref() {
-        let ctx = Ctx::new(zone, mirror, data, 1);
+        // Only the SOA is built here: no CNAME is followed, so no question name is needed.
+        let ctx = Ctx::new(zone, mirror, data, Name::root(), 1);
         out.authority.push(soa(&ctx, etcd_zone));
     }
 }
