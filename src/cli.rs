@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    Config, DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_ZONE, DEFAULT_LISTEN, EtcdConfig, ZoneSource,
-    duration, parse_endpoint, parse_zone,
+    Config, DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_ZONE, DEFAULT_LISTEN, DEFAULT_REGISTRY_TTL,
+    EtcdConfig, ZoneSource, check_prefixes, duration, parse_endpoint, parse_zone,
 };
 use crate::index::leases::LeaseBounds;
 use crate::server::TcpLimits;
@@ -134,6 +134,16 @@ pub struct ServeArgs {
     /// (1.5 MiB by default; the largest single key); larger listings are read in smaller pages.
     #[arg(long, value_name = "BYTES", default_value_t = crate::sync::etcd::DEFAULT_MAX_RESPONSE_BYTES)]
     pub etcd_max_response_bytes: usize,
+    /// Also serve the service registry under this etcd prefix (`PREFIX/<service>/<instance>`,
+    /// e.g. /services) as DNS-SD names; repeat for several [needs --etcd].
+    #[arg(long = "registry", value_name = "PREFIX")]
+    pub registry: Vec<String>,
+    /// The zone the registry is answered in [default: the first --zone, or service.local.].
+    #[arg(long, value_name = "ZONE")]
+    pub registry_zone: Option<String>,
+    /// TTL of registry records, never more than the remaining lease time of the key.
+    #[arg(long, value_name = "DURATION")]
+    pub registry_ttl: Option<String>,
 }
 
 impl ServeArgs {
@@ -175,8 +185,21 @@ impl ServeArgs {
                 self.zones.is_empty(),
                 "--zone names a zone served from etcd: it needs --etcd"
             );
+            anyhow::ensure!(
+                self.registry.is_empty(),
+                "--registry serves a registry kept in etcd: it needs --etcd"
+            );
+            anyhow::ensure!(
+                self.registry_zone.is_none() && self.registry_ttl.is_none(),
+                "--registry-zone and --registry-ttl need --etcd and --registry"
+            );
             return Ok(None);
         }
+        anyhow::ensure!(
+            !self.registry.is_empty()
+                || (self.registry_zone.is_none() && self.registry_ttl.is_none()),
+            "--registry-zone and --registry-ttl need --registry PREFIX"
+        );
         let endpoints = parse_endpoints(&self.etcd)?;
         let zone_args: Vec<&str> = if self.zones.is_empty() {
             vec![DEFAULT_ETCD_ZONE]
@@ -209,14 +232,33 @@ impl ServeArgs {
             "--etcd-max-response-bytes must be at least {MIN_RESPONSE_BYTES} (1 MiB): etcd's \
              responses to srvd are up to --max-request-bytes (1.5 MiB by default) large"
         );
-        Ok(Some(EtcdConfig {
+        let registry_zone = match &self.registry_zone {
+            Some(zone) => Some(parse_zone(zone).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let registry_ttl = match &self.registry_ttl {
+            Some(text) => secs("--registry-ttl", text)?,
+            None => DEFAULT_REGISTRY_TTL,
+        };
+        for prefix in &self.registry {
+            anyhow::ensure!(
+                prefix.starts_with('/') && prefix.split('/').any(|s| !s.is_empty()),
+                "--registry {prefix:?}: expected an etcd key prefix such as /services"
+            );
+        }
+        let config = EtcdConfig {
             max_response_bytes: self.etcd_max_response_bytes,
             endpoints,
             prefix: self.etcd_prefix.clone(),
             zones,
             lease_bounds,
+            registry_prefixes: self.registry.clone(),
+            registry_zone,
+            registry_ttl,
             ..EtcdConfig::new(Vec::new())
-        }))
+        };
+        check_prefixes(&config).map_err(anyhow::Error::msg)?;
+        Ok(Some(config))
     }
 }
 

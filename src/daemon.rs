@@ -11,7 +11,7 @@ use tracing::info;
 use crate::backend::skydns::key;
 use crate::config::{Config, DEFAULT_ZONES_DIR, EtcdConfig, ZoneSource};
 use crate::index::leases::LeaseTable;
-use crate::index::{EtcdData, EtcdZone, Index, IndexHandle, Zone};
+use crate::index::{EtcdData, EtcdZone, Index, IndexHandle, RegistryZone, Zone};
 use crate::server::{self, Listeners, handler::Handler};
 use crate::sync::{self, SyncSetup, SyncStatus, etcd::Etcd};
 use crate::zonefile::{self, ZoneFile, ZoneFileError};
@@ -27,8 +27,8 @@ pub enum StartError {
     #[error("etcd: {0}")]
     Etcd(#[from] crate::sync::etcd::SyncError),
     /// Two watched etcd prefixes overlap: a key would be mirrored twice, in two layouts.
-    #[error("etcd prefixes {0} and {1} overlap: each key must belong to one layout")]
-    OverlappingPrefixes(String, String),
+    #[error("{0}")]
+    OverlappingPrefixes(String),
     /// Nothing to serve.
     #[error("no zones to serve: give --zones-dir with zone files, or --etcd with --zone")]
     NoZones,
@@ -164,15 +164,27 @@ pub fn build_index(
     let mut paths = Vec::new();
     if let Some(etcd) = etcd {
         let root = key::root_path(&etcd.prefix);
-        for (slot, origin) in etcd.zones.iter().enumerate() {
+        let registry_zone = etcd.registry_zone();
+        for (slot, origin) in etcd.etcd_zones().iter().enumerate() {
             let etcd_zone = EtcdZone {
                 path: key::path(origin, &root),
                 slot,
             };
             paths.push(etcd_zone.path.clone());
-            match zones.iter_mut().find(|z| z.origin() == origin) {
-                Some(zone) => zone.add_etcd(etcd_zone),
-                None => zones.push(Zone::from_etcd(origin.clone(), etcd_zone)),
+            let i = match zones.iter().position(|z| z.origin() == origin) {
+                Some(i) => {
+                    zones[i].add_etcd(etcd_zone);
+                    i
+                }
+                None => {
+                    zones.push(Zone::from_etcd(origin.clone(), etcd_zone));
+                    zones.len() - 1
+                }
+            };
+            if registry_zone == Some(origin) {
+                zones[i].add_registry(RegistryZone {
+                    ttl: etcd.registry_ttl,
+                });
             }
         }
     }
@@ -200,6 +212,14 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 format!("{} ({} records + etcd)", z.origin(), z.file_record_count())
             }
             _ => format!("{} (etcd)", z.origin()),
+        })
+        .zip(base.zones().iter().map(|z| z.registry().is_some()))
+        .map(|(summary, registry)| {
+            if registry {
+                format!("{summary} + registry")
+            } else {
+                summary
+            }
         })
         .collect::<Vec<_>>()
         .join(", ");
@@ -293,17 +313,7 @@ async fn start_sync(
         .iter()
         .map(|p| key::root_path(p))
         .collect();
-    let mut watched = vec![watch_prefix.clone()];
-    for root in &registry_roots {
-        let prefix = key::subtree_prefix(root);
-        if let Some(other) = watched
-            .iter()
-            .find(|w| w.starts_with(prefix.as_str()) || prefix.starts_with(w.as_str()))
-        {
-            return Err(StartError::OverlappingPrefixes(other.clone(), prefix));
-        }
-        watched.push(prefix);
-    }
+    crate::config::check_prefixes(etcd).map_err(StartError::OverlappingPrefixes)?;
     let client = Etcd::connect(&etcd.endpoints, &watch_prefix, etcd.max_response_bytes).await?;
     let (expired_tx, expired_rx) = tokio::sync::mpsc::unbounded_channel();
     let leases = Arc::new(LeaseTable::new(etcd.lease_bounds, move |id| {

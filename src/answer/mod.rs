@@ -26,6 +26,7 @@ mod additional;
 pub mod budget;
 mod etcd;
 mod file;
+pub mod registry;
 mod small;
 mod srv;
 
@@ -186,6 +187,34 @@ pub fn answer<'a, R: Rng + ?Sized>(
 ) {
     let cap = budget::record_cap(limit);
     let etcd = zone.etcd().zip(index.etcd());
+    let mut registry_name = false;
+    if let (Some(registry), Some((_, data))) = (zone.registry(), etcd) {
+        match registry::answer(zone, registry, data, question, cap, rng, out) {
+            registry::Found::Answered => return,
+            registry::Found::Exists => registry_name = true,
+            registry::Found::Absent => {}
+        }
+    }
+    from_zone_sources(zone, etcd, question, cap, rng, out);
+    if registry_name
+        && out.rcode == ResponseCode::NXDomain
+        && let Some((etcd_zone, data)) = etcd
+    {
+        // The name exists in the registry: NODATA, not NXDOMAIN (RFC 8020).
+        out.clear();
+        etcd::negative(zone, etcd_zone, data, ResponseCode::NoError, out);
+    }
+}
+
+/// The zone file and SkyDNS answer (everything but the registry).
+fn from_zone_sources<'a, R: Rng + ?Sized>(
+    zone: &'a Zone,
+    etcd: Option<(&'a crate::index::EtcdZone, &'a crate::index::EtcdData)>,
+    question: &Question<'_>,
+    cap: usize,
+    rng: &mut R,
+    out: &mut Answer<'a>,
+) {
     match (zone.file(), etcd) {
         (Some(file), None) => file::answer(zone, file, question, cap, rng, out),
         (None, Some((etcd_zone, data))) => {

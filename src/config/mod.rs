@@ -53,11 +53,66 @@ pub struct EtcdConfig {
     /// The largest etcd response srvd decodes (`--etcd-max-response-bytes`): at least etcd's
     /// largest key plus framing; listing pages are split to stay below it.
     pub max_response_bytes: usize,
-    /// Key prefixes in the service-registry layout (`/services`: `PREFIX/<service>/<id>`),
-    /// listed and watched beside `prefix` by the same sync task. No flag sets it yet: the
-    /// registry is mirrored but not answered, and `--registry` comes with its answers. Empty by
-    /// default; prefixes must not overlap each other or `prefix` (the daemon refuses that).
+    /// Key prefixes in the service-registry layout (`--registry /services`:
+    /// `PREFIX/<service>/<id>`), listed and watched beside `prefix` by the same sync task. Empty
+    /// by default; prefixes must not overlap each other or `prefix` ([`check_prefixes`]).
     pub registry_prefixes: Vec<String>,
+    /// The zone the registry is answered in (`--registry-zone`); `None` means the first of
+    /// `zones`. A zone not in `zones` is served from etcd as if it were.
+    pub registry_zone: Option<Name>,
+    /// TTL of registry records (`--registry-ttl`), lowered to the remaining lease time for keys
+    /// with a lease. Short by default so that caches drop a dead instance quickly.
+    pub registry_ttl: u32,
+}
+
+/// The default `--registry-ttl`, in seconds.
+pub const DEFAULT_REGISTRY_TTL: u32 = 5;
+
+impl EtcdConfig {
+    /// The zone the registry is answered in, when a registry prefix is configured.
+    pub fn registry_zone(&self) -> Option<&Name> {
+        if self.registry_prefixes.is_empty() {
+            return None;
+        }
+        self.registry_zone.as_ref().or(self.zones.first())
+    }
+
+    /// The zones answered from etcd: `zones`, plus the registry zone when it is not one of them.
+    pub fn etcd_zones(&self) -> Vec<Name> {
+        let mut zones = self.zones.clone();
+        if let Some(zone) = self.registry_zone()
+            && !zones.contains(zone)
+        {
+            zones.push(zone.clone());
+        }
+        zones
+    }
+}
+
+/// Checks that no watched prefix (the SkyDNS `prefix`, each registry prefix) contains another:
+/// a key under two of them would be mirrored twice, in two layouts.
+///
+/// # Errors
+/// The first two prefixes that overlap, as `/`-terminated key prefixes.
+pub fn check_prefixes(etcd: &EtcdConfig) -> Result<(), String> {
+    use crate::backend::skydns::key::{root_path, subtree_prefix};
+    let mut watched = vec![(
+        etcd.prefix.as_str(),
+        subtree_prefix(&root_path(&etcd.prefix)),
+    )];
+    for given in &etcd.registry_prefixes {
+        let prefix = subtree_prefix(&root_path(given));
+        if let Some((other, _)) = watched
+            .iter()
+            .find(|(_, w)| w.starts_with(prefix.as_str()) || prefix.starts_with(w.as_str()))
+        {
+            return Err(format!(
+                "etcd prefixes {other:?} and {given:?} overlap: each key must belong to one layout (--etcd-prefix and every --registry must be disjoint)"
+            ));
+        }
+        watched.push((given, prefix));
+    }
+    Ok(())
 }
 
 /// Validated configuration for `srvd serve`.
@@ -99,6 +154,8 @@ impl EtcdConfig {
             initial_sync_wait: Duration::from_secs(10),
             max_response_bytes: crate::sync::etcd::DEFAULT_MAX_RESPONSE_BYTES,
             registry_prefixes: Vec::new(),
+            registry_zone: None,
+            registry_ttl: DEFAULT_REGISTRY_TTL,
         }
     }
 }

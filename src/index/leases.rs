@@ -167,6 +167,16 @@ impl LeaseTable {
         self.deadlines.run_pending_tasks();
     }
 
+    /// The TTL for a registry record on `lease`: `ttl`, lowered to the remaining lease time
+    /// (no `--min-lease-ttl` floor: that is CoreDNS's rule for the SkyDNS layout). A lease whose
+    /// deadline is not known yet gives `ttl`.
+    pub fn capped_ttl(&self, lease: i64, ttl: u32) -> u32 {
+        self.deadlines.get(&lease).map_or(ttl, |deadline| {
+            let secs = deadline.saturating_duration_since(Instant::now()).as_secs();
+            u32::try_from(secs).unwrap_or(u32::MAX).min(ttl)
+        })
+    }
+
     /// The TTL for a record on `lease` whose own `ttl` is `value_ttl` (0 = unset): the remaining
     /// lease time clamped to the bounds, then no more than a non-zero `value_ttl` (as CoreDNS's etcd plugin does).
     /// While a deadline is being re-read, the lower bound stands in for the remaining time.
@@ -234,6 +244,23 @@ mod tests {
         table.record(3, Duration::from_secs(200_000));
         assert_eq!(table.ttl(3, 0), 86_400, "lowered to max-lease-ttl");
         assert_eq!(table.ttl(99, 0), 30, "unknown lease: the lower bound");
+    }
+
+    #[test]
+    fn a_registry_ttl_is_capped_by_the_lease_without_a_floor() {
+        let table = table_using(&[1, 2]);
+        table.record(1, Duration::from_secs(100));
+        assert_eq!(table.capped_ttl(1, 5), 5);
+        table.record(2, Duration::from_secs(3));
+        assert!(
+            (2..=3).contains(&table.capped_ttl(2, 5)),
+            "below the 30 s floor"
+        );
+        assert_eq!(
+            table.capped_ttl(99, 5),
+            5,
+            "unknown lease: the registry TTL"
+        );
     }
 
     #[test]

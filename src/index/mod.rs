@@ -60,6 +60,13 @@ pub struct EtcdZone {
     pub slot: usize,
 }
 
+/// How the service registry is answered in the one zone that serves it (`--registry-zone`).
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryZone {
+    /// `--registry-ttl`: the TTL of registry records, before the lease cap.
+    pub ttl: u32,
+}
+
 /// One zone: its apex, and its zone file and/or etcd data.
 #[derive(Debug)]
 pub struct Zone {
@@ -68,6 +75,7 @@ pub struct Zone {
     apex_labels: usize,
     file: Option<FileZone>,
     etcd: Option<EtcdZone>,
+    registry: Option<RegistryZone>,
 }
 
 impl Zone {
@@ -90,6 +98,7 @@ impl Zone {
                 tree: ZoneTree::from_records(records),
             }),
             etcd: None,
+            registry: None,
         })
     }
 
@@ -101,12 +110,23 @@ impl Zone {
             origin,
             file: None,
             etcd: Some(etcd),
+            registry: None,
         }
     }
 
     /// Also answers this zone from etcd (names not in the zone file).
     pub fn add_etcd(&mut self, etcd: EtcdZone) {
         self.etcd = Some(etcd);
+    }
+
+    /// Also answers the service registry's DNS-SD names in this zone (an etcd zone).
+    pub fn add_registry(&mut self, registry: RegistryZone) {
+        self.registry = Some(registry);
+    }
+
+    /// How the registry is answered here, if this is the registry zone.
+    pub fn registry(&self) -> Option<&RegistryZone> {
+        self.registry.as_ref()
     }
 
     /// The zone's apex name.

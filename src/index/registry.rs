@@ -1,6 +1,6 @@
 //! The registry mirror: every decoded `PREFIX/<service>/<instance-id>` key, mirrored beside the
-//! SkyDNS keys and shared with snapshots the same way (persistent maps, O(log n) per change).
-//! Mirrored, not yet answered.
+//! SkyDNS keys and shared with snapshots the same way (persistent maps, O(log n) per change), and
+//! answered by `answer::registry`.
 //!
 //! Two maps over the same entries. By etcd key, because a watch's DELETE names only the key. By
 //! DNS name, `"<service>\0<proto>\0<instance lower-cased>\0<etcd key>"`, because the answers
@@ -10,19 +10,30 @@
 //! (LDH) nor in an instance id (control characters are refused by the decoder), so it separates
 //! the parts and sorts a type before any longer type that starts with its name. The etcd key at
 //! the end keeps two keys whose ids differ only in case (or that sit under two prefixes) apart.
+//!
+//! A third map counts the instances per target address, so that an address's host name
+//! (`answer::registry`) exists exactly while some instance uses the address, found in O(log n).
 
+use std::net::IpAddr;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use imbl::OrdMap;
 
-use crate::backend::registry::{Proto, RegistryEntry};
+use super::mirror::Revision;
+use crate::backend::registry::{Proto, RegistryEntry, Target};
 
 /// The decoded registry keys, by etcd key and by DNS name.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryMirror {
     by_key: OrdMap<String, Arc<RegistryEntry>>,
     by_name: OrdMap<String, Arc<RegistryEntry>>,
+    /// Instances per address target.
+    addresses: OrdMap<IpAddr, usize>,
+    /// Instances per protocol (`Proto as usize`): whether `_tcp.Z` / `_udp.Z` exist.
+    per_proto: [usize; 2],
+    /// The revision of the last change (the registry zone's SOA serial takes it into account).
+    serial: Revision,
 }
 
 /// The label a protocol has in a service type, without the `_`.
@@ -60,28 +71,91 @@ fn first_with_prefix<'a>(
 }
 
 impl RegistryMirror {
-    /// A mirror holding exactly `entries` (a full listing).
-    pub fn from_entries(entries: impl IntoIterator<Item = Arc<RegistryEntry>>) -> Self {
+    /// A mirror holding exactly `entries` (a full listing at `revision`). Its serial is
+    /// `previous`'s when that held the same entries (a re-read that found nothing new), else
+    /// `revision`.
+    pub fn from_listing(
+        entries: impl IntoIterator<Item = Arc<RegistryEntry>>,
+        revision: Revision,
+        previous: Option<&RegistryMirror>,
+    ) -> Self {
         let mut mirror = Self::default();
         for entry in entries {
-            mirror.put(entry);
+            mirror.insert(entry);
         }
+        mirror.serial = match previous {
+            Some(previous)
+                if previous.by_key.len() == mirror.by_key.len()
+                    && previous.iter().eq(mirror.iter()) =>
+            {
+                previous.serial
+            }
+            _ => revision,
+        };
         mirror
     }
 
-    /// Stores `entry` at its key; returns the entry it replaces.
-    pub fn put(&mut self, entry: Arc<RegistryEntry>) -> Option<Arc<RegistryEntry>> {
-        let old = self.remove(&entry.key);
+    /// A mirror holding exactly `entries`, at serial 0 (tests and benchmarks).
+    pub fn from_entries(entries: impl IntoIterator<Item = Arc<RegistryEntry>>) -> Self {
+        Self::from_listing(entries, 0, None)
+    }
+
+    /// Stores `entry` at its key, a change made at `revision`; returns the entry it replaces.
+    pub fn put(
+        &mut self,
+        entry: Arc<RegistryEntry>,
+        revision: Revision,
+    ) -> Option<Arc<RegistryEntry>> {
+        self.serial = self.serial.max(revision);
+        self.insert(entry)
+    }
+
+    /// Removes the entry at `key`, a change made at `revision`; returns it.
+    pub fn remove(&mut self, key: &str, revision: Revision) -> Option<Arc<RegistryEntry>> {
+        let old = self.take(key)?;
+        self.serial = self.serial.max(revision);
+        Some(old)
+    }
+
+    fn insert(&mut self, entry: Arc<RegistryEntry>) -> Option<Arc<RegistryEntry>> {
+        let old = self.take(&entry.key);
+        if let Target::Address(ip) = entry.target {
+            *self.addresses.entry(ip).or_insert(0) += 1;
+        }
+        self.per_proto[entry.proto as usize] += 1;
         self.by_name.insert(name_key(&entry), entry.clone());
         self.by_key.insert(entry.key.clone(), entry);
         old
     }
 
-    /// Removes the entry at `key`; returns it.
-    pub fn remove(&mut self, key: &str) -> Option<Arc<RegistryEntry>> {
+    fn take(&mut self, key: &str) -> Option<Arc<RegistryEntry>> {
         let old = self.by_key.remove(key)?;
         self.by_name.remove(name_key(&old).as_str());
+        self.per_proto[old.proto as usize] -= 1;
+        if let Target::Address(ip) = old.target
+            && let Some(count) = self.addresses.get_mut(&ip)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.addresses.remove(&ip);
+            }
+        }
         Some(old)
+    }
+
+    /// The revision of the last change to a registry key.
+    pub fn serial(&self) -> Revision {
+        self.serial
+    }
+
+    /// Whether some instance's target is the address `ip`.
+    pub fn has_address(&self, ip: IpAddr) -> bool {
+        self.addresses.contains_key(&ip)
+    }
+
+    /// Whether some instance's target is an address.
+    pub fn has_addresses(&self) -> bool {
+        !self.addresses.is_empty()
     }
 
     /// The entry at exactly the etcd key `key`.
@@ -133,16 +207,28 @@ impl RegistryMirror {
     /// Every service type with at least one instance, in order, found with one map look-up per
     /// type (not per instance).
     pub fn service_types(&self) -> Vec<(String, Proto)> {
-        let mut types = Vec::new();
+        self.types()
+            .map(|entry| (entry.service.clone(), entry.proto))
+            .collect()
+    }
+
+    /// One instance of every service type, in type order, lazily: a caller that needs only the
+    /// first few types pays only for those.
+    pub fn types(&self) -> impl Iterator<Item = &Arc<RegistryEntry>> {
         let mut from = String::new();
-        while let Some(entry) = first_with_prefix(&self.by_name, &from, "") {
-            types.push((entry.service.clone(), entry.proto));
+        std::iter::from_fn(move || {
+            let entry = first_with_prefix(&self.by_name, &from, "")?;
             // Just past every key of this type: its prefix with the final `\0` raised to `\x01`.
             from = type_prefix(&entry.service, entry.proto);
             from.pop();
             from.push('\u{1}');
-        }
-        types
+            Some(entry)
+        })
+    }
+
+    /// Whether some instance's service type uses `proto`.
+    pub fn has_proto(&self, proto: Proto) -> bool {
+        self.per_proto[proto as usize] > 0
     }
 }
 
@@ -217,29 +303,39 @@ mod tests {
     fn puts_and_deletes_keep_both_maps_equal() {
         let mut m = sample();
         // The same key re-written as another type leaves its old type.
-        let old = m.put(entry(
-            "/services/web/b",
-            r#"{"Addr":"10.0.0.2","Port":80,"Proto":"udp"}"#,
-        ));
+        let old = m.put(
+            entry(
+                "/services/web/b",
+                r#"{"Addr":"10.0.0.2","Port":80,"Proto":"udp"}"#,
+            ),
+            7,
+        );
         assert_eq!(old.unwrap().proto, Proto::Tcp);
         assert_eq!(keys(m.instances("web", Proto::Tcp)), ["/services/web/A"]);
         assert_eq!(
             keys(m.instances("web", Proto::Udp)),
             ["/services/web/b", "/services/web/dns"]
         );
-        assert!(m.remove("/services/Db/one").is_some());
-        assert!(m.remove("/services/Db/one").is_none());
+        assert_eq!(m.serial(), 7);
+        assert!(m.remove("/services/Db/one", 8).is_some());
+        assert!(m.remove("/services/Db/one", 9).is_none());
+        assert_eq!(m.serial(), 8, "removing nothing changes nothing");
+        assert!(!m.has_address("10.0.0.5".parse().unwrap()));
+        assert!(m.has_address("10.0.0.2".parse().unwrap()));
         assert_eq!(m.len(), 4);
         assert_eq!(m.by_name.len(), 4);
         assert!(!m.service_types().iter().any(|(s, _)| s == "db"));
         // Ids equal but for case: both kept, the lowest etcd key answers.
-        m.put(entry("/services/web/a", r#"{"Addr":"10.0.0.9","Port":80}"#));
+        m.put(
+            entry("/services/web/a", r#"{"Addr":"10.0.0.9","Port":80}"#),
+            10,
+        );
         assert_eq!(m.instances("web", Proto::Tcp).count(), 2);
         assert_eq!(
             m.instance("web", Proto::Tcp, "A").unwrap().key,
             "/services/web/A"
         );
-        m.remove("/services/web/A");
+        m.remove("/services/web/A", 11);
         assert_eq!(
             m.instance("web", Proto::Tcp, "A").unwrap().key,
             "/services/web/a"

@@ -298,7 +298,11 @@ impl Syncer {
         let first = self.mirror.is_none();
         let mut mirror =
             Mirror::from_listing(&self.zone_paths, revision, entries, self.mirror.as_ref());
-        *mirror.registry_mut() = RegistryMirror::from_entries(registry);
+        *mirror.registry_mut() = RegistryMirror::from_listing(
+            registry,
+            revision,
+            self.mirror.as_ref().map(Mirror::registry),
+        );
         let mut uses = HashMap::new();
         let skydns_leases = mirror.iter().map(|e| e.lease);
         let registry_leases = mirror.registry().iter().map(|e| e.lease);
@@ -403,6 +407,7 @@ impl Syncer {
         root: &str,
         event: RawEvent,
     ) -> (String, Option<i64>) {
+        let revision = event.revision();
         let (key, new_entry) = match event {
             RawEvent::Put(kv) => match decode_registry(root, &kv) {
                 Ok(entry) => {
@@ -422,8 +427,8 @@ impl Syncer {
             .filter(|l| self.lease_used(*l));
         let registry = mirror.registry_mut();
         let old = match new_entry {
-            Some(entry) => registry.put(entry),
-            None => registry.remove(&key),
+            Some(entry) => registry.put(entry, revision),
+            None => registry.remove(&key, revision),
         };
         if let Some(old) = old {
             self.lease_released(old.lease);

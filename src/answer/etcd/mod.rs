@@ -325,7 +325,12 @@ fn soa<'a>(ctx: &Ctx<'a>, etcd_zone: &EtcdZone) -> Rr<'a> {
         .unwrap_or_else(|| origin.clone());
     // An etcd revision is an i64; the SOA serial field is 32 bits and compared in serial
     // arithmetic (RFC 1982), so the low 32 bits keep growing with the revision.
-    let serial = ctx.mirror.serial(etcd_zone.slot) as u32;
+    let mut serial = ctx.mirror.serial(etcd_zone.slot);
+    if ctx.zone.registry().is_some() {
+        // The registry zone's data changes with the registry's keys too.
+        serial = serial.max(ctx.mirror.registry().serial());
+    }
+    let serial = serial as u32;
     let data = SOA::new(mname, rname, serial, 7200, 1800, 86400, SOA_TTL_SECS);
     Rr::owned(
         Owner::Record,

@@ -170,7 +170,8 @@ async fn overlapping_prefixes_are_refused_at_start() {
     let error = srvd::daemon::start(&config).await.unwrap_err().to_string();
     assert_eq!(
         error,
-        "etcd prefixes /skydns/ and /skydns/services/ overlap: each key must belong to one layout"
+        "etcd prefixes \"/skydns\" and \"/skydns/services\" overlap: each key must belong to one \
+         layout (--etcd-prefix and every --registry must be disjoint)"
     );
 }
 
