@@ -5,7 +5,8 @@
 //! and a watch resumes after the last event applied, as etcd's Go client does. A response
 //! header's revision is the store's *current* revision, which during a catch-up is ahead of the
 //! events sent so far (etcd 3.4 replays a backlog 1,000 revisions per response), so it is used
-//! only where etcd vouches for it: a progress notification, which goes to synced watchers only.
+//! only where etcd vouches for it: a progress notification, which goes to synced watchers only,
+//! and (for publishing, never for resuming) the answer to a progress request (see `Notice`).
 //!
 //! Sizes: one message must fit the client's decode limit (`--etcd-max-response-bytes`). The
 //! watch asks for fragments, so etcd splits a response at its `--max-request-bytes` (one event
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, ConnectOptions, EventType, GetOptions, KvClient, LeaseClient, LeaseTimeToLiveOptions,
-    WatchClient, WatchOptions, WatchStream,
+    WatchClient, WatchOptions, WatchRequestSender, WatchResponseStream,
 };
 use futures_util::FutureExt;
 
@@ -109,6 +110,9 @@ pub struct WatchBatch {
     pub events: Vec<RawEvent>,
     /// A progress notification: every change up to this revision has been sent.
     pub progress: Option<i64>,
+    /// The answer to [`ProgressRequester::request`]: a revision etcd vouches for, good enough to
+    /// publish but not to resume from (see [`Notice`]).
+    pub answered: Option<i64>,
 }
 
 /// A full read of the prefix at one revision.
@@ -317,11 +321,12 @@ impl Etcd {
             .with_progress_notify()
             .with_fragment();
         let limit = self.max_response_bytes;
-        let mut stream = self
+        let (sender, mut stream) = self
             .watch
             .watch(prefix.to_vec(), Some(options))
             .await
-            .map_err(|e| watch_error(e, limit))?;
+            .map_err(|e| watch_error(e, limit))?
+            .split();
         // The first response confirms creation; a compacted start revision then cancels it.
         let mut pending = Vec::new();
         loop {
@@ -344,6 +349,8 @@ impl Etcd {
                 }
                 return Ok(Watch {
                     stream,
+                    requester: Some(ProgressRequester(sender)),
+                    id: response.watch_id(),
                     pending,
                     held: Vec::new(),
                     limit,
@@ -418,8 +425,8 @@ fn assemble(
         return progress
             .filter(|_| held.is_empty())
             .map(|revision| WatchBatch {
-                events: Vec::new(),
                 progress: Some(revision),
+                ..WatchBatch::default()
             });
     }
     held.extend(events);
@@ -438,18 +445,78 @@ fn assemble(
     (!complete.is_empty()).then_some(WatchBatch {
         events: complete,
         progress: None,
+        answered: None,
     })
+}
+
+/// What an event-less watch response says, told apart by its `watch_id`.
+///
+/// etcd sends two kinds, and only one may move the revision a watch resumes from. Its periodic
+/// progress notification carries the watcher's own id, goes only to a synced watcher and travels
+/// the watcher's own channel behind its events: every change up to its revision has been sent.
+/// The answer to a progress *request* carries id -1 (checked against etcd 3.4.23), reports the
+/// store's current revision without asking whether the watcher is synced, and travels a control
+/// channel that can overtake events still queued for the watcher (etcd issue #15220, fixed only
+/// in later releases). Resuming after it could skip such an event forever; publishing it is the
+/// lesser risk (a reader may briefly see the revision before the in-flight event lands), and
+/// without it an idle prefix would hold the published revision back for up to 10 minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notice {
+    /// Not an event-less notice (events, or the creation confirmation).
+    None,
+    /// The watcher's own progress notification: safe to resume from.
+    Progress(i64),
+    /// The answer to a progress request: safe to publish, not to resume from.
+    Answered(i64),
+}
+
+/// Classifies a response of the watcher `own` (see [`Notice`]).
+fn notice(own: i64, watch_id: i64, created: bool, has_events: bool, header: Option<i64>) -> Notice {
+    match header {
+        Some(revision) if !created && !has_events => {
+            if watch_id == own {
+                Notice::Progress(revision)
+            } else {
+                Notice::Answered(revision)
+            }
+        }
+        _ => Notice::None,
+    }
+}
+
+/// Asks etcd, on one watch's stream, for a progress answer (a [`WatchBatch::answered`]).
+#[derive(Debug)]
+pub struct ProgressRequester(WatchRequestSender);
+
+impl ProgressRequester {
+    /// Sends one request. The caller keeps at most one unanswered, so the request channel
+    /// (capacity > 1) never fills and this never waits on etcd.
+    ///
+    /// # Errors
+    /// The stream is gone (its watch reports the break).
+    pub async fn request(&mut self) -> Result<(), SyncError> {
+        self.0.request_progress().await.map_err(SyncError::from)
+    }
 }
 
 /// A confirmed watch.
 pub struct Watch {
-    stream: WatchStream,
+    stream: WatchResponseStream,
+    /// Until taken: the sending half of the stream, for progress requests.
+    requester: Option<ProgressRequester>,
+    /// This watcher's id on its stream: tells its own progress notifications from answers.
+    id: i64,
     pending: Vec<etcd_client::WatchResponse>,
     held: Vec<RawEvent>,
     limit: usize,
 }
 
 impl Watch {
+    /// The stream's sending half, for progress requests (once: later calls return `None`).
+    pub fn requester(&mut self) -> Option<ProgressRequester> {
+        self.requester.take()
+    }
+
     /// Waits for the next batches: everything already received, without waiting for more, so a
     /// burst is applied and published once.
     ///
@@ -486,9 +553,32 @@ impl Watch {
         if response.canceled() {
             return Err(cancel_error(response, 0));
         }
-        let progress = (!response.created())
-            .then(|| response.header().map(|h| h.revision()))
-            .flatten();
+        let kind = notice(
+            self.id,
+            response.watch_id(),
+            response.created(),
+            !response.events().is_empty(),
+            response.header().map(|h| h.revision()),
+        );
+        tracing::trace!(
+            watch_id = response.watch_id(),
+            own = self.id,
+            ?kind,
+            "watch response"
+        );
+        let progress = match kind {
+            Notice::Answered(revision) => {
+                // A revision still held in fragments is incomplete: vouch only for the one before.
+                let complete = self.held.first().map_or(revision, |e| e.revision() - 1);
+                batches.push(WatchBatch {
+                    answered: Some(revision.min(complete)),
+                    ..WatchBatch::default()
+                });
+                return Ok(());
+            }
+            Notice::Progress(revision) => Some(revision),
+            Notice::None => None,
+        };
         let events = response.events().iter().filter_map(event).collect();
         if let Some(batch) = assemble(events, response.0.fragment, progress, &mut self.held) {
             batches.push(batch);
@@ -499,7 +589,7 @@ impl Watch {
 
 #[cfg(test)]
 mod tests {
-    use super::{RawEvent, RawKv, assemble, prefix_end};
+    use super::{Notice, RawEvent, RawKv, assemble, notice, prefix_end};
 
     fn put(key: &str, revision: i64) -> RawEvent {
         RawEvent::Put(RawKv {
@@ -555,6 +645,18 @@ mod tests {
         let batch = assemble(Vec::new(), false, Some(99), &mut held).unwrap();
         assert_eq!(batch.progress, Some(99));
         assert!(assemble(Vec::new(), false, None, &mut held).is_none());
+    }
+
+    #[test]
+    fn only_the_watchers_own_notification_is_progress_and_an_answer_is_only_vouched() {
+        // The first watcher on a stream is id 0; etcd 3.4 answers a progress request as -1.
+        assert_eq!(notice(0, 0, false, false, Some(9)), Notice::Progress(9));
+        assert_eq!(notice(0, -1, false, false, Some(9)), Notice::Answered(9));
+        assert_eq!(notice(3, 0, false, false, Some(9)), Notice::Answered(9));
+        assert_eq!(notice(0, 0, true, false, Some(9)), Notice::None, "creation");
+        assert_eq!(notice(0, 0, false, true, Some(9)), Notice::None, "events");
+        assert_eq!(notice(0, -1, false, true, Some(9)), Notice::None, "events");
+        assert_eq!(notice(0, 0, false, false, None), Notice::None, "no header");
     }
 
     #[test]

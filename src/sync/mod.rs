@@ -10,7 +10,8 @@
 //!   revision, and "last" above is per feed: two streams run independently, so after a cut one
 //!   prefix may have applied further than another, and resuming both from the furthest would
 //!   skip the other's backlog. The published revision is the lowest feed revision (see
-//!   [`SyncStatus::revision`]).
+//!   [`SyncStatus::revision`]); a feed behind the others is asked for its progress after each
+//!   publish, since etcd's own notification for an idle watch comes only every 10 minutes.
 //! - Start: one consistent read of every prefix at revision R (paged; the first page fixes R and
 //!   every other page of every prefix is pinned to it), published whole; then watches from R+1.
 //! - Each wake-up applies every batch already received and publishes once, so bursts coalesce by
@@ -45,7 +46,7 @@ use tracing::{debug, info, warn};
 
 use futures_util::{FutureExt, Stream, StreamExt};
 
-use self::etcd::{Etcd, RawEvent, RawKv, SyncError, Watch, WatchBatch};
+use self::etcd::{Etcd, ProgressRequester, RawEvent, RawKv, SyncError, Watch, WatchBatch};
 use self::skips::{Note, SkipLog};
 use crate::backend::registry::{self, RegistryEntry};
 use crate::backend::{ServiceEntry, skydns};
@@ -83,9 +84,10 @@ pub struct SyncSetup {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncStatus {
     /// The revision of the published mirror, once the first read finished: the lowest of the
-    /// prefixes' own revisions (each the last event applied from that prefix's watch, or a
-    /// progress notification's), so every prefix has reached it. An idle prefix holds it back
-    /// until etcd's next progress notification for that watch, though its data is current.
+    /// prefixes' own revisions (each the last event applied from that prefix's watch, a
+    /// progress notification's, or etcd's answer when asked for progress), so every prefix has
+    /// reached it. A prefix behind the others is asked for progress at once, so an idle prefix
+    /// does not hold it back until etcd's periodic notification (every 10 minutes).
     pub revision: Option<i64>,
     /// SkyDNS keys in the mirror.
     pub keys: usize,
@@ -199,6 +201,21 @@ struct Feed {
     /// event's own, or a progress notification's. Its watch resumes from here + 1; a single
     /// revision for all prefixes would skip a lagging prefix's backlog after a cut.
     applied: i64,
+    /// The last revision etcd answered when asked for this prefix's progress. Published (as
+    /// `max(applied, vouched)`), never resumed from: etcd 3.4's answer can overtake events still
+    /// queued for the watch (see `etcd::Notice`). Kept across a rebuilt watch, so the published
+    /// revision does not step back after a reconnect.
+    vouched: i64,
+    /// A progress request on this prefix's current stream is unanswered: at most one at a time,
+    /// so a burst of writes elsewhere costs one request per round trip, not one per write.
+    asking: bool,
+}
+
+impl Feed {
+    /// The revision this prefix is published at (see [`Feed::vouched`]).
+    fn reached(&self) -> i64 {
+        self.applied.max(self.vouched)
+    }
 }
 
 struct Syncer {
@@ -218,7 +235,25 @@ struct Syncer {
 impl Syncer {
     /// The revision every prefix has reached (see [`SyncStatus::revision`]).
     fn reached(&self) -> i64 {
-        self.feeds.iter().map(|f| f.applied).min().unwrap_or(0)
+        self.feeds.iter().map(Feed::reached).min().unwrap_or(0)
+    }
+
+    /// Asks etcd for the progress of every prefix behind the furthest *applied* revision (not the
+    /// furthest vouched one: answers chasing answers would keep idle streams busy under churn),
+    /// unless it already has a request out. A prefix that received no event since then is
+    /// otherwise only told by etcd's periodic notification, minutes later.
+    async fn ask_progress(&mut self, requesters: &mut [ProgressRequester]) {
+        let furthest = self.feeds.iter().map(|f| f.applied).max().unwrap_or(0);
+        for (feed, requester) in self.feeds.iter_mut().zip(requesters) {
+            if feed.asking || feed.reached() >= furthest {
+                continue;
+            }
+            match requester.request().await {
+                Ok(()) => feed.asking = true,
+                // The stream is gone; its watch reports the break and is rebuilt.
+                Err(error) => debug!(%error, prefix = feed.prefix, "progress request failed"),
+            }
+        }
     }
 
     fn publish(&mut self) {
@@ -361,6 +396,11 @@ impl Syncer {
             if let Some(revision) = batch.progress {
                 self.feeds[feed].applied = self.feeds[feed].applied.max(revision);
             }
+            if let Some(revision) = batch.answered {
+                let feed = &mut self.feeds[feed];
+                feed.vouched = feed.vouched.max(revision);
+                feed.asking = false;
+            }
         }
         self.learn_leases(new_leases).await;
         debug!(changed, revision = self.reached(), "publishing");
@@ -444,11 +484,18 @@ impl Syncer {
         shutdown: &CancellationToken,
     ) -> Result<(), SyncError> {
         let mut streams = Vec::with_capacity(self.feeds.len());
-        for (slot, feed) in self.feeds.iter().enumerate() {
-            let watch = self
+        let mut requesters = Vec::with_capacity(self.feeds.len());
+        for (slot, feed) in self.feeds.iter_mut().enumerate() {
+            // A request on the old stream will never be answered.
+            feed.asking = false;
+            let mut watch = self
                 .etcd
                 .watch_prefix(feed.prefix.as_bytes(), feed.applied + 1)
                 .await?;
+            let requester = watch
+                .requester()
+                .ok_or_else(|| SyncError::Watch("no request side".into()))?;
+            requesters.push(requester);
             streams.push(batches_of(slot, watch));
         }
         let mut streams = futures_util::stream::select_all(streams);
@@ -491,6 +538,9 @@ impl Syncer {
             // What arrived before a break is whole revisions: apply it, then resume after it.
             if !batches.is_empty() {
                 self.apply(batches).await;
+                if broken.is_none() {
+                    self.ask_progress(&mut requesters).await;
+                }
                 if health.progressed() {
                     info!("etcd sync moving again");
                 }
@@ -593,11 +643,15 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
         prefix: skydns::key::subtree_prefix(&setup.root),
         layout: Layout::SkyDns,
         applied: 0,
+        vouched: 0,
+        asking: false,
     })
     .chain(setup.registry_roots.iter().map(|root| Feed {
         prefix: skydns::key::subtree_prefix(root),
         layout: Layout::Registry(Arc::from(root.as_str())),
         applied: 0,
+        vouched: 0,
+        asking: false,
     }))
     .collect();
     let mut syncer = Syncer {
