@@ -2,6 +2,7 @@
 //! pick free ones).
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::dns::dig;
 use crate::support::shipped_zones;
@@ -121,7 +122,7 @@ async fn the_readme_etcd_example_answers_as_the_readme_says() {
 #[tokio::test]
 async fn the_readme_resolve_commands_print_the_records() {
     let readme = readme();
-    let commands: Vec<&str> = readme
+    let commands: Vec<&str> = section(&readme, "Resolving services from programs")
         .lines()
         .filter(|l| l.starts_with("cargo run --release --bin srvd -- resolve "))
         .collect();
@@ -155,5 +156,194 @@ async fn the_readme_resolve_commands_print_the_records() {
                 "{stdout}"
             );
         }
+    }
+}
+
+/// Processes the registry walk-through starts in the background, killed by PID when dropped.
+struct Jobs(Vec<std::process::Child>);
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The answer lines of `dig` output (whitespace collapsed) for `rtype`, without their TTLs,
+/// each TTL checked to be at most `max_ttl`.
+fn records(out: &str, rtype: &str, max_ttl: u32) -> Vec<String> {
+    out.lines()
+        .filter(|l| !l.starts_with(';'))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            (fields.len() > 4 && fields[2] == "IN" && fields[3] == rtype).then(|| {
+                let ttl: u32 = fields[1].parse().unwrap();
+                assert!(ttl <= max_ttl, "TTL above {max_ttl}: {l}");
+                format!("{} {}", fields[0], fields[4..].join(" "))
+            })
+        })
+        .collect()
+}
+
+/// A free loopback TCP port (for the walk-through's HTTP servers).
+fn free_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port().to_string()
+}
+
+/// The README's service-registry loop, run line by line as written: its etcd URL, DNS port, HTTP
+/// ports and `/tmp` directories are replaced by the test's, `scripts/serve` runs the binary as
+/// `scripts/serve` would, a trailing `&` starts a background job and `kill %N` sends SIGTERM to
+/// job N. Each query's expected result is the README's numbered list after the block.
+#[tokio::test]
+async fn the_readme_registry_loop_works_as_written() {
+    let readme = readme();
+    let section = section(&readme, "The service registry");
+    let block = section
+        .split("The whole loop on one machine")
+        .nth(1)
+        .and_then(|s| s.split("```sh\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("the loop's shell block");
+    let etcd = crate::support::etcd::EtcdServer::start().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (http1, http2) = (free_port(), free_port());
+    let mut serve: Option<crate::support::srvd::SrvdProcess> = None;
+    let mut jobs = Jobs(Vec::new());
+    let mut queries = 0;
+    for line in block
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let port = serve.as_ref().map(|s| s.addr.port().to_string());
+        let line = line
+            .replace("http://127.0.0.1:22379", &etcd.url)
+            .replace(
+                "127.0.0.1:1053",
+                &format!("127.0.0.1:{}", port.as_deref().unwrap_or("")),
+            )
+            .replace(
+                " -p 1053 ",
+                &format!(" -p {} ", port.as_deref().unwrap_or("")),
+            )
+            .replace("8081", &http1)
+            .replace("8082", &http2)
+            .replace("/tmp/", &format!("{}/", tmp.path().display()));
+        let (line, background) = match line.strip_suffix(" &") {
+            Some(l) => (l.to_string(), true),
+            None => (line, false),
+        };
+        let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+        let srvd_args: Option<Vec<String>> = line
+            .strip_prefix("cargo run --release --bin srvd -- ")
+            .map(|rest| rest.split_whitespace().map(String::from).collect());
+        if let Some(rest) = line.strip_prefix("scripts/serve ") {
+            let args: Vec<&str> = rest.split_whitespace().collect();
+            serve = Some(crate::support::srvd::spawn_binary(root, &args));
+        } else if let Some(job) = line.strip_prefix("kill %") {
+            let child = &jobs.0[job.parse::<usize>().unwrap() - 1];
+            let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        } else if background {
+            let mut command = match &srvd_args {
+                Some(args) => {
+                    let mut c = Command::new(env!("CARGO_BIN_EXE_srvd"));
+                    c.args(args);
+                    c
+                }
+                None => {
+                    let mut c = Command::new(&words[0]);
+                    c.args(&words[1..]);
+                    c
+                }
+            };
+            let child = command
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+            jobs.0.push(child);
+        } else if words[0] == "mkdir" {
+            let status = Command::new("mkdir").args(&words[1..]).status().unwrap();
+            assert!(status.success(), "{line}");
+        } else {
+            let expect = walk_through_expectation(queries);
+            queries += 1;
+            let what = format!("README: {line}");
+            let args = words.clone();
+            let srvd_args = srvd_args.clone();
+            crate::support::eventually(Duration::from_secs(15), &what, || {
+                let (args, srvd_args) = (args.clone(), srvd_args.clone());
+                async move {
+                    let out = tokio::task::spawn_blocking(move || match srvd_args {
+                        Some(srvd_args) => {
+                            let output = Command::new(env!("CARGO_BIN_EXE_srvd"))
+                                .args(srvd_args)
+                                .output()
+                                .unwrap();
+                            String::from_utf8_lossy(&output.stdout).into_owned()
+                        }
+                        None => {
+                            let args: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+                            dig(&args)
+                        }
+                    })
+                    .await
+                    .unwrap();
+                    expect(&out).then_some(())
+                }
+            })
+            .await;
+        }
+    }
+    assert_eq!(queries, 7, "the README's loop asks seven questions");
+}
+
+/// What the README's numbered list says query `n` of the loop prints (see the README section).
+fn walk_through_expectation(n: usize) -> fn(&str) -> bool {
+    match n {
+        // 1. the one service type
+        0 => |out| out == "_web._tcp.service.local.",
+        // 2. both instances, each with SRV and TXT, and the shared address
+        1 => |out| {
+            let mut ptr = records(out, "PTR", 5);
+            ptr.sort();
+            ptr == [
+                "_web._tcp.service.local. web-01._web._tcp.service.local.",
+                "_web._tcp.service.local. web-02._web._tcp.service.local.",
+            ] && records(out, "TXT", 5)
+                .contains(&"web-01._web._tcp.service.local. \"version=2\"".to_string())
+                && records(out, "A", 5) == ["127-0-0-1.addr.service.local. 127.0.0.1"]
+                && records(out, "SRV", 5).iter().any(|l| {
+                    l.starts_with("web-01._web._tcp.service.local. 10 1 ")
+                        && l.ends_with(" 127-0-0-1.addr.service.local.")
+                })
+        },
+        // 3. the canary subtype
+        2 => |out| out == "web-01._web._tcp.service.local.",
+        // 4. browse: one line per instance
+        3 => |out| {
+            out.lines().count() == 2
+                && out.lines().any(|l| {
+                    l.starts_with("web-01._web._tcp.service.local. 127-0-0-1.addr.service.local.:")
+                        && l.ends_with(" 127.0.0.1 \"version=2\"")
+                })
+        },
+        // 5. resolve: both SRV records with the address
+        4 => |out| {
+            out.lines().count() == 2
+                && out.lines().all(|l| {
+                    l.starts_with("10 1 ")
+                        && l.ends_with(" 127-0-0-1.addr.service.local. 127.0.0.1")
+                })
+        },
+        // 6. web-02's server stopped: only web-01 after its sidecar deregisters it
+        5 => |out| out == "web-01._web._tcp.service.local.",
+        // 7. web-01's sidecar stopped: nothing left
+        6 => |out| out.contains("status: NXDOMAIN") && out.contains("flags: qr aa"),
+        _ => |_| false,
     }
 }
