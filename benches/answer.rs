@@ -8,6 +8,8 @@
 //!
 //! - `answer_etcd/*`: `answer()` on an etcd mirror of 1,000 services (records synthesised per
 //!   question, CoreDNS rules).
+//! - `answer_registry/*`: `answer()` on the service registry's DNS-SD names (`--registry`), 1,000
+//!   services × 3 instances in the registry layout, beside `answer_etcd/*`'s SkyDNS questions.
 //! - `answer_large/*`: the questions that used to cost seconds (issue 11): SRV over 5,000 and
 //!   10,000 keys under one name, A at an apex of 15,000 keys, `any.<zone>`, and an A question
 //!   into a web of 9 names that all alias each other; UDP-sized (1,232 bytes) and TCP-sized.
@@ -200,6 +202,88 @@ fn mirror_index(zones: &[&str], entries: Vec<(String, String)>) -> Index {
     })
 }
 
+/// An index whose zone `etcd.test.` is the registry zone of a registry mirror of 1,000
+/// services × 3 instances (`/services/svc<s>/i<i>`), the same data as [`etcd_index`] in the
+/// registry layout, with two metadata pairs each.
+fn registry_index() -> Index {
+    use srvd::backend::registry::decode;
+    use srvd::index::registry::RegistryMirror;
+
+    let mut etcd = srvd::config::EtcdConfig::new(Vec::new());
+    etcd.zones = vec![srvd::config::parse_zone("etcd.test.").expect("zone")];
+    etcd.registry_prefixes = vec!["/services".into()];
+    let (base, paths) = build_index(Vec::new(), Some(&etcd)).expect("index");
+    let mut entries = Vec::new();
+    for s in 0..1_000u32 {
+        for i in 0..3u32 {
+            let key = format!("/services/svc{s}/i{i}");
+            let value = format!(
+                r#"{{"Addr":"10.{}.{}.{i}","Port":8080,"Priority":{},"Weight":{},"Metadata":{{"txtvers":"1","path":"/"}}}}"#,
+                s / 256,
+                s % 256,
+                10 + i / 2 * 10,
+                10 + i * 20
+            );
+            let entry = decode("/services", &key, value.as_bytes(), 0).expect("value");
+            entries.push(Arc::new(entry));
+        }
+    }
+    let mut mirror = srvd::index::mirror::Mirror::from_listing(&paths, 1, Vec::new(), None);
+    *mirror.registry_mut() = RegistryMirror::from_entries(
+        srvd::config::parse_zone("etcd.test.").expect("zone"),
+        entries,
+    );
+    base.with_etcd(srvd::index::EtcdData {
+        mirror: Some(mirror),
+        root: "/skydns".into(),
+        leases: Arc::new(srvd::index::leases::LeaseTable::new(
+            srvd::index::leases::LeaseBounds::default(),
+            |_| {},
+        )),
+    })
+}
+
+fn bench_registry_answer(c: &mut Criterion) {
+    bench_questions(
+        c,
+        "answer_registry",
+        &registry_index(),
+        &[
+            (
+                "srv_1k_services",
+                "_svc777._tcp.etcd.test.",
+                RecordType::SRV,
+            ),
+            (
+                "ptr_1k_services",
+                "_svc777._tcp.etcd.test.",
+                RecordType::PTR,
+            ),
+            (
+                "instance_srv",
+                "i1._svc777._tcp.etcd.test.",
+                RecordType::SRV,
+            ),
+            (
+                "instance_txt",
+                "i1._svc777._tcp.etcd.test.",
+                RecordType::TXT,
+            ),
+            ("address_a", "10-3-9-1.addr.etcd.test.", RecordType::A),
+            (
+                "service_types_1k",
+                "_services._dns-sd._udp.etcd.test.",
+                RecordType::PTR,
+            ),
+            (
+                "nxdomain_1k_services",
+                "nope._svc777._tcp.etcd.test.",
+                RecordType::SRV,
+            ),
+        ],
+    );
+}
+
 /// Zone `large.test.`: 5,000 SRV keys under `_http._tcp.svc5k`, 10,000 under `_http._tcp.svc10k`
 /// (15,000 keys at the apex, all IP hosts). Zone `web.test.`: 9 names `n0`…`n8`, each with its
 /// own address and one key per other name (host = that name): 90 keys.
@@ -279,6 +363,7 @@ criterion_group!(
     benches,
     bench_answer,
     bench_etcd_answer,
+    bench_registry_answer,
     bench_large_answer,
     bench_respond
 );

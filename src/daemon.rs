@@ -334,6 +334,10 @@ async fn start_sync(
         leases: leases.clone(),
         expired_leases: expired_rx,
         registry_roots,
+        registry_zone: etcd
+            .registry_zone()
+            .cloned()
+            .unwrap_or_else(hickory_proto::rr::Name::root),
     };
     let task = tokio::spawn(sync::run(setup, status_tx, shutdown));
     Ok((handle, task, status_rx, leases))

@@ -23,11 +23,13 @@
 //! builds at most the record cap (`budget`); a service type's SRV is the first places of a draw
 //! over all its instances, as for SkyDNS; enumerating types costs one map look-up per type sent.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV, TXT};
-use hickory_proto::rr::{Label, Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::Rng;
 
 use super::budget::Sink;
@@ -37,11 +39,8 @@ use crate::backend::registry::{Proto, RegistryEntry, Target};
 use crate::dnssd::srv_order::select_first_by_priority_weight;
 use crate::index::leases::LeaseTable;
 use crate::index::mirror::Mirror;
-use crate::index::registry::proto_label;
+use crate::index::registry::{ADDRESS_LABEL, Instance, InstanceNames, address_label};
 use crate::index::{EtcdData, RegistryZone, Zone};
-
-/// The label under Z that holds the address host names.
-pub const ADDRESS_LABEL: &str = "addr";
 
 /// What the registry knows of a question name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,23 +124,6 @@ fn shape<'q>(below: &[&'q [u8]]) -> Shape<'q> {
     }
 }
 
-/// The one label naming `ip` under `addr.Z`.
-pub fn address_label(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            format!("{a}-{b}-{c}-{d}")
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!(
-                "{:x}-{:x}-{:x}-{:x}-{:x}-{:x}-{:x}-{:x}",
-                s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
-            )
-        }
-    }
-}
-
 /// The address an `addr.Z` label names, only in its one canonical spelling (so no two names
 /// alias one address).
 fn parse_address_label(label: &[u8]) -> Option<IpAddr> {
@@ -175,6 +157,8 @@ struct Reg<'a> {
     zone: &'a Zone,
     leases: &'a LeaseTable,
     ttl: u32,
+    /// Whether the mirror's names were built in this zone (always, in the daemon).
+    named_here: bool,
     answer_left: Cell<usize>,
     extra_left: Cell<usize>,
 }
@@ -189,55 +173,23 @@ impl<'a> Reg<'a> {
         }
     }
 
-    fn under_zone(&self, labels: &[&[u8]]) -> Option<Name> {
-        let labels: Result<Vec<Label>, _> =
-            labels.iter().map(|l| Label::from_raw_bytes(l)).collect();
-        Name::from_labels(labels.ok()?)
-            .ok()?
-            .append_domain(self.zone.origin())
-            .ok()
-    }
-
-    fn type_name(&self, service: &str, proto: Proto) -> Option<Name> {
-        let service = format!("_{service}");
-        let proto = format!("_{}", proto_label(proto));
-        self.under_zone(&[service.as_bytes(), proto.as_bytes()])
-    }
-
-    fn instance_name(&self, entry: &RegistryEntry) -> Option<Name> {
-        let service = format!("_{}", entry.service);
-        let proto = format!("_{}", proto_label(entry.proto));
-        self.under_zone(&[
-            entry.instance.as_bytes(),
-            service.as_bytes(),
-            proto.as_bytes(),
-        ])
-    }
-
-    fn address_name(&self, ip: IpAddr) -> Option<Name> {
-        let label = address_label(ip);
-        self.under_zone(&[label.as_bytes(), ADDRESS_LABEL.as_bytes()])
-    }
-
-    fn target(&self, entry: &RegistryEntry) -> Option<Name> {
-        match &entry.target {
-            Target::Address(ip) => self.address_name(*ip),
-            Target::Host(name) => Some(name.clone()),
+    /// The instance's names in this zone: the ones built when it was mirrored.
+    fn names<'i>(&self, instance: &'i Instance) -> Option<Cow<'i, InstanceNames>> {
+        if self.named_here {
+            instance.names.as_ref().map(Cow::Borrowed)
+        } else {
+            InstanceNames::of(&instance.entry, self.zone.origin()).map(Cow::Owned)
         }
     }
 
-    fn srv(&self, entry: &RegistryEntry, owner: &Name) -> Option<Record> {
+    fn srv(&self, entry: &RegistryEntry, names: &InstanceNames, owner: &Name) -> Record {
         let data = SRV::new(
             entry.priority,
             entry.weight,
             entry.port,
-            self.target(entry)?,
+            names.target.clone(),
         );
-        Some(Record::from_rdata(
-            owner.clone(),
-            self.ttl_of(entry),
-            RData::SRV(data),
-        ))
+        Record::from_rdata(owner.clone(), self.ttl_of(entry), RData::SRV(data))
     }
 
     fn txt(&self, entry: &RegistryEntry, owner: &Name) -> Record {
@@ -267,6 +219,7 @@ impl<'a> Reg<'a> {
     fn add_addresses(
         &self,
         entry: &RegistryEntry,
+        names: &InstanceNames,
         glued: &mut SmallSet<IpAddr>,
         extra: &mut Sink<'_, 'a>,
     ) {
@@ -275,10 +228,8 @@ impl<'a> Reg<'a> {
                 if extra.full() || !glued.insert(*ip) {
                     return;
                 }
-                if let Some(name) = self.address_name(*ip) {
-                    let record = Self::address_record(*ip, name, self.ttl_of(entry));
-                    extra.push(Rr::owned(Owner::Record, record));
-                }
+                let record = Self::address_record(*ip, names.target.clone(), self.ttl_of(entry));
+                extra.push(Rr::owned(Owner::Record, record));
             }
             Target::Host(host) => {
                 let Some(file) = self.zone.file() else {
@@ -315,35 +266,36 @@ impl<'a> Reg<'a> {
     fn browse<'e>(
         &self,
         question: &Name,
-        instances: impl Iterator<Item = &'e std::sync::Arc<RegistryEntry>>,
+        instances: impl Iterator<Item = &'e Arc<Instance>>,
         out: &mut Answer<'a>,
     ) {
         let mut answers = Sink::new(&mut out.answers, &self.answer_left);
         let mut extra = Sink::new(&mut out.additional, &self.extra_left);
         let mut glued = SmallSet::default();
-        for entry in distinct(instances) {
+        for instance in distinct(instances) {
             if answers.full() {
                 break;
             }
-            let Some(instance) = self.instance_name(entry) else {
+            let Some(names) = self.names(instance) else {
                 continue;
             };
+            let entry = &*instance.entry;
             let ptr = Record::from_rdata(
                 question.clone(),
                 self.ttl_of(entry),
-                RData::PTR(PTR(instance.clone())),
+                RData::PTR(PTR(names.instance.clone())),
             );
             answers.push(Rr::owned(Owner::Question, ptr));
             if extra.full() {
                 continue;
             }
-            if let Some(srv) = self.srv(entry, &instance) {
-                extra.push(Rr::owned(Owner::Record, srv));
-            }
+            let srv = self.srv(entry, &names, &names.instance);
+            extra.push(Rr::owned(Owner::Record, srv));
             if !extra.full() {
-                extra.push(Rr::owned(Owner::Record, self.txt(entry, &instance)));
+                let txt = self.txt(entry, &names.instance);
+                extra.push(Rr::owned(Owner::Record, txt));
             }
-            self.add_addresses(entry, &mut glued, &mut extra);
+            self.add_addresses(entry, &names, &mut glued, &mut extra);
         }
     }
 }
@@ -351,12 +303,13 @@ impl<'a> Reg<'a> {
 /// `instances` (in name order) without the later ones of ids equal but for case: one DNS name
 /// is one instance, the lowest etcd key's (as `RegistryMirror::instance` finds it).
 fn distinct<'e>(
-    instances: impl Iterator<Item = &'e std::sync::Arc<RegistryEntry>>,
-) -> impl Iterator<Item = &'e std::sync::Arc<RegistryEntry>> {
+    instances: impl Iterator<Item = &'e Arc<Instance>>,
+) -> impl Iterator<Item = &'e Arc<Instance>> {
     let mut last: Option<&'e str> = None;
-    instances.filter(move |entry| {
-        let same = last.is_some_and(|l| l.eq_ignore_ascii_case(&entry.instance));
-        last = Some(entry.instance.as_str());
+    instances.filter(move |instance| {
+        let id = instance.entry.instance.as_str();
+        let same = last.is_some_and(|l| l.eq_ignore_ascii_case(id));
+        last = Some(id);
         !same
     })
 }
@@ -384,6 +337,7 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
         zone,
         leases,
         ttl: registry.ttl,
+        named_here: mirror.zone() == zone.origin(),
         answer_left: Cell::new(cap),
         extra_left: Cell::new(cap),
     };
@@ -415,11 +369,12 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
                 return Found::Exists;
             }
             let mut answers = Sink::new(&mut out.answers, &reg.answer_left);
-            for entry in types {
+            for instance in types {
                 if answers.full() {
                     break;
                 }
-                if let Some(name) = reg.type_name(&entry.service, entry.proto) {
+                if let Some(names) = reg.names(instance) {
+                    let name = names.service_type.clone();
                     let ptr = Record::from_rdata(qname.clone(), reg.ttl, RData::PTR(PTR(name)));
                     answers.push(Rr::owned(Owner::Question, ptr));
                 }
@@ -442,25 +397,28 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
             Found::Answered
         }
         Shape::ServiceType(service, proto) => {
-            if mirror.instances(&service, proto).next().is_none() {
+            let mut instances = mirror.instances(&service, proto).peekable();
+            if instances.peek().is_none() {
                 return Found::Absent;
             }
             match qtype {
-                RecordType::PTR => reg.browse(qname, mirror.instances(&service, proto), out),
+                RecordType::PTR => reg.browse(qname, instances, out),
                 RecordType::SRV => {
-                    let mut all: Vec<&RegistryEntry> = distinct(mirror.instances(&service, proto))
-                        .map(|e| &**e)
-                        .collect();
-                    select_first_by_priority_weight(&mut all, cap, rng, |e| (e.priority, e.weight));
+                    let mut all: Vec<&Instance> = distinct(instances).map(|i| &**i).collect();
+                    select_first_by_priority_weight(&mut all, cap, rng, |i| {
+                        (i.entry.priority, i.entry.weight)
+                    });
                     all.truncate(cap);
                     let mut answers = Sink::new(&mut out.answers, &reg.answer_left);
                     let mut extra = Sink::new(&mut out.additional, &reg.extra_left);
                     let mut glued = SmallSet::default();
-                    for entry in all {
-                        if let Some(srv) = reg.srv(entry, qname) {
-                            answers.push(Rr::owned(Owner::Question, srv));
-                            reg.add_addresses(entry, &mut glued, &mut extra);
-                        }
+                    for instance in all {
+                        let Some(names) = reg.names(instance) else {
+                            continue;
+                        };
+                        let srv = reg.srv(&instance.entry, &names, &names.service_type);
+                        answers.push(Rr::owned(Owner::Question, srv));
+                        reg.add_addresses(&instance.entry, &names, &mut glued, &mut extra);
                     }
                 }
                 _ => return Found::Exists,
@@ -468,29 +426,31 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
             Found::Answered
         }
         Shape::Instance(id, service, proto) => {
-            let entry = std::str::from_utf8(id)
+            let instance = std::str::from_utf8(id)
                 .ok()
                 .and_then(|id| mirror.instance(&service, proto, id));
-            let Some(entry) = entry else {
+            let Some(instance) = instance else {
                 // `_sub._S._P.Z` is an empty non-terminal while some instance has a tag.
                 let sub = is(id, "_sub")
                     && mirror
                         .instances(&service, proto)
-                        .any(|e| !e.tags.is_empty());
+                        .any(|i| !i.entry.tags.is_empty());
                 return exists(sub);
             };
+            let Some(names) = reg.names(instance) else {
+                return Found::Absent;
+            };
+            let entry = &*instance.entry;
             match qtype {
                 RecordType::SRV => {
-                    let Some(srv) = reg.srv(entry, qname) else {
-                        return Found::Exists;
-                    };
+                    let srv = reg.srv(entry, &names, &names.instance);
                     out.answers.push(Rr::owned(Owner::Question, srv));
                     let mut extra = Sink::new(&mut out.additional, &reg.extra_left);
-                    reg.add_addresses(entry, &mut SmallSet::default(), &mut extra);
+                    reg.add_addresses(entry, &names, &mut SmallSet::default(), &mut extra);
                 }
                 RecordType::TXT => {
-                    out.answers
-                        .push(Rr::owned(Owner::Question, reg.txt(entry, qname)));
+                    let txt = reg.txt(entry, &names.instance);
+                    out.answers.push(Rr::owned(Owner::Question, txt));
                 }
                 _ => return Found::Exists,
             }
@@ -500,7 +460,7 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
             let tagged = || {
                 mirror
                     .instances(&service, proto)
-                    .filter(|e| e.tags.contains(&tag))
+                    .filter(|i| i.entry.tags.contains(&tag))
             };
             if tagged().next().is_none() {
                 return Found::Absent;

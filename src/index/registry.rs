@@ -12,22 +12,111 @@
 //! the end keeps two keys whose ids differ only in case (or that sit under two prefixes) apart.
 //!
 //! A third map counts the instances per target address, so that an address's host name
-//! (`answer::registry`) exists exactly while some instance uses the address, found in O(log n).
+//! (`<address>.addr.Z`) exists exactly while some instance uses the address, found in O(log n).
+//!
+//! Each instance's DNS names in the registry zone (its service type, its instance name, its SRV
+//! target) are built once, when its key is mirrored, not per answer: a name costs several
+//! allocations to build and an answer holds a dozen of them.
 
 use std::net::IpAddr;
 use std::ops::Bound;
 use std::sync::Arc;
 
+use hickory_proto::rr::{Label, Name};
 use imbl::OrdMap;
 
 use super::mirror::Revision;
 use crate::backend::registry::{Proto, RegistryEntry, Target};
 
+/// The label under the registry zone that holds the address targets' host names.
+pub const ADDRESS_LABEL: &str = "addr";
+
+/// The one label naming `ip` under `addr.Z`: `10-0-1-10`, IPv6 as its eight groups in hex
+/// (`fd00-0-0-0-0-0-0-1`), so a valid host name (LDH, no leading or trailing hyphen) with one
+/// spelling per address.
+pub fn address_label(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{a}-{b}-{c}-{d}")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!(
+                "{:x}-{:x}-{:x}-{:x}-{:x}-{:x}-{:x}-{:x}",
+                s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]
+            )
+        }
+    }
+}
+
+/// `labels` (leftmost first, raw bytes) under `zone`; `None` past 255 octets.
+pub fn name_under(zone: &Name, labels: &[&[u8]]) -> Option<Name> {
+    let labels: Result<Vec<Label>, _> = labels.iter().map(|l| Label::from_raw_bytes(l)).collect();
+    Name::from_labels(labels.ok()?)
+        .ok()?
+        .append_domain(zone)
+        .ok()
+}
+
+/// `_service._proto.zone`.
+pub fn type_name(zone: &Name, service: &str, proto: Proto) -> Option<Name> {
+    let service = format!("_{service}");
+    let proto = format!("_{}", proto_label(proto));
+    name_under(zone, &[service.as_bytes(), proto.as_bytes()])
+}
+
+/// `<address label>.addr.zone`.
+pub fn address_name(zone: &Name, ip: IpAddr) -> Option<Name> {
+    let label = address_label(ip);
+    name_under(zone, &[label.as_bytes(), ADDRESS_LABEL.as_bytes()])
+}
+
+/// An instance's names in the registry zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceNames {
+    /// `_S._P.Z`.
+    pub service_type: Name,
+    /// `<id>._S._P.Z`, the id spelled as the key spells it.
+    pub instance: Name,
+    /// The SRV target: `<address>.addr.Z`, or the value's host name.
+    pub target: Name,
+}
+
+impl InstanceNames {
+    /// The names of `entry` in `zone`; `None` when one would exceed 255 octets (a long id in a
+    /// long zone name), and then the instance cannot be answered.
+    pub fn of(entry: &RegistryEntry, zone: &Name) -> Option<Self> {
+        let service_type = type_name(zone, &entry.service, entry.proto)?;
+        let instance = name_under(&service_type, &[entry.instance.as_bytes()])?;
+        let target = match &entry.target {
+            Target::Address(ip) => address_name(zone, *ip)?,
+            Target::Host(host) => host.clone(),
+        };
+        Some(Self {
+            service_type,
+            instance,
+            target,
+        })
+    }
+}
+
+/// A mirrored instance: its decoded value and its names in the registry zone.
+#[derive(Debug)]
+pub struct Instance {
+    /// The decoded value.
+    pub entry: Arc<RegistryEntry>,
+    /// Its names, `None` when they do not fit in a DNS name.
+    pub names: Option<InstanceNames>,
+}
+
 /// The decoded registry keys, by etcd key and by DNS name.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RegistryMirror {
+    /// The zone the names are built in.
+    zone: Name,
     by_key: OrdMap<String, Arc<RegistryEntry>>,
-    by_name: OrdMap<String, Arc<RegistryEntry>>,
+    by_name: OrdMap<String, Arc<Instance>>,
     /// Instances per address target.
     addresses: OrdMap<IpAddr, usize>,
     /// Instances per protocol (`Proto as usize`): whether `_tcp.Z` / `_udp.Z` exist.
@@ -60,26 +149,52 @@ fn name_key(entry: &RegistryEntry) -> String {
 
 /// The first key in `map` at or after `from` that starts with `prefix`, with its entry.
 fn first_with_prefix<'a>(
-    map: &'a OrdMap<String, Arc<RegistryEntry>>,
+    map: &'a OrdMap<String, Arc<Instance>>,
     from: &str,
     prefix: &str,
-) -> Option<&'a Arc<RegistryEntry>> {
+) -> Option<&'a Arc<Instance>> {
     map.range::<_, str>((Bound::Included(from), Bound::Unbounded))
         .next()
         .filter(|(k, _)| k.starts_with(prefix))
         .map(|(_, v)| v)
 }
 
+impl Default for RegistryMirror {
+    /// An empty mirror named in the root zone: what a mirror holds before (or without) a
+    /// registry listing, which brings the registry zone.
+    fn default() -> Self {
+        Self::new(Name::root())
+    }
+}
+
 impl RegistryMirror {
-    /// A mirror holding exactly `entries` (a full listing at `revision`). Its serial is
-    /// `previous`'s when that held the same entries (a re-read that found nothing new), else
-    /// `revision`.
+    /// An empty mirror whose instances are named in `zone`.
+    pub fn new(zone: Name) -> Self {
+        Self {
+            zone,
+            by_key: OrdMap::new(),
+            by_name: OrdMap::new(),
+            addresses: OrdMap::new(),
+            per_proto: [0; 2],
+            serial: 0,
+        }
+    }
+
+    /// The zone the instances' names are built in.
+    pub fn zone(&self) -> &Name {
+        &self.zone
+    }
+
+    /// A mirror holding exactly `entries` (a full listing at `revision`), named in `zone`. Its
+    /// serial is `previous`'s when that held the same entries (a re-read that found nothing
+    /// new), else `revision`.
     pub fn from_listing(
+        zone: Name,
         entries: impl IntoIterator<Item = Arc<RegistryEntry>>,
         revision: Revision,
         previous: Option<&RegistryMirror>,
     ) -> Self {
-        let mut mirror = Self::default();
+        let mut mirror = Self::new(zone);
         for entry in entries {
             mirror.insert(entry);
         }
@@ -95,9 +210,9 @@ impl RegistryMirror {
         mirror
     }
 
-    /// A mirror holding exactly `entries`, at serial 0 (tests and benchmarks).
-    pub fn from_entries(entries: impl IntoIterator<Item = Arc<RegistryEntry>>) -> Self {
-        Self::from_listing(entries, 0, None)
+    /// A mirror holding exactly `entries` named in `zone`, at serial 0 (tests and benchmarks).
+    pub fn from_entries(zone: Name, entries: impl IntoIterator<Item = Arc<RegistryEntry>>) -> Self {
+        Self::from_listing(zone, entries, 0, None)
     }
 
     /// Stores `entry` at its key, a change made at `revision`; returns the entry it replaces.
@@ -123,7 +238,11 @@ impl RegistryMirror {
             *self.addresses.entry(ip).or_insert(0) += 1;
         }
         self.per_proto[entry.proto as usize] += 1;
-        self.by_name.insert(name_key(&entry), entry.clone());
+        let instance = Instance {
+            names: InstanceNames::of(&entry, &self.zone),
+            entry: entry.clone(),
+        };
+        self.by_name.insert(name_key(&entry), Arc::new(instance));
         self.by_key.insert(entry.key.clone(), entry);
         old
     }
@@ -184,7 +303,7 @@ impl RegistryMirror {
         &'a self,
         service: &str,
         proto: Proto,
-    ) -> impl Iterator<Item = &'a Arc<RegistryEntry>> + use<'a> {
+    ) -> impl Iterator<Item = &'a Arc<Instance>> + use<'a> {
         let prefix = type_prefix(service, proto);
         self.by_name
             .range::<_, str>((Bound::Included(prefix.as_str()), Bound::Unbounded))
@@ -195,7 +314,7 @@ impl RegistryMirror {
     /// The instance `id` of `_service._proto`, matched ASCII case-insensitively (as DNS matches
     /// its first label). When two keys' ids differ only in case, the lowest etcd key wins, so
     /// the answer does not depend on the order they were written in.
-    pub fn instance(&self, service: &str, proto: Proto, id: &str) -> Option<&Arc<RegistryEntry>> {
+    pub fn instance(&self, service: &str, proto: Proto, id: &str) -> Option<&Arc<Instance>> {
         let prefix = format!(
             "{}{}\0",
             type_prefix(service, proto),
@@ -208,21 +327,21 @@ impl RegistryMirror {
     /// type (not per instance).
     pub fn service_types(&self) -> Vec<(String, Proto)> {
         self.types()
-            .map(|entry| (entry.service.clone(), entry.proto))
+            .map(|i| (i.entry.service.clone(), i.entry.proto))
             .collect()
     }
 
     /// One instance of every service type, in type order, lazily: a caller that needs only the
     /// first few types pays only for those.
-    pub fn types(&self) -> impl Iterator<Item = &Arc<RegistryEntry>> {
+    pub fn types(&self) -> impl Iterator<Item = &Arc<Instance>> {
         let mut from = String::new();
         std::iter::from_fn(move || {
-            let entry = first_with_prefix(&self.by_name, &from, "")?;
+            let instance = first_with_prefix(&self.by_name, &from, "")?;
             // Just past every key of this type: its prefix with the final `\0` raised to `\x01`.
-            from = type_prefix(&entry.service, entry.proto);
+            from = type_prefix(&instance.entry.service, instance.entry.proto);
             from.pop();
             from.push('\u{1}');
-            Some(entry)
+            Some(instance)
         })
     }
 
@@ -241,21 +360,24 @@ mod tests {
         Arc::new(decode("/services", key, value.as_bytes(), 0).unwrap())
     }
 
-    fn keys<'a>(entries: impl Iterator<Item = &'a Arc<RegistryEntry>>) -> Vec<&'a str> {
-        entries.map(|e| e.key.as_str()).collect()
+    fn keys<'a>(instances: impl Iterator<Item = &'a Arc<Instance>>) -> Vec<&'a str> {
+        instances.map(|i| i.entry.key.as_str()).collect()
     }
 
     fn sample() -> RegistryMirror {
-        RegistryMirror::from_entries([
-            entry("/services/web/b", r#"{"Addr":"10.0.0.2","Port":80}"#),
-            entry("/services/web/A", r#"{"Addr":"10.0.0.1","Port":80}"#),
-            entry("/services/web-api/x", r#"{"Addr":"10.0.0.3","Port":80}"#),
-            entry(
-                "/services/web/dns",
-                r#"{"Addr":"10.0.0.4","Port":53,"Proto":"udp"}"#,
-            ),
-            entry("/services/Db/one", r#"{"Addr":"10.0.0.5","Port":5432}"#),
-        ])
+        RegistryMirror::from_entries(
+            Name::from_ascii("service.local.").unwrap(),
+            [
+                entry("/services/web/b", r#"{"Addr":"10.0.0.2","Port":80}"#),
+                entry("/services/web/A", r#"{"Addr":"10.0.0.1","Port":80}"#),
+                entry("/services/web-api/x", r#"{"Addr":"10.0.0.3","Port":80}"#),
+                entry(
+                    "/services/web/dns",
+                    r#"{"Addr":"10.0.0.4","Port":53,"Proto":"udp"}"#,
+                ),
+                entry("/services/Db/one", r#"{"Addr":"10.0.0.5","Port":5432}"#),
+            ],
+        )
     }
 
     #[test]
@@ -275,9 +397,9 @@ mod tests {
     fn one_instance_is_found_whatever_the_case() {
         let m = sample();
         let a = m.instance("web", Proto::Tcp, "a").unwrap();
-        assert_eq!(a.key, "/services/web/A");
+        assert_eq!(a.entry.key, "/services/web/A");
         assert_eq!(
-            m.instance("web", Proto::Tcp, "B").unwrap().key,
+            m.instance("web", Proto::Tcp, "B").unwrap().entry.key,
             "/services/web/b"
         );
         assert!(m.instance("web", Proto::Udp, "a").is_none());
@@ -296,7 +418,7 @@ mod tests {
                 ("web-api".to_string(), Proto::Tcp),
             ]
         );
-        assert!(RegistryMirror::default().service_types().is_empty());
+        assert!(RegistryMirror::new(Name::root()).service_types().is_empty());
     }
 
     #[test]
@@ -311,6 +433,11 @@ mod tests {
             7,
         );
         assert_eq!(old.unwrap().proto, Proto::Tcp);
+        let b = m.instance("web", Proto::Udp, "b").unwrap();
+        let names = b.names.as_ref().unwrap();
+        assert_eq!(names.instance.to_string(), "b._web._udp.service.local.");
+        assert_eq!(names.service_type.to_string(), "_web._udp.service.local.");
+        assert_eq!(names.target.to_string(), "10-0-0-2.addr.service.local.");
         assert_eq!(keys(m.instances("web", Proto::Tcp)), ["/services/web/A"]);
         assert_eq!(
             keys(m.instances("web", Proto::Udp)),
@@ -332,12 +459,12 @@ mod tests {
         );
         assert_eq!(m.instances("web", Proto::Tcp).count(), 2);
         assert_eq!(
-            m.instance("web", Proto::Tcp, "A").unwrap().key,
+            m.instance("web", Proto::Tcp, "A").unwrap().entry.key,
             "/services/web/A"
         );
         m.remove("/services/web/A", 11);
         assert_eq!(
-            m.instance("web", Proto::Tcp, "A").unwrap().key,
+            m.instance("web", Proto::Tcp, "A").unwrap().entry.key,
             "/services/web/a"
         );
     }

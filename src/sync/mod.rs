@@ -48,6 +48,8 @@ use futures_util::{FutureExt, Stream, StreamExt};
 
 use self::etcd::{Etcd, ProgressRequester, RawEvent, RawKv, SyncError, Watch, WatchBatch};
 use self::skips::{Note, SkipLog};
+use hickory_proto::rr::Name;
+
 use crate::backend::registry::{self, RegistryEntry};
 use crate::backend::{ServiceEntry, skydns};
 use crate::index::leases::LeaseTable;
@@ -78,6 +80,9 @@ pub struct SyncSetup {
     /// Root paths of the registry-layout prefixes (`/services`), disjoint from `root` and from
     /// each other.
     pub registry_roots: Vec<String>,
+    /// The zone the registry is answered in (its instances' names are built in it once, as
+    /// they are mirrored); the root when there is no registry.
+    pub registry_zone: Name,
 }
 
 /// Progress the rest of srvd can observe.
@@ -230,6 +235,7 @@ struct Syncer {
     mirror: Option<Mirror>,
     /// The SkyDNS prefix first, then each registry prefix.
     feeds: Vec<Feed>,
+    registry_zone: Name,
 }
 
 impl Syncer {
@@ -334,6 +340,7 @@ impl Syncer {
         let mut mirror =
             Mirror::from_listing(&self.zone_paths, revision, entries, self.mirror.as_ref());
         *mirror.registry_mut() = RegistryMirror::from_listing(
+            self.registry_zone.clone(),
             registry,
             revision,
             self.mirror.as_ref().map(Mirror::registry),
@@ -665,6 +672,7 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
         status,
         mirror: None,
         feeds,
+        registry_zone: setup.registry_zone,
     };
     let mut need_list = true;
     let mut health = Health::default();
