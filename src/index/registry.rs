@@ -13,6 +13,8 @@
 //!
 //! A third map counts the instances per target address, so that an address's host name
 //! (`answer::registry`) exists exactly while some instance uses the address, found in O(log n).
+//! Only answering instances count: of two keys whose ids differ only in case, the one hidden by
+//! the lower key is no SRV's target, so its address must not make a name exist.
 
 use std::net::IpAddr;
 use std::ops::Bound;
@@ -28,7 +30,7 @@ use crate::backend::registry::{Proto, RegistryEntry, Target};
 pub struct RegistryMirror {
     by_key: OrdMap<String, Arc<RegistryEntry>>,
     by_name: OrdMap<String, Arc<RegistryEntry>>,
-    /// Instances per address target.
+    /// Answering instances per address target.
     addresses: OrdMap<IpAddr, usize>,
     /// Instances per protocol (`Proto as usize`): whether `_tcp.Z` / `_udp.Z` exist.
     per_proto: [usize; 2],
@@ -119,20 +121,38 @@ impl RegistryMirror {
 
     fn insert(&mut self, entry: Arc<RegistryEntry>) -> Option<Arc<RegistryEntry>> {
         let old = self.take(&entry.key);
-        if let Target::Address(ip) = entry.target {
-            *self.addresses.entry(ip).or_insert(0) += 1;
-        }
+        let before = self.answering(&entry);
         self.per_proto[entry.proto as usize] += 1;
         self.by_name.insert(name_key(&entry), entry.clone());
-        self.by_key.insert(entry.key.clone(), entry);
+        self.by_key.insert(entry.key.clone(), entry.clone());
+        let after = self.answering(&entry);
+        self.recount(before, after);
         old
     }
 
     fn take(&mut self, key: &str) -> Option<Arc<RegistryEntry>> {
         let old = self.by_key.remove(key)?;
+        let before = self.answering(&old);
         self.by_name.remove(name_key(&old).as_str());
         self.per_proto[old.proto as usize] -= 1;
-        if let Target::Address(ip) = old.target
+        let after = self.answering(&old);
+        self.recount(before, after);
+        Some(old)
+    }
+
+    /// The entry that answers for `entry`'s DNS name now (itself, or a case duplicate).
+    fn answering(&self, entry: &RegistryEntry) -> Option<Arc<RegistryEntry>> {
+        self.instance(&entry.service, entry.proto, &entry.instance)
+            .cloned()
+    }
+
+    /// Moves one DNS name's address count from the entry that answered for it to the one
+    /// that answers now.
+    fn recount(&mut self, before: Option<Arc<RegistryEntry>>, after: Option<Arc<RegistryEntry>>) {
+        if before.as_ref().map(|e| &e.key) == after.as_ref().map(|e| &e.key) {
+            return;
+        }
+        if let Some(Target::Address(ip)) = before.map(|e| e.target.clone())
             && let Some(count) = self.addresses.get_mut(&ip)
         {
             *count -= 1;
@@ -140,7 +160,9 @@ impl RegistryMirror {
                 self.addresses.remove(&ip);
             }
         }
-        Some(old)
+        if let Some(Target::Address(ip)) = after.map(|e| e.target.clone()) {
+            *self.addresses.entry(ip).or_insert(0) += 1;
+        }
     }
 
     /// The revision of the last change to a registry key.
@@ -340,5 +362,38 @@ mod tests {
             m.instance("web", Proto::Tcp, "A").unwrap().key,
             "/services/web/a"
         );
+    }
+
+    #[test]
+    fn only_the_answering_case_duplicate_gives_its_address_a_name() {
+        let hidden: IpAddr = "10.0.0.9".parse().unwrap();
+        let shown: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut m = sample();
+        m.put(
+            entry("/services/web/a", r#"{"Addr":"10.0.0.9","Port":80}"#),
+            10,
+        );
+        assert!(m.has_address(shown));
+        assert!(!m.has_address(hidden), "/services/web/A answers for a");
+        m.remove("/services/web/A", 11);
+        assert!(m.has_address(hidden) && !m.has_address(shown));
+        // A lower key arriving later takes the name, and the address, over.
+        m.put(
+            entry("/services/web/A", r#"{"Addr":"10.0.0.1","Port":80}"#),
+            12,
+        );
+        assert!(m.has_address(shown) && !m.has_address(hidden));
+        m.remove("/services/web/a", 13);
+        m.remove("/services/web/A", 14);
+        assert!(!m.has_address(shown) && !m.has_address(hidden));
+        // The same holds when a listing brings both at once, in either order.
+        let both = [
+            entry("/services/web/a", r#"{"Addr":"10.0.0.9","Port":80}"#),
+            entry("/services/web/A", r#"{"Addr":"10.0.0.1","Port":80}"#),
+        ];
+        for entries in [both.to_vec(), both.iter().rev().cloned().collect()] {
+            let m = RegistryMirror::from_entries(entries);
+            assert!(m.has_address(shown) && !m.has_address(hidden));
+        }
     }
 }
