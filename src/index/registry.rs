@@ -11,8 +11,9 @@
 //! the parts and sorts a type before any longer type that starts with its name. The etcd key at
 //! the end keeps two keys whose ids differ only in case (or that sit under two prefixes) apart.
 //!
-//! A third map counts the instances per target address, so that an address's host name
-//! (`answer::registry`) exists exactly while some instance uses the address, found in O(log n).
+//! A third map holds the instances per target address, so that an address's host name
+//! (`answer::registry`) exists exactly while some instance uses the address, found in O(log n),
+//! and lives (its TTL) as long as the instances that use it.
 //! Only answering instances count: of two keys whose ids differ only in case, the one hidden by
 //! the lower key is no SRV's target, so its address must not make a name exist.
 
@@ -30,8 +31,8 @@ use crate::backend::registry::{Proto, RegistryEntry, Target};
 pub struct RegistryMirror {
     by_key: OrdMap<String, Arc<RegistryEntry>>,
     by_name: OrdMap<String, Arc<RegistryEntry>>,
-    /// Answering instances per address target.
-    addresses: OrdMap<IpAddr, usize>,
+    /// Answering instances per address target, by etcd key.
+    addresses: OrdMap<IpAddr, OrdMap<String, Arc<RegistryEntry>>>,
     /// Instances per protocol (`Proto as usize`): whether `_tcp.Z` / `_udp.Z` exist.
     per_proto: [usize; 2],
     /// The revision of the last change (the registry zone's SOA serial takes it into account).
@@ -146,22 +147,28 @@ impl RegistryMirror {
             .cloned()
     }
 
-    /// Moves one DNS name's address count from the entry that answered for it to the one
-    /// that answers now.
+    /// Moves one DNS name's place among its address's users from the entry that answered for
+    /// it to the one that answers now.
     fn recount(&mut self, before: Option<Arc<RegistryEntry>>, after: Option<Arc<RegistryEntry>>) {
         if before.as_ref().map(|e| &e.key) == after.as_ref().map(|e| &e.key) {
             return;
         }
-        if let Some(Target::Address(ip)) = before.map(|e| e.target.clone())
-            && let Some(count) = self.addresses.get_mut(&ip)
+        if let Some(before) = before
+            && let Target::Address(ip) = before.target
+            && let Some(users) = self.addresses.get_mut(&ip)
         {
-            *count -= 1;
-            if *count == 0 {
+            users.remove(&before.key);
+            if users.is_empty() {
                 self.addresses.remove(&ip);
             }
         }
-        if let Some(Target::Address(ip)) = after.map(|e| e.target.clone()) {
-            *self.addresses.entry(ip).or_insert(0) += 1;
+        if let Some(after) = after
+            && let Target::Address(ip) = after.target
+        {
+            self.addresses
+                .entry(ip)
+                .or_default()
+                .insert(after.key.clone(), after);
         }
     }
 
@@ -173,6 +180,14 @@ impl RegistryMirror {
     /// Whether some instance's target is the address `ip`.
     pub fn has_address(&self, ip: IpAddr) -> bool {
         self.addresses.contains_key(&ip)
+    }
+
+    /// The answering instances whose target is `ip`, in etcd key order.
+    pub fn at_address(&self, ip: IpAddr) -> impl Iterator<Item = &Arc<RegistryEntry>> {
+        self.addresses
+            .get(&ip)
+            .into_iter()
+            .flat_map(|users| users.values())
     }
 
     /// Whether some instance's target is an address.
@@ -375,6 +390,8 @@ mod tests {
         );
         assert!(m.has_address(shown));
         assert!(!m.has_address(hidden), "/services/web/A answers for a");
+        assert_eq!(keys(m.at_address(shown)), ["/services/web/A"]);
+        assert_eq!(m.at_address(hidden).count(), 0);
         m.remove("/services/web/A", 11);
         assert!(m.has_address(hidden) && !m.has_address(shown));
         // A lower key arriving later takes the name, and the address, over.
