@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use etcd_client::{Client, PutOptions, Txn, TxnOp};
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{RData, Record, RecordType};
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Label, Name, RData, Record, RecordType};
 
 use crate::support::dns::{self, query, udp, with_edns};
 use crate::support::etcd::EtcdServer;
@@ -163,6 +163,8 @@ const VALUES: &[(&str, &str)] = &[
     ("api/DUP", r#"{"Addr":"10.0.3.2","Port":2}"#),
     // A host name outside the zone: no glue.
     ("ext/e1", r#"{"Addr":"db.example.net:5432"}"#),
+    // etcd's naming endpoints are often keyed by host:port: a dot inside one instance label.
+    ("grpc/10.0.1.20:9090", r#"{"Addr":"10.0.1.20:9090"}"#),
     // Proto udp.
     ("dns/d1", r#"{"Addr":"10.0.2.1","Port":53,"Proto":"udp"}"#),
     // Bad values: skipped, each alone.
@@ -334,6 +336,26 @@ fn table() -> Vec<Case> {
             &["_ext._tcp.example.test. 5 SRV 10 1 5432 db.example.net."],
             &[],
         ),
+        // An instance label with dots in it is one label, escaped in presentation form.
+        ok(
+            "_grpc._tcp.example.test.",
+            PTR,
+            &[r"_grpc._tcp.example.test. 5 PTR 10\.0\.1\.20\:9090._grpc._tcp.example.test."],
+            &[
+                r"10\.0\.1\.20\:9090._grpc._tcp.example.test. 5 SRV 10 1 9090 10-0-1-20.addr.example.test.",
+                r#"10\.0\.1\.20\:9090._grpc._tcp.example.test. 5 TXT """#,
+                "10-0-1-20.addr.example.test. 5 A 10.0.1.20",
+            ],
+        ),
+        ok(
+            r"10\.0\.1\.20:9090._grpc._tcp.example.test.",
+            SRV,
+            &[
+                r"10\.0\.1\.20\:9090._grpc._tcp.example.test. 5 SRV 10 1 9090 10-0-1-20.addr.example.test.",
+            ],
+            &["10-0-1-20.addr.example.test. 5 A 10.0.1.20"],
+        ),
+        empty("9090._grpc._tcp.example.test.", SRV, NXDOMAIN),
         // Proto udp.
         ok(
             "_dns._udp.example.test.",
@@ -382,6 +404,7 @@ fn table() -> Vec<Case> {
                 "_services._dns-sd._udp.example.test. 5 PTR _api._tcp.example.test.",
                 "_services._dns-sd._udp.example.test. 5 PTR _dns._udp.example.test.",
                 "_services._dns-sd._udp.example.test. 5 PTR _ext._tcp.example.test.",
+                "_services._dns-sd._udp.example.test. 5 PTR _grpc._tcp.example.test.",
                 "_services._dns-sd._udp.example.test. 5 PTR _web._tcp.example.test.",
             ],
             &[],
@@ -446,6 +469,22 @@ fn table() -> Vec<Case> {
     ]
 }
 
+/// A query for `name` in presentation form where `\.` is a dot inside a label (an instance id
+/// such as `10.0.1.20:9090`, which hickory's text parser refuses as a host label).
+fn raw_query(name: &str, qtype: RecordType) -> Message {
+    let labels: Vec<Label> = name
+        .trim_end_matches('.')
+        .replace("\\.", "\u{1}")
+        .split('.')
+        .map(|l| Label::from_raw_bytes(l.replace('\u{1}', ".").as_bytes()).unwrap())
+        .collect();
+    let mut name = Name::from_labels(labels).unwrap();
+    name.set_fqdn(true);
+    let mut message = query(".", qtype);
+    message.queries[0] = Query::query(name, qtype);
+    message
+}
+
 /// Every §2 question shape against every value form, one reply each over UDP (EDNS 4096 so
 /// that no answer here is truncated).
 #[tokio::test]
@@ -465,7 +504,11 @@ async fn registry_values_answer_every_dns_sd_question_exactly() {
     .await;
     let mut failures = Vec::new();
     for case in table() {
-        let reply = udp(server.addr, &with_edns(query(case.name, case.qtype), 4096)).await;
+        let reply = udp(
+            server.addr,
+            &with_edns(raw_query(case.name, case.qtype), 4096),
+        )
+        .await;
         let what = format!("{} {}", case.name, case.qtype);
         let got = (
             reply.metadata.response_code,
@@ -736,6 +779,32 @@ async fn registry_ttls_follow_the_flag_and_the_lease() {
             "round {round}: first answer for a 3 s lease has TTLs {ttls:?}"
         );
     }
+    // Names that exist only through leased keys (an address every user of which is leased, a
+    // type all of whose instances are) live no longer than those leases either.
+    let reply = udp(short.addr, &query("10-0-0-2.addr.reg.test.", RecordType::A)).await;
+    let ttls: Vec<u32> = reply.answers.iter().map(|r| r.ttl).collect();
+    assert!(
+        !ttls.is_empty() && ttls.iter().all(|&ttl| ttl <= 3),
+        "the address of leased instances only: TTLs {ttls:?}"
+    );
+    let reply = udp(
+        short.addr,
+        &query("_services._dns-sd._udp.reg.test.", RecordType::PTR),
+    )
+    .await;
+    let types: Vec<String> = reply.answers.iter().map(line).collect();
+    assert!(
+        types.iter().any(|t| t.contains(" 5 PTR _plain._tcp.")),
+        "{types:#?}"
+    );
+    let leased: Vec<&String> = types.iter().filter(|t| t.contains("_short")).collect();
+    assert!(
+        !leased.is_empty()
+            && leased
+                .iter()
+                .all(|t| t.split(' ').nth(1).unwrap().parse::<u32>().unwrap() <= 3),
+        "types of leased instances only: {types:#?}"
+    );
 
     let lease = client.lease_grant(3600, None).await.unwrap().id();
     put_leased(
@@ -896,4 +965,57 @@ async fn the_registry_wins_over_skydns_for_a_service_type_it_has() {
     assert_eq!(rcode, ResponseCode::NoError);
     assert_eq!(other.len(), 1, "{other:?}");
     assert!(other[0].contains(" 9998 "), "{other:?}");
+}
+
+/// `--registry-zone` naming a zone that no `--zone` names: the registry is answered there (with
+/// its own SOA), and only there; the SkyDNS zone keeps its keys and none of the registry's.
+#[tokio::test]
+async fn a_registry_zone_of_its_own_holds_the_registry_alone() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    put(&mut client, "/skydns/test/sky/x", r#"{"host":"10.9.9.9"}"#).await;
+    put(
+        &mut client,
+        "/services/web/r1",
+        r#"{"Addr":"10.0.0.1","Port":80}"#,
+    )
+    .await;
+    let server = TestServer::start_etcd(
+        &etcd.url,
+        &["sky.test."],
+        None,
+        with_registry("reg.test.", 5),
+    )
+    .await;
+    let ask = async |name: &str, qtype: RecordType| {
+        let reply = udp(server.addr, &query(name, qtype)).await;
+        (
+            reply.metadata.response_code,
+            reply.metadata.authoritative,
+            lines(&reply.answers),
+            soa_owner(&reply),
+        )
+    };
+    assert_eq!(
+        ask("_web._tcp.reg.test.", RecordType::SRV).await,
+        (
+            ResponseCode::NoError,
+            true,
+            sorted(&["_web._tcp.reg.test. 5 SRV 10 1 80 10-0-0-1.addr.reg.test."]),
+            None
+        )
+    );
+    assert_eq!(
+        ask("_web._tcp.sky.test.", RecordType::SRV).await,
+        (NXDOMAIN, true, vec![], Some("sky.test.".into()))
+    );
+    assert_eq!(
+        ask("x.reg.test.", RecordType::A).await,
+        (NXDOMAIN, true, vec![], Some("reg.test.".into()))
+    );
+    let (rcode, aa, answers, _) = ask("x.sky.test.", RecordType::A).await;
+    assert_eq!((rcode, aa), (ResponseCode::NoError, true));
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(answers[0].ends_with("A 10.9.9.9"), "{answers:?}");
+    assert!(soa_serial(server.addr, "reg.test.").await > 0);
 }
