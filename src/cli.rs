@@ -233,7 +233,9 @@ impl ServeArgs {
              responses to srvd are up to --max-request-bytes (1.5 MiB by default) large"
         );
         let registry_zone = match &self.registry_zone {
-            Some(zone) => Some(parse_zone(zone).map_err(anyhow::Error::msg)?),
+            Some(zone) => {
+                Some(parse_zone(zone).map_err(|e| anyhow::anyhow!("--registry-zone: {e}"))?)
+            }
             None => None,
         };
         let registry_ttl = match &self.registry_ttl {

@@ -19,7 +19,9 @@
 //! for the records it has; a registry name without the asked type (or an empty non-terminal such
 //! as `_tcp.Z`) lets the other sources answer, and turns their NXDOMAIN into NODATA (RFC 8020).
 //!
-//! TTLs are `--registry-ttl`, lowered to the remaining lease time of a leased key. Every question
+//! TTLs are `--registry-ttl`, lowered to the remaining lease time of a leased key; a name that
+//! exists through several keys (an address, a service type in `_services`) lives as long as the
+//! longest of them, judged from the first [`TTL_SAMPLE`] (fewer can only lower it). Every question
 //! builds at most the record cap (`budget`); a service type's SRV is the first places of a draw
 //! over all its instances, as for SkyDNS; enumerating types costs one map look-up per type sent.
 
@@ -41,6 +43,10 @@ use crate::index::leases::LeaseTable;
 use crate::index::mirror::Mirror;
 use crate::index::registry::{ADDRESS_LABEL, Instance, InstanceNames, address_label};
 use crate::index::{EtcdData, RegistryZone, Zone};
+
+/// How many of the keys behind one record its TTL looks at: the first one with no lease (or a
+/// long one) ends the search, so this bounds only the rare case of many short leases.
+const TTL_SAMPLE: usize = 16;
 
 /// What the registry knows of a question name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +177,19 @@ impl<'a> Reg<'a> {
         } else {
             self.leases.capped_ttl(entry.lease, self.ttl)
         }
+    }
+
+    /// TTL of a record that exists while any of `entries` does: the longest of theirs among
+    /// the first [`TTL_SAMPLE`].
+    fn ttl_of_any<'e>(&self, entries: impl Iterator<Item = &'e Arc<RegistryEntry>>) -> u32 {
+        let mut ttl = 0;
+        for entry in entries.take(TTL_SAMPLE) {
+            ttl = ttl.max(self.ttl_of(entry));
+            if ttl >= self.ttl {
+                break;
+            }
+        }
+        ttl
     }
 
     /// The instance's names in this zone: the ones built when it was mirrored.
@@ -375,7 +394,10 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
                 }
                 if let Some(names) = reg.names(instance) {
                     let name = names.service_type.clone();
-                    let ptr = Record::from_rdata(qname.clone(), reg.ttl, RData::PTR(PTR(name)));
+                    let entry = &instance.entry;
+                    let users = mirror.instances(&entry.service, entry.proto);
+                    let ttl = reg.ttl_of_any(users.map(|i| &i.entry));
+                    let ptr = Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(name)));
                     answers.push(Rr::owned(Owner::Question, ptr));
                 }
             }
@@ -392,7 +414,8 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
             if qtype != wanted {
                 return Found::Exists;
             }
-            let record = Reg::address_record(ip, qname.clone(), reg.ttl);
+            let ttl = reg.ttl_of_any(mirror.at_address(ip));
+            let record = Reg::address_record(ip, qname.clone(), ttl);
             out.answers.push(Rr::owned(Owner::Question, record));
             Found::Answered
         }

@@ -11,8 +11,11 @@
 //! the parts and sorts a type before any longer type that starts with its name. The etcd key at
 //! the end keeps two keys whose ids differ only in case (or that sit under two prefixes) apart.
 //!
-//! A third map counts the instances per target address, so that an address's host name
-//! (`<address>.addr.Z`) exists exactly while some instance uses the address, found in O(log n).
+//! A third map holds the instances per target address, so that an address's host name
+//! (`<address>.addr.Z`) exists exactly while some instance uses the address, found in O(log n),
+//! and lives (its TTL) as long as the instances that use it.
+//! Only answering instances count: of two keys whose ids differ only in case, the one hidden by
+//! the lower key is no SRV's target, so its address must not make a name exist.
 //!
 //! Each instance's DNS names in the registry zone (its service type, its instance name, its SRV
 //! target) are built once, when its key is mirrored, not per answer: a name costs several
@@ -117,8 +120,8 @@ pub struct RegistryMirror {
     zone: Name,
     by_key: OrdMap<String, Arc<RegistryEntry>>,
     by_name: OrdMap<String, Arc<Instance>>,
-    /// Instances per address target.
-    addresses: OrdMap<IpAddr, usize>,
+    /// Answering instances per address target, by etcd key.
+    addresses: OrdMap<IpAddr, OrdMap<String, Arc<RegistryEntry>>>,
     /// Instances per protocol (`Proto as usize`): whether `_tcp.Z` / `_udp.Z` exist.
     per_proto: [usize; 2],
     /// The revision of the last change (the registry zone's SOA serial takes it into account).
@@ -234,32 +237,58 @@ impl RegistryMirror {
 
     fn insert(&mut self, entry: Arc<RegistryEntry>) -> Option<Arc<RegistryEntry>> {
         let old = self.take(&entry.key);
-        if let Target::Address(ip) = entry.target {
-            *self.addresses.entry(ip).or_insert(0) += 1;
-        }
+        let before = self.answering(&entry);
         self.per_proto[entry.proto as usize] += 1;
         let instance = Instance {
             names: InstanceNames::of(&entry, &self.zone),
             entry: entry.clone(),
         };
         self.by_name.insert(name_key(&entry), Arc::new(instance));
-        self.by_key.insert(entry.key.clone(), entry);
+        self.by_key.insert(entry.key.clone(), entry.clone());
+        let after = self.answering(&entry);
+        self.recount(before, after);
         old
     }
 
     fn take(&mut self, key: &str) -> Option<Arc<RegistryEntry>> {
         let old = self.by_key.remove(key)?;
+        let before = self.answering(&old);
         self.by_name.remove(name_key(&old).as_str());
         self.per_proto[old.proto as usize] -= 1;
-        if let Target::Address(ip) = old.target
-            && let Some(count) = self.addresses.get_mut(&ip)
+        let after = self.answering(&old);
+        self.recount(before, after);
+        Some(old)
+    }
+
+    /// The entry that answers for `entry`'s DNS name now (itself, or a case duplicate).
+    fn answering(&self, entry: &RegistryEntry) -> Option<Arc<RegistryEntry>> {
+        self.instance(&entry.service, entry.proto, &entry.instance)
+            .map(|i| i.entry.clone())
+    }
+
+    /// Moves one DNS name's place among its address's users from the entry that answered for
+    /// it to the one that answers now.
+    fn recount(&mut self, before: Option<Arc<RegistryEntry>>, after: Option<Arc<RegistryEntry>>) {
+        if before.as_ref().map(|e| &e.key) == after.as_ref().map(|e| &e.key) {
+            return;
+        }
+        if let Some(before) = before
+            && let Target::Address(ip) = before.target
+            && let Some(users) = self.addresses.get_mut(&ip)
         {
-            *count -= 1;
-            if *count == 0 {
+            users.remove(&before.key);
+            if users.is_empty() {
                 self.addresses.remove(&ip);
             }
         }
-        Some(old)
+        if let Some(after) = after
+            && let Target::Address(ip) = after.target
+        {
+            self.addresses
+                .entry(ip)
+                .or_default()
+                .insert(after.key.clone(), after);
+        }
     }
 
     /// The revision of the last change to a registry key.
@@ -270,6 +299,14 @@ impl RegistryMirror {
     /// Whether some instance's target is the address `ip`.
     pub fn has_address(&self, ip: IpAddr) -> bool {
         self.addresses.contains_key(&ip)
+    }
+
+    /// The answering instances whose target is `ip`, in etcd key order.
+    pub fn at_address(&self, ip: IpAddr) -> impl Iterator<Item = &Arc<RegistryEntry>> {
+        self.addresses
+            .get(&ip)
+            .into_iter()
+            .flat_map(|users| users.values())
     }
 
     /// Whether some instance's target is an address.
@@ -467,5 +504,41 @@ mod tests {
             m.instance("web", Proto::Tcp, "A").unwrap().entry.key,
             "/services/web/a"
         );
+    }
+
+    #[test]
+    fn only_the_answering_case_duplicate_gives_its_address_a_name() {
+        let hidden: IpAddr = "10.0.0.9".parse().unwrap();
+        let shown: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut m = sample();
+        m.put(
+            entry("/services/web/a", r#"{"Addr":"10.0.0.9","Port":80}"#),
+            10,
+        );
+        assert!(m.has_address(shown));
+        assert!(!m.has_address(hidden), "/services/web/A answers for a");
+        let at: Vec<&str> = m.at_address(shown).map(|e| e.key.as_str()).collect();
+        assert_eq!(at, ["/services/web/A"]);
+        assert_eq!(m.at_address(hidden).count(), 0);
+        m.remove("/services/web/A", 11);
+        assert!(m.has_address(hidden) && !m.has_address(shown));
+        // A lower key arriving later takes the name, and the address, over.
+        m.put(
+            entry("/services/web/A", r#"{"Addr":"10.0.0.1","Port":80}"#),
+            12,
+        );
+        assert!(m.has_address(shown) && !m.has_address(hidden));
+        m.remove("/services/web/a", 13);
+        m.remove("/services/web/A", 14);
+        assert!(!m.has_address(shown) && !m.has_address(hidden));
+        // The same holds when a listing brings both at once, in either order.
+        let both = [
+            entry("/services/web/a", r#"{"Addr":"10.0.0.9","Port":80}"#),
+            entry("/services/web/A", r#"{"Addr":"10.0.0.1","Port":80}"#),
+        ];
+        for entries in [both.to_vec(), both.iter().rev().cloned().collect()] {
+            let m = RegistryMirror::from_entries(Name::root(), entries);
+            assert!(m.has_address(shown) && !m.has_address(hidden));
+        }
     }
 }

@@ -10,6 +10,7 @@ mod order;
 mod protocol;
 mod readme;
 mod register;
+mod registry_cli;
 mod support;
 mod tcp;
 mod truncation;

@@ -4,5 +4,6 @@ mod catch_up;
 mod large;
 mod leases;
 mod registry;
+mod registry_answers;
 mod scenarios;
 mod sync;
