@@ -398,6 +398,124 @@ async fn skydns_layout_is_answered_by_srvd_serve() {
     assert_eq!(glue, ["127.0.0.2"]);
 }
 
+/// What srvd answers for the registered instance: the strings of the TXT record at its name,
+/// or `None` for NXDOMAIN, checked against the PTR list of its type.
+async fn txt_in_dns(server: &TestServer) -> Option<Vec<String>> {
+    let instance = "web-01._web._tcp.svc.test.";
+    let txt = dns::udp(server.addr, &dns::query(instance, RecordType::TXT)).await;
+    let ptr = dns::udp(
+        server.addr,
+        &dns::query("_web._tcp.svc.test.", RecordType::PTR),
+    )
+    .await;
+    let listed = ptr.answers.iter().any(|r| r.data.to_string() == instance);
+    match txt.response_code {
+        hickory_proto::op::ResponseCode::NXDomain => {
+            assert!(!listed, "NXDOMAIN instance still browsed: {ptr:?}");
+            None
+        }
+        _ => {
+            assert!(listed, "instance answered but not browsed: {ptr:?}");
+            let strings = txt.answers.iter().flat_map(|r| match &r.data {
+                hickory_proto::rr::RData::TXT(t) => t
+                    .txt_data
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect(),
+                other => vec![format!("not TXT: {other}")],
+            });
+            Some(strings.collect())
+        }
+    }
+}
+
+/// The whole loop in DNS: `srvd register` (registry layout) against a real etcd, `srvd serve
+/// --registry /services` answering it, and a health endpoint switched between 200, 500 and
+/// closed. Passing: browsed with exactly the `--meta` TXT; 500: still browsed, TXT gains
+/// `health=warning`; closed: NXDOMAIN after 3 checks; healthy: back; SIGTERM: gone within 1 s.
+#[tokio::test]
+async fn the_instance_follows_its_health_in_dns_answers() {
+    let etcd = EtcdServer::start().await;
+    let server = TestServer::start_etcd(&etcd.url, &["svc.test."], None, |e| {
+        e.registry_prefixes = vec!["/services".into()];
+    })
+    .await;
+    let health = Health::start().await;
+    let check = health.url();
+    let mut register = Register::spawn(&web_args(
+        &etcd.url,
+        &["--ttl", "5s", "--check", &check, "--interval", "200ms"],
+    ));
+    let limit = Duration::from_secs(10);
+    let strings = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let passing = strings(&["version=2", "path=/api"]);
+    let warning = strings(&["version=2", "path=/api", "health=warning"]);
+    let until = |want: Option<Vec<String>>, what: &'static str| {
+        let server = &server;
+        async move {
+            eventually(limit, what, || {
+                let want = want.clone();
+                async move { (txt_in_dns(server).await == want).then_some(()) }
+            })
+            .await
+        }
+    };
+    until(Some(passing.clone()), "passing: browsed with its --meta").await;
+    health.set(ERROR);
+    until(Some(warning), "500: still browsed, health=warning").await;
+    health.set(CLOSED);
+    until(None, "closed: gone from DNS").await;
+    health.set(OK);
+    until(Some(passing), "healthy again: back").await;
+    let start = Instant::now();
+    register.sigterm();
+    eventually(
+        Duration::from_secs(1),
+        "gone within 1 s of SIGTERM",
+        || async { txt_in_dns(&server).await.is_none().then_some(()) },
+    )
+    .await;
+    eprintln!("gone from DNS {:?} after SIGTERM", start.elapsed());
+    assert!(register.wait_exit(limit).success());
+}
+
+/// SIGKILL: nobody deletes the key, so the instance stays in DNS until its lease expires (a
+/// 2 s lease here), and its TTL never exceeds the lease's remaining time meanwhile.
+#[tokio::test]
+async fn after_sigkill_the_instance_leaves_dns_when_its_lease_expires() {
+    let etcd = EtcdServer::start().await;
+    let server = TestServer::start_etcd(&etcd.url, &["svc.test."], None, |e| {
+        e.registry_prefixes = vec!["/services".into()];
+    })
+    .await;
+    let mut register = Register::spawn(&web_args(&etcd.url, &["--ttl", "2s"]));
+    let limit = Duration::from_secs(10);
+    eventually(limit, "registered", || async {
+        txt_in_dns(&server).await.is_some().then_some(())
+    })
+    .await;
+    register.child.kill().unwrap();
+    register.child.wait().unwrap();
+    let killed = Instant::now();
+    let srv = dns::udp(
+        server.addr,
+        &dns::query("web-01._web._tcp.svc.test.", RecordType::SRV),
+    )
+    .await;
+    assert_eq!(srv.answers.len(), 1, "still there right after SIGKILL");
+    assert!(srv.answers[0].ttl <= 2, "TTL within the lease: {srv:?}");
+    eventually(limit, "gone when the lease expired", || async {
+        txt_in_dns(&server).await.is_none().then_some(())
+    })
+    .await;
+    let gone = killed.elapsed();
+    eprintln!("gone from DNS {gone:?} after SIGKILL (--ttl 2s)");
+    assert!(
+        gone >= Duration::from_millis(500),
+        "left with its lease, not at once: {gone:?}"
+    );
+}
+
 /// Runs `srvd register ARGS` expecting it to fail; returns (exit code, stderr).
 fn failing(args: &[&str]) -> (i32, String) {
     let mut register = vec!["register"];
