@@ -400,3 +400,83 @@ async fn the_readme_browse_commands_print_what_the_readme_shows() {
     );
     assert_eq!(outputs[2], blocks[1]);
 }
+
+/// The client's `browse`/`service_types` and `srvd browse --json` against the same registry
+/// data in etcd (`srvd serve --registry /services`): the same instances, TXT pairs by RFC 6763
+/// §6 rules (an instance without metadata has none), addresses from the additional section.
+#[tokio::test]
+async fn client_and_cli_browse_the_registry_from_etcd_alike() {
+    let etcd = crate::support::etcd::EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    for (key, value) in [
+        (
+            "/services/web/web-01",
+            r#"{"Addr":"10.0.1.10","Port":8080,"Metadata":{"version":"2","Path":"/api"}}"#,
+        ),
+        ("/services/web/web-02", r#"{"Addr":"[fd00::2]:8081"}"#),
+        ("/services/db/pg", r#"{"Addr":"10.0.2.1","Port":5432}"#),
+    ] {
+        client.put(key, value, None).await.unwrap();
+    }
+    let server = TestServer::start_etcd(&etcd.url, &["reg.test."], None, |e| {
+        e.registry_prefixes = vec!["/services".into()];
+    })
+    .await;
+    let resolver = resolver(&server);
+    let instances = resolver.browse("_web._tcp", "reg.test").await.unwrap();
+    assert_eq!(
+        names(&instances),
+        ["web-01._web._tcp.reg.test.", "web-02._web._tcp.reg.test."]
+    );
+    assert_eq!(instances[0].txt.get_str("version"), Some("2"));
+    assert_eq!(
+        instances[0].txt.get_str("path"),
+        Some("/api"),
+        "keys are case-insensitive"
+    );
+    assert!(
+        instances[1].txt.is_empty(),
+        "one empty string is no attributes"
+    );
+    assert_eq!(
+        instances[1].socket_addrs(),
+        ["[fd00::2]:8081".parse::<SocketAddr>().unwrap()]
+    );
+    let types = resolver.service_types("reg.test").await.unwrap();
+    assert_eq!(types, ["_db._tcp.reg.test.", "_web._tcp.reg.test."]);
+
+    let addr = server.addr;
+    let output =
+        tokio::task::spawn_blocking(move || srvd_browse(addr, &["_web._tcp.reg.test", "--json"]))
+            .await
+            .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let cli: Vec<(&str, Vec<String>)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let addrs = i["targets"][0]["addrs"].as_array().unwrap();
+            (
+                i["name"].as_str().unwrap(),
+                addrs
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    let lib: Vec<(&str, Vec<String>)> = instances
+        .iter()
+        .map(|i| {
+            let addrs = i.targets[0].addrs.iter().map(|a| a.to_string()).collect();
+            (i.name.as_str(), addrs)
+        })
+        .collect();
+    assert_eq!(cli, lib);
+    assert_eq!(
+        json[0]["txt"],
+        serde_json::json!({"version": "2", "path": "/api"})
+    );
+}
