@@ -208,7 +208,7 @@ impl ServeArgs {
         };
         let mut zones = Vec::new();
         for zone in zone_args {
-            let zone = parse_zone(zone).map_err(anyhow::Error::msg)?;
+            let zone = parse_zone(zone).map_err(|e| anyhow::anyhow!("--zone: {e}"))?;
             if !zones.contains(&zone) {
                 zones.push(zone);
             }
@@ -239,7 +239,15 @@ impl ServeArgs {
             None => None,
         };
         let registry_ttl = match &self.registry_ttl {
-            Some(text) => secs("--registry-ttl", text)?,
+            Some(text) => {
+                let ttl = secs("--registry-ttl", text)?;
+                // RFC 2181 §8: a TTL is at most 2^31 - 1 seconds.
+                anyhow::ensure!(
+                    ttl <= i32::MAX as u32,
+                    "--registry-ttl {text:?}: at most 2147483647 seconds (RFC 2181)"
+                );
+                ttl
+            }
             None => DEFAULT_REGISTRY_TTL,
         };
         for prefix in &self.registry {

@@ -129,6 +129,18 @@ fn wrong_registry_flags_stop_the_start_with_one_line_naming_the_flag() {
             ],
             &["--registry-zone", "a..b"],
         ),
+        (
+            &[
+                "--etcd",
+                "ETCD",
+                "--registry",
+                "/services",
+                "--registry-ttl",
+                "600000h",
+            ],
+            &["--registry-ttl", "2147483647"],
+        ),
+        (&["--etcd", "ETCD", "--zone", "a..b"], &["--zone", "a..b"]),
     ];
     let mut failures = Vec::new();
     for (args, wanted) in cases {
