@@ -395,7 +395,11 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
                 if let Some(names) = reg.names(instance) {
                     let name = names.service_type.clone();
                     let entry = &instance.entry;
-                    let users = mirror.instances(&entry.service, entry.proto);
+                    // The type's first instance is at hand; the others are looked up only when
+                    // its TTL is short (a lease about to end).
+                    let others = std::iter::once(())
+                        .flat_map(|()| mirror.instances(&entry.service, entry.proto).skip(1));
+                    let users = std::iter::once(instance).chain(others);
                     let ttl = reg.ttl_of_any(users.map(|i| &i.entry));
                     let ptr = Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(name)));
                     answers.push(Rr::owned(Owner::Question, ptr));
