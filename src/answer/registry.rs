@@ -21,7 +21,7 @@
 //!
 //! TTLs are `--registry-ttl`, lowered to the remaining lease time of a leased key; a name that
 //! exists through several keys (an address, a service type in `_services`) lives as long as the
-//! longest of them, judged from the first [`TTL_SAMPLE`] (fewer can only lower it). Every question
+//! longest of them, judged from the first 16 of them (fewer can only lower it). Every question
 //! builds at most the record cap (`budget`); a service type's SRV is the first places of a draw
 //! over all its instances, as for SkyDNS; enumerating types costs one map look-up per type sent.
 

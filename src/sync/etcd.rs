@@ -111,7 +111,7 @@ pub struct WatchBatch {
     /// A progress notification: every change up to this revision has been sent.
     pub progress: Option<i64>,
     /// The answer to [`ProgressRequester::request`]: a revision etcd vouches for, good enough to
-    /// publish but not to resume from (see [`Notice`]).
+    /// publish but not to resume from (see `Notice`).
     pub answered: Option<i64>,
 }
 
