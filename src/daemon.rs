@@ -196,10 +196,11 @@ pub fn build_index(
 /// # Errors
 /// See [`StartError`]; nothing is left running on error.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    let (base, zone_paths) = build_index(
-        load_zones(&config.zones, config.etcd.is_some())?,
-        config.etcd.as_ref(),
-    )?;
+    let mut files = load_zones(&config.zones, config.etcd.is_some())?;
+    for spec in &config.zone_files {
+        files.push(zonefile::load_file_for(&spec.path, &spec.origin)?);
+    }
+    let (base, zone_paths) = build_index(files, config.etcd.as_ref())?;
     if base.zones().is_empty() {
         return Err(StartError::NoZones);
     }

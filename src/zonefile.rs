@@ -98,6 +98,21 @@ pub fn load_file(path: &Path) -> Result<ZoneFile, ZoneFileError> {
     parse(&text, &format!("{stem}."), &source, Some(path))
 }
 
+/// Loads one zone file for the zone `origin`, whatever its file name (CoreDNS's `file DBFILE
+/// ZONE`).
+///
+/// # Errors
+/// The file cannot be read or fails to parse or validate.
+pub fn load_file_for(path: &Path, origin: &Name) -> Result<ZoneFile, ZoneFileError> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ZoneFileError {
+        file: source.clone(),
+        line: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&text, &origin.to_ascii(), &source, Some(path))
+}
+
 /// The compiled-in example zone.
 ///
 /// # Errors

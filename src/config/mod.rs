@@ -4,6 +4,7 @@
 //! configuration type other modules see. Building it opens no socket, reads no zone and
 //! contacts no etcd.
 
+pub mod corefile;
 pub mod duration;
 
 use std::net::SocketAddr;
@@ -122,6 +123,8 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Where zone files come from.
     pub zones: ZoneSource,
+    /// Zone files named one by one, each for its zone (a Corefile's `file` directives).
+    pub zone_files: Vec<corefile::ZoneFileSpec>,
     /// The etcd mirror, if any.
     pub etcd: Option<EtcdConfig>,
     /// Limits on TCP clients.
@@ -135,6 +138,7 @@ impl Default for Config {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 1053))],
             zones: ZoneSource::DefaultDirOrEmbedded,
+            zone_files: Vec::new(),
             etcd: None,
             tcp: TcpLimits::default(),
             shutdown_grace: Duration::from_secs(5),

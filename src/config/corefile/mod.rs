@@ -1,0 +1,945 @@
+//! `--conf Corefile`: CoreDNS's configuration file, read the way CoreDNS reads it, into the same
+//! [`Config`](super::Config) the flags build.
+//!
+//! `lexer` makes words, `blocks` server blocks and directives (snippets, imports), `zones` turns
+//! server block keys and zone arguments into zones and ports (CIDRs into reverse zones, split
+//! as CoreDNS splits them), and this module gives each directive its meaning, with CoreDNS's
+//! syntax, defaults and error texts where CoreDNS has them (`plugin/etcd/setup.go`: "unknown
+//! property 'endpoints'", "credentials requires 2 arguments, username and password").
+//!
+//! srvd serves one set of zones on every address it listens on, from one etcd mirror: a Corefile
+//! whose blocks serve different zones on different ports, or configure two different etcd
+//! backends, is refused with a "not supported yet" error rather than served differently.
+
+pub mod blocks;
+pub mod lexer;
+pub mod zones;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+
+use self::blocks::{Directive, Disk, Files, Parser, ServerBlock};
+use self::lexer::Token;
+use super::{EtcdConfig, duration};
+use crate::index::leases::LeaseBounds;
+
+/// An error in a Corefile: where, in which directive, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {}{message}", directive.as_ref().map(|d| format!("{d}: ")).unwrap_or_default())]
+pub struct CorefileError {
+    /// The file (the Corefile or an imported one).
+    pub file: String,
+    /// The line.
+    pub line: usize,
+    /// The directive it is about, if any.
+    pub directive: Option<String>,
+    /// What is wrong, and what was expected.
+    pub message: String,
+}
+
+impl CorefileError {
+    /// An error at `line` of `file`.
+    pub fn at(file: &Arc<str>, line: usize, message: &str) -> Self {
+        Self {
+            file: file.to_string(),
+            line,
+            directive: None,
+            message: message.to_string(),
+        }
+    }
+
+    /// An error about `directive`, at `token`.
+    pub fn in_directive(token: &Token, directive: &str, message: &str) -> Self {
+        Self {
+            file: token.file.to_string(),
+            line: token.line,
+            directive: Some(directive.to_string()),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A zone file for one zone (`file DBFILE [ZONES...]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneFileSpec {
+    /// The file.
+    pub path: PathBuf,
+    /// The zone it holds.
+    pub origin: Name,
+}
+
+/// What a Corefile configures.
+#[derive(Debug, Clone)]
+pub struct Corefile {
+    /// The DNS addresses (each block's ports on its `bind` addresses, or on all IPv4 interfaces).
+    pub listen: Vec<SocketAddr>,
+    /// Zone files, one per zone.
+    pub files: Vec<ZoneFileSpec>,
+    /// The etcd backend, if a block has `etcd`.
+    pub etcd: Option<EtcdConfig>,
+    /// `health [ADDR] { lameduck D }`.
+    pub health: Option<(SocketAddr, Duration)>,
+    /// `ready [ADDR]`.
+    pub ready: Option<SocketAddr>,
+    /// `prometheus [ADDR]`.
+    pub metrics: Option<SocketAddr>,
+    /// `log`.
+    pub log_queries: bool,
+    /// `errors`.
+    pub log_errors: bool,
+    /// `reload [INTERVAL [JITTER]]`.
+    pub reload: Option<(Duration, Duration)>,
+    /// Things to log once at start (directives accepted that change nothing, and why).
+    pub notes: Vec<String>,
+}
+
+/// CoreDNS's DNS port when a key has none.
+const DEFAULT_PORT: u16 = 53;
+/// CoreDNS's `etcd` endpoint when none is given.
+const DEFAULT_ENDPOINT: &str = "http://localhost:2379";
+
+/// CoreDNS plugins srvd deliberately does not have, and why.
+const NOT_IN_SRVD: &[(&str, &str)] = &[
+    (
+        "forward",
+        "srvd never recurses; keep a resolver in front for other names",
+    ),
+    (
+        "proxy",
+        "srvd never recurses; keep a resolver in front for other names",
+    ),
+    (
+        "loadbalance",
+        "srvd already draws SRV records in RFC 2782 order for every response",
+    ),
+    (
+        "dnssec",
+        "srvd does not sign; its answers change with every etcd write",
+    ),
+    (
+        "sign",
+        "srvd does not sign; its answers change with every etcd write",
+    ),
+    (
+        "kubernetes",
+        "srvd serves etcd and zone files, not the Kubernetes API",
+    ),
+    (
+        "k8s_external",
+        "srvd serves etcd and zone files, not the Kubernetes API",
+    ),
+    ("hosts", "put the names in a zone file (`file`) or in etcd"),
+    ("auto", "name each zone file with `file`"),
+    ("secondary", "srvd does not transfer zones"),
+    ("transfer", "srvd does not transfer zones"),
+];
+
+/// Other CoreDNS plugins (not in srvd either): named so the error says it is CoreDNS's.
+const OTHER_COREDNS_PLUGINS: &[&str] = &[
+    "acl",
+    "any",
+    "azure",
+    "bufsize",
+    "cancel",
+    "chaos",
+    "clouddns",
+    "debug",
+    "dns64",
+    "erratic",
+    "geoip",
+    "grpc",
+    "grpc_server",
+    "header",
+    "local",
+    "loop",
+    "metadata",
+    "minimal",
+    "multisocket",
+    "nomad",
+    "nsid",
+    "pprof",
+    "rewrite",
+    "route53",
+    "template",
+    "timeouts",
+    "tls",
+    "trace",
+    "tsig",
+    "view",
+    "whoami",
+];
+
+/// Reads the Corefile at `path` (and what it imports) from disk, with the process environment.
+///
+/// # Errors
+/// Every error found (structural errors stop at the first).
+pub fn load(path: &Path) -> Result<Corefile, Vec<CorefileError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![CorefileError {
+            file: path.display().to_string(),
+            line: 0,
+            directive: None,
+            message: format!("cannot read the Corefile: {e}"),
+        }]
+    })?;
+    let env = |name: &str| std::env::var(name).ok();
+    parse(&text, path, &Disk, &env)
+}
+
+/// Reads `text` (the Corefile at `path`), importing through `files`.
+///
+/// # Errors
+/// Every directive error found, in order; structural errors stop at the first.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    files: &dyn Files,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Corefile, Vec<CorefileError>> {
+    let blocks = Parser::new(files, env)
+        .parse(text, path)
+        .map_err(|e| vec![e])?;
+    let mut reader = Reader::default();
+    for block in &blocks {
+        reader.block(block);
+    }
+    reader.finish()
+}
+
+/// One `etcd` directive, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EtcdSettings {
+    path: String,
+    endpoints: Vec<String>,
+    bounds: (u32, u32),
+}
+
+/// Collects settings across blocks, and errors.
+#[derive(Default)]
+struct Reader {
+    errors: Vec<CorefileError>,
+    listen: Vec<SocketAddr>,
+    zones_by_port: Vec<(u16, BTreeSet<Name>, Token)>,
+    files: Vec<ZoneFileSpec>,
+    etcd: Option<(EtcdSettings, Token)>,
+    etcd_zones: Vec<Name>,
+    registry: Vec<(String, Option<Name>, Option<u32>, Token)>,
+    health: Option<(SocketAddr, Duration)>,
+    ready: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+    log_queries: bool,
+    log_errors: bool,
+    reload: Option<(Duration, Duration)>,
+    notes: Vec<String>,
+}
+
+fn error(token: &Token, directive: &str, message: impl Into<String>) -> CorefileError {
+    CorefileError::in_directive(token, directive, &message.into())
+}
+
+/// An `ADDR` argument of `health`, `ready`, `prometheus`: `:8080`, `localhost:9153`, `IP:PORT`.
+fn http_addr(text: &str) -> Result<SocketAddr, String> {
+    let expected =
+        || format!("{text:?}: expected an address such as :8080, localhost:8080 or 127.0.0.1:8080");
+    let (host, port) = text.rsplit_once(':').ok_or_else(expected)?;
+    let port: u16 = port.parse().map_err(|_| expected())?;
+    let ip = match host.trim_start_matches('[').trim_end_matches(']') {
+        "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        other => other.parse().map_err(|_| expected())?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// CoreDNS's `parseTTL` for the `etcd` property `property`: seconds, or a Go duration; never
+/// negative.
+fn lease_ttl(token: &Token, property: &str) -> Result<u32, CorefileError> {
+    duration::parse(&token.text)
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .map_err(|e| error(token, "etcd", format!("invalid {property} value: {e}")))
+}
+
+impl Reader {
+    fn fail(&mut self, e: CorefileError) {
+        self.errors.push(e);
+    }
+
+    fn block(&mut self, block: &ServerBlock) {
+        let Some(first) = block.keys.first() else {
+            return;
+        };
+        let mut zones = Vec::new();
+        let mut ports = BTreeSet::new();
+        for key in &block.keys {
+            match zones::key(&key.text) {
+                Ok((names, port)) => {
+                    zones.extend(names);
+                    ports.insert(port.unwrap_or(DEFAULT_PORT));
+                }
+                Err(e) => self.fail(CorefileError::at(&key.file, key.line, &e)),
+            }
+        }
+        let root = block
+            .directives
+            .iter()
+            .rev()
+            .filter(|d| d.name.is("root"))
+            .find_map(|d| d.args.first())
+            .map(|a| PathBuf::from(&a.text));
+        let mut binds: Vec<IpAddr> = Vec::new();
+        for directive in &block.directives {
+            if directive.name.is("bind") {
+                binds.extend(self.bind(directive));
+            } else {
+                self.directive(directive, &zones, root.as_deref());
+            }
+        }
+        if binds.is_empty() {
+            // CoreDNS listens on every interface without `bind`.
+            binds.push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        }
+        for port in &ports {
+            for ip in &binds {
+                let addr = SocketAddr::new(*ip, *port);
+                if !self.listen.contains(&addr) {
+                    self.listen.push(addr);
+                }
+            }
+            match self.zones_by_port.iter_mut().find(|(p, _, _)| p == port) {
+                Some((_, set, _)) => set.extend(zones.iter().cloned()),
+                None => {
+                    self.zones_by_port
+                        .push((*port, zones.iter().cloned().collect(), first.clone()))
+                }
+            }
+        }
+    }
+
+    fn bind(&mut self, directive: &Directive) -> Vec<IpAddr> {
+        if directive.args.is_empty() || !directive.block.is_empty() {
+            self.fail(error(&directive.name, "bind", "expected one or more IP addresses (`except` and interface names are not supported yet)"));
+            return Vec::new();
+        }
+        let mut ips = Vec::new();
+        for arg in &directive.args {
+            match arg.text.parse::<IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => self.fail(error(
+                    arg,
+                    "bind",
+                    format!(
+                        "{:?}: expected an IP address (interface names are not supported yet)",
+                        arg.text
+                    ),
+                )),
+            }
+        }
+        ips
+    }
+
+    fn directive(&mut self, d: &Directive, block_zones: &[Name], root: Option<&Path>) {
+        let name = d.name.text.as_str();
+        let no_args = |this: &mut Self| {
+            if let Some(arg) = d.args.first() {
+                this.fail(error(
+                    arg,
+                    name,
+                    format!("unexpected argument {:?} (not supported yet)", arg.text),
+                ));
+            }
+            if let Some(sub) = d.block.first() {
+                this.fail(error(
+                    &sub.name,
+                    name,
+                    format!("unexpected '{}' (not supported yet)", sub.name.text),
+                ));
+            }
+        };
+        match name {
+            "etcd" => self.etcd(d, block_zones),
+            "file" => self.file(d, block_zones, root),
+            "registry" => self.registry(d, block_zones),
+            "root" => {
+                if d.args.len() != 1 {
+                    self.fail(error(&d.name, "root", "expected one directory"));
+                }
+            }
+            "health" => {
+                let addr = self.addr_arg(d, ":8080");
+                let mut lameduck = Duration::ZERO;
+                for sub in &d.block {
+                    match (sub.name.text.as_str(), sub.args.as_slice()) {
+                        ("lameduck", [value]) => match duration::parse(&value.text) {
+                            Ok(v) => lameduck = v,
+                            Err(e) => self.fail(error(value, "health", format!("lameduck {e}"))),
+                        },
+                        _ => self.fail(error(&sub.name, "health", format!("unknown property '{}' (expected lameduck DURATION)", sub.name.text))),
+                    }
+                }
+                if let Some(addr) = addr {
+                    self.once(d, "health", |r| &mut r.health, (addr, lameduck));
+                }
+            }
+            "ready" => {
+                if let Some(addr) = self.addr_arg(d, ":8181") {
+                    self.once(d, "ready", |r| &mut r.ready, addr);
+                }
+            }
+            "prometheus" => {
+                if let Some(addr) = self.addr_arg(d, "localhost:9153") {
+                    self.once(d, "prometheus", |r| &mut r.metrics, addr);
+                }
+            }
+            "log" => {
+                no_args(self);
+                self.log_queries = true;
+            }
+            "errors" => {
+                no_args(self);
+                self.log_errors = true;
+            }
+            "reload" => {
+                let mut values = [Duration::from_secs(30), Duration::from_secs(15)];
+                if d.args.len() > 2 {
+                    self.fail(error(&d.name, "reload", "expected at most an interval and a jitter"));
+                }
+                for (slot, arg) in values.iter_mut().zip(&d.args) {
+                    match duration::parse(&arg.text) {
+                        Ok(v) => *slot = v,
+                        Err(e) => self.fail(error(arg, "reload", e)),
+                    }
+                }
+                self.reload = Some((values[0], values[1]));
+            }
+            "cache" => self.notes.push(format!(
+                "{}:{}: cache: not needed: srvd answers from an in-memory mirror that is never stale, so the cache changes nothing",
+                d.name.file, d.name.line
+            )),
+            other => {
+                let message = if let Some((_, why)) = NOT_IN_SRVD.iter().find(|(n, _)| *n == other) {
+                    format!("srvd does not have CoreDNS's {other} plugin: {why}")
+                } else if OTHER_COREDNS_PLUGINS.contains(&other) {
+                    format!("srvd does not have CoreDNS's {other} plugin: srvd is an authoritative server for etcd and zone files; remove it, or keep CoreDNS in front for it")
+                } else {
+                    format!("unknown directive '{other}' (expected etcd, file, registry, bind, root, health, ready, prometheus, log, errors, reload or cache)")
+                };
+                self.fail(CorefileError::at(&d.name.file, d.name.line, &message));
+            }
+        }
+    }
+
+    /// Sets a process-wide endpoint once; a second one must agree.
+    fn once<T: PartialEq + Copy>(
+        &mut self,
+        d: &Directive,
+        name: &str,
+        slot: impl Fn(&mut Self) -> &mut Option<T>,
+        value: T,
+    ) {
+        match *slot(self) {
+            Some(existing) if existing != value => self.fail(error(
+                &d.name,
+                name,
+                "given twice with different settings: srvd has one per process",
+            )),
+            _ => *slot(self) = Some(value),
+        }
+    }
+
+    fn addr_arg(&mut self, d: &Directive, default: &str) -> Option<SocketAddr> {
+        let name = d.name.text.clone();
+        match d.args.as_slice() {
+            [] => http_addr(default).ok(),
+            [addr] => match http_addr(&addr.text) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    self.fail(error(addr, &name, e));
+                    None
+                }
+            },
+            [_, extra, ..] => {
+                self.fail(error(extra, &name, "expected at most one address"));
+                None
+            }
+        }
+    }
+
+    fn zones_or_block(&mut self, d: &Directive, args: &[Token], block_zones: &[Name]) -> Vec<Name> {
+        if args.is_empty() {
+            return block_zones.to_vec();
+        }
+        let mut out = Vec::new();
+        for arg in args {
+            match zones::key(&arg.text) {
+                Ok((names, None)) => out.extend(names),
+                Ok((_, Some(_))) => self.fail(error(
+                    arg,
+                    &d.name.text,
+                    format!("{:?}: a zone here takes no port", arg.text),
+                )),
+                Err(e) => self.fail(error(arg, &d.name.text, e)),
+            }
+        }
+        out
+    }
+
+    fn etcd(&mut self, d: &Directive, block_zones: &[Name]) {
+        let zones = self.zones_or_block(d, &d.args, block_zones);
+        let mut settings = EtcdSettings {
+            path: "skydns".into(),
+            endpoints: vec![DEFAULT_ENDPOINT.into()],
+            bounds: (
+                LeaseBounds::default().min_secs,
+                LeaseBounds::default().max_secs,
+            ),
+        };
+        for sub in &d.block {
+            let args = sub.args.as_slice();
+            let arg_error = |sub: &Directive| {
+                error(
+                    &sub.name,
+                    "etcd",
+                    "Wrong argument count or unexpected line ending after '".to_string()
+                        + &sub.name.text
+                        + "'",
+                )
+            };
+            match sub.name.text.as_str() {
+                "stubzones" | "debug" | "upstream" => {}
+                "fallthrough" => self.notes.push(format!(
+                    "{}:{}: etcd: fallthrough: nothing follows etcd in srvd, so there is nothing to fall through to; accepted, changes nothing",
+                    sub.name.file, sub.name.line
+                )),
+                "path" => match args {
+                    [path] => settings.path = path.text.clone(),
+                    _ => self.fail(arg_error(sub)),
+                },
+                "endpoint" => {
+                    if args.is_empty() {
+                        self.fail(arg_error(sub));
+                    } else {
+                        let mut endpoints = Vec::new();
+                        for arg in args {
+                            // A bare host:port means http://host:port, as etcd's client takes it.
+                            let url = if arg.text.contains("://") {
+                                arg.text.clone()
+                            } else {
+                                format!("http://{}", arg.text)
+                            };
+                            match super::parse_endpoint(&url) {
+                                Ok(url) => endpoints.push(url),
+                                Err(e) => self.fail(error(arg, "etcd", e)),
+                            }
+                        }
+                        settings.endpoints = endpoints;
+                    }
+                }
+                "credentials" => match args.len() {
+                    0 => self.fail(arg_error(sub)),
+                    2 => self.fail(error(&sub.name, "etcd", "credentials: etcd authentication is not supported yet")),
+                    _ => self.fail(error(&sub.name, "etcd", "credentials requires 2 arguments, username and password")),
+                },
+                "tls" => {
+                    if args.len() > 3 {
+                        self.fail(error(&sub.name, "etcd", "tls: expected at most CERT KEY CACERT"));
+                    } else {
+                        self.fail(error(&sub.name, "etcd", "tls: etcd over TLS is not supported yet"));
+                    }
+                }
+                "min-lease-ttl" | "max-lease-ttl" => match args {
+                    [value] => match lease_ttl(value, &sub.name.text) {
+                        Ok(secs) if sub.name.text == "min-lease-ttl" => settings.bounds.0 = secs,
+                        Ok(secs) => settings.bounds.1 = secs,
+                        Err(e) => self.fail(e),
+                    },
+                    _ => self.fail(arg_error(sub)),
+                },
+                other => self.fail(error(&sub.name, "etcd", format!("unknown property '{other}'"))),
+            }
+        }
+        match &self.etcd {
+            Some((existing, _)) if *existing != settings => self.fail(error(
+                &d.name,
+                "etcd",
+                "a second etcd backend with other settings (path, endpoint or lease TTLs): srvd mirrors one etcd prefix; not supported yet",
+            )),
+            _ => self.etcd = Some((settings, d.name.clone())),
+        }
+        for zone in zones {
+            if !self.etcd_zones.contains(&zone) {
+                self.etcd_zones.push(zone);
+            }
+        }
+    }
+
+    fn file(&mut self, d: &Directive, block_zones: &[Name], root: Option<&Path>) {
+        let Some((path, zone_args)) = d.args.split_first() else {
+            self.fail(error(
+                &d.name,
+                "file",
+                "expected a zone file: file DBFILE [ZONES...]",
+            ));
+            return;
+        };
+        if let Some(sub) = d.block.first() {
+            self.fail(error(
+                &sub.name,
+                "file",
+                format!("'{}' is not supported yet", sub.name.text),
+            ));
+        }
+        let zones = self.zones_or_block(d, zone_args, block_zones);
+        let mut file = PathBuf::from(&path.text);
+        if file.is_relative()
+            && let Some(root) = root
+        {
+            file = root.join(file);
+        }
+        for origin in zones {
+            if self.files.iter().any(|f| f.origin == origin) {
+                self.fail(error(
+                    &d.name,
+                    "file",
+                    format!("a second zone file for {origin}"),
+                ));
+                continue;
+            }
+            self.files.push(ZoneFileSpec {
+                path: file.clone(),
+                origin,
+            });
+        }
+    }
+
+    /// `registry PREFIX... { zone ZONE; ttl DURATION }`: srvd's own.
+    fn registry(&mut self, d: &Directive, block_zones: &[Name]) {
+        if d.args.is_empty() {
+            self.fail(error(
+                &d.name,
+                "registry",
+                "expected one or more etcd key prefixes such as /services",
+            ));
+        }
+        let mut zone = block_zones.first().cloned();
+        let mut ttl = None;
+        for sub in &d.block {
+            match (sub.name.text.as_str(), sub.args.as_slice()) {
+                ("zone", [z]) => match super::parse_zone(&z.text) {
+                    Ok(z) => zone = Some(z),
+                    Err(e) => self.fail(error(z, "registry", e)),
+                },
+                ("ttl", [t]) => match duration::parse(&t.text) {
+                    Ok(v) => ttl = Some(u32::try_from(v.as_secs()).unwrap_or(u32::MAX)),
+                    Err(e) => self.fail(error(t, "registry", format!("ttl {e}"))),
+                },
+                (other, _) => self.fail(error(
+                    &sub.name,
+                    "registry",
+                    format!("unknown property '{other}' (expected zone ZONE or ttl DURATION)"),
+                )),
+            }
+        }
+        for prefix in &d.args {
+            self.registry
+                .push((prefix.text.clone(), zone.clone(), ttl, prefix.clone()));
+        }
+    }
+
+    fn finish(mut self) -> Result<Corefile, Vec<CorefileError>> {
+        // One set of zones on every address: blocks on other ports must serve the same zones.
+        if let Some((port, zones, _)) = self.zones_by_port.first().cloned() {
+            for (other, other_zones, key) in self.zones_by_port.iter().skip(1) {
+                if *other_zones != zones {
+                    self.errors.push(CorefileError::at(
+                        &key.file,
+                        key.line,
+                        &format!("port {other} serves other zones than port {port}: srvd serves every zone on every address; not supported yet"),
+                    ));
+                }
+            }
+        }
+        let mut etcd = self.etcd.map(|(settings, _)| {
+            let mut config = EtcdConfig::new(settings.endpoints);
+            config.prefix = format!("/{}", settings.path.trim_start_matches('/'));
+            config.zones = self.etcd_zones.clone();
+            config.lease_bounds = LeaseBounds {
+                min_secs: settings.bounds.0,
+                max_secs: settings.bounds.1,
+            };
+            config
+        });
+        if let Some((_, _, _, token)) = self.registry.first() {
+            match &mut etcd {
+                None => self.errors.push(error(
+                    token,
+                    "registry",
+                    "the registry is kept in etcd: it needs an etcd directive",
+                )),
+                Some(config) => {
+                    for (prefix, zone, ttl, _) in &self.registry {
+                        config.registry_prefixes.push(prefix.clone());
+                        if zone.is_some() {
+                            config.registry_zone = zone.clone();
+                        }
+                        if let Some(ttl) = ttl {
+                            config.registry_ttl = *ttl;
+                        }
+                    }
+                    if let Err(e) = super::check_prefixes(config) {
+                        self.errors.push(error(token, "registry", e));
+                    }
+                }
+            }
+        }
+        if self.listen.is_empty() && self.errors.is_empty() {
+            self.errors.push(CorefileError {
+                file: String::new(),
+                line: 0,
+                directive: None,
+                message: "no server blocks (expected e.g. service.local:1053 { etcd })".into(),
+            });
+        }
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        Ok(Corefile {
+            listen: self.listen,
+            files: self.files,
+            etcd,
+            health: self.health,
+            ready: self.ready,
+            metrics: self.metrics,
+            log_queries: self.log_queries,
+            log_errors: self.log_errors,
+            reload: self.reload,
+            notes: self.notes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoFiles;
+
+    impl Files for NoFiles {
+        fn read(&self, _: &Path) -> Result<String, String> {
+            Err("No such file or directory (os error 2)".into())
+        }
+
+        fn matching(&self, _: &Path, _: &str) -> Vec<PathBuf> {
+            Vec::new()
+        }
+    }
+
+    fn read(text: &str) -> Result<Corefile, Vec<String>> {
+        let env = |name: &str| (name == "ETCD").then(|| "127.0.0.1:2379".to_string());
+        parse(text, Path::new("Corefile"), &NoFiles, &env)
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+    }
+
+    fn etcd(text: &str) -> EtcdConfig {
+        read(text).unwrap().etcd.unwrap()
+    }
+
+    /// CoreDNS's own `etcd` setup cases (`plugin/etcd/setup_test.go`): the same inputs are
+    /// accepted or refused the same way, with the same path, endpoints and lease TTLs.
+    #[test]
+    fn coredns_etcd_setup_cases_are_read_alike() {
+        let block = |etcd: &str| format!("service.local:1053 {{\n{etcd}\n}}\n");
+        let e = etcd(&block("etcd"));
+        assert_eq!(
+            (e.prefix.as_str(), e.endpoints.as_slice()),
+            ("/skydns", &["http://localhost:2379".to_string()][..])
+        );
+        let e = etcd(&block(
+            "etcd {\n endpoint http://localhost:2379 http://localhost:3379 http://localhost:4379\n\n}",
+        ));
+        assert_eq!(e.endpoints.len(), 3);
+        let e = etcd(&block("etcd skydns.local {\n endpoint localhost:300\n}"));
+        assert_eq!(
+            e.endpoints,
+            ["http://localhost:300"],
+            "a bare host:port is http://"
+        );
+        assert_eq!(e.zones, [Name::from_ascii("skydns.local.").unwrap()]);
+        let e = etcd(&block(
+            "etcd {\n endpoint http://localhost:2379\n min-lease-ttl 60\n}",
+        ));
+        assert_eq!(
+            (e.lease_bounds.min_secs, e.lease_bounds.max_secs),
+            (60, 86_400)
+        );
+        let e = etcd(&block("etcd {\n max-lease-ttl 1h\n}"));
+        assert_eq!(e.lease_bounds.max_secs, 3600);
+        let e = etcd(&block("etcd {\n min-lease-ttl 120\n max-lease-ttl 7200\n}"));
+        assert_eq!(
+            (e.lease_bounds.min_secs, e.lease_bounds.max_secs),
+            (120, 7200)
+        );
+        for (etcd, want) in [
+            (
+                "etcd {\n endpoints localhost:300\n}",
+                "Corefile:3: etcd: unknown property 'endpoints'",
+            ),
+            (
+                "etcd {\n credentials username\n}",
+                "Corefile:3: etcd: credentials requires 2 arguments, username and password",
+            ),
+            (
+                "etcd {\n credentials\n}",
+                "Corefile:3: etcd: Wrong argument count or unexpected line ending after 'credentials'",
+            ),
+            (
+                "etcd {\n credentials username password\n}",
+                "Corefile:3: etcd: credentials: etcd authentication is not supported yet",
+            ),
+            (
+                "etcd {\n min-lease-ttl -30s\n}",
+                "Corefile:3: etcd: invalid min-lease-ttl value: \"-30s\": expected seconds (e.g. 30) or a duration such as 90s, 5m, 2h30m",
+            ),
+            (
+                "etcd {\n max-lease-ttl 1y\n}",
+                "Corefile:3: etcd: invalid max-lease-ttl value: \"1y\": expected seconds (e.g. 30) or a duration such as 90s, 5m, 2h30m",
+            ),
+            (
+                "etcd {\n path\n}",
+                "Corefile:3: etcd: Wrong argument count or unexpected line ending after 'path'",
+            ),
+            (
+                "etcd {\n tls cert key\n}",
+                "Corefile:3: etcd: tls: etcd over TLS is not supported yet",
+            ),
+        ] {
+            assert_eq!(read(&block(etcd)).unwrap_err(), [want], "{etcd}");
+        }
+        // Accepted and ignored, as CoreDNS does.
+        etcd(&block(
+            "etcd {\n stubzones\n debug\n upstream 8.8.8.8\n path /other\n}",
+        ));
+    }
+
+    #[test]
+    fn a_corefile_for_coredns_maps_onto_srvd() {
+        let corefile = read(
+            "(common) {\n  errors\n  log\n}\n\
+             service.local:1053 10.0.0.0/24:1053 {\n  import common\n  bind 127.0.0.1 ::1\n  etcd service.local 10.0.0.0/24 {\n    path /skydns\n    endpoint {$ETCD}\n    fallthrough\n  }\n  registry /services {\n    ttl 10s\n  }\n  health :8080 {\n    lameduck 5s\n  }\n  ready 127.0.0.1:8181\n  prometheus\n  cache 30\n  reload\n}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            corefile.listen,
+            [
+                "127.0.0.1:1053".parse::<SocketAddr>().unwrap(),
+                "[::1]:1053".parse().unwrap()
+            ]
+        );
+        let etcd = corefile.etcd.unwrap();
+        assert_eq!(
+            etcd.endpoints,
+            ["http://127.0.0.1:2379"],
+            "{{$ETCD}} substituted"
+        );
+        let zones: Vec<String> = etcd.zones.iter().map(ToString::to_string).collect();
+        assert_eq!(zones, ["service.local.", "0.0.10.in-addr.arpa."]);
+        assert_eq!(etcd.registry_prefixes, ["/services"]);
+        assert_eq!(
+            etcd.registry_zone(),
+            Some(&Name::from_ascii("service.local.").unwrap())
+        );
+        assert_eq!(etcd.registry_ttl, 10);
+        assert_eq!(
+            corefile.health,
+            Some(("0.0.0.0:8080".parse().unwrap(), Duration::from_secs(5)))
+        );
+        assert_eq!(corefile.ready, Some("127.0.0.1:8181".parse().unwrap()));
+        assert_eq!(
+            corefile.metrics,
+            Some("127.0.0.1:9153".parse().unwrap()),
+            "CoreDNS's localhost:9153"
+        );
+        assert!(corefile.log_queries && corefile.log_errors);
+        assert_eq!(
+            corefile.reload,
+            Some((Duration::from_secs(30), Duration::from_secs(15)))
+        );
+        assert_eq!(corefile.notes.len(), 2, "{:?}", corefile.notes);
+        assert!(corefile.notes[0].contains("fallthrough"));
+        assert!(corefile.notes[1].contains("cache: not needed"));
+    }
+
+    #[test]
+    fn zone_files_and_blocks_without_bind() {
+        let corefile = read(
+            "example.test:1053 {\n  root /var/lib/dns\n  file db.example.test\n}\nother.test:1053 {\n  file /abs/db.other other.test\n}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            corefile.listen,
+            ["0.0.0.0:1053".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            corefile.files,
+            [
+                ZoneFileSpec {
+                    path: "/var/lib/dns/db.example.test".into(),
+                    origin: Name::from_ascii("example.test.").unwrap()
+                },
+                ZoneFileSpec {
+                    path: "/abs/db.other".into(),
+                    origin: Name::from_ascii("other.test.").unwrap()
+                },
+            ]
+        );
+        assert!(corefile.etcd.is_none());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_directive_and_all_are_reported() {
+        let errors = read(
+            "service.local:1053 {\n  forward . 8.8.8.8\n  whoami\n  frobnicate\n  log stdout\n  health :80a\n  registry /services\n}\nother.test:1054 {\n  file db.other\n}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "Corefile:2: srvd does not have CoreDNS's forward plugin: srvd never recurses; keep a resolver in front for other names",
+                "Corefile:3: srvd does not have CoreDNS's whoami plugin: srvd is an authoritative server for etcd and zone files; remove it, or keep CoreDNS in front for it",
+                "Corefile:4: unknown directive 'frobnicate' (expected etcd, file, registry, bind, root, health, ready, prometheus, log, errors, reload or cache)",
+                "Corefile:5: log: unexpected argument \"stdout\" (not supported yet)",
+                "Corefile:6: health: \":80a\": expected an address such as :8080, localhost:8080 or 127.0.0.1:8080",
+                "Corefile:9: port 1054 serves other zones than port 1053: srvd serves every zone on every address; not supported yet",
+                "Corefile:7: registry: the registry is kept in etcd: it needs an etcd directive",
+            ]
+        );
+        assert_eq!(
+            read("a.test:1053 {\n  etcd\n}\nb.test:1053 {\n  etcd {\n    path /other\n  }\n}\n")
+                .unwrap_err(),
+            [
+                "Corefile:5: etcd: a second etcd backend with other settings (path, endpoint or lease TTLs): srvd mirrors one etcd prefix; not supported yet"
+            ]
+        );
+    }
+
+    #[test]
+    fn several_blocks_on_one_port_share_its_listener() {
+        let corefile = read("a.test:1053 {\n  etcd\n}\nb.test:1053 {\n  etcd\n}\n").unwrap();
+        assert_eq!(
+            corefile.listen,
+            ["0.0.0.0:1053".parse::<SocketAddr>().unwrap()]
+        );
+        let zones: Vec<String> = corefile
+            .etcd
+            .unwrap()
+            .zones
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(zones, ["a.test.", "b.test."]);
+    }
+}
