@@ -11,6 +11,7 @@ mod protocol;
 mod readme;
 mod register;
 mod registry_cli;
+mod resolvers;
 mod support;
 mod tcp;
 mod truncation;
