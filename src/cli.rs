@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve DNS over UDP and TCP from zone files and, with --etcd, from an etcd mirror.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Resolve a service name (e.g. _http._tcp.web.service.local) into SRV records in the order
     /// a client would try them: `PRIORITY WEIGHT PORT TARGET ADDR[,ADDR...]` per line.
     Resolve(ResolveArgs),
@@ -38,6 +38,17 @@ pub enum Command {
     /// Keep one service instance registered in etcd under a lease while its health check
     /// passes; deregister it on SIGTERM/SIGINT.
     Register(Box<RegisterArgs>),
+    /// Check a Corefile (and the zone files it names) without contacting etcd or binding
+    /// anything: exit 0 when srvd would start with it, else 1 with every error found.
+    Check(CheckArgs),
+}
+
+/// `srvd check` options.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The Corefile to check.
+    #[arg(long, value_name = "FILE")]
+    pub conf: PathBuf,
 }
 
 /// The resolver options `srvd resolve` and `srvd browse` share.
@@ -99,6 +110,13 @@ pub struct ExitError {
 /// `srvd serve` options.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Take the configuration from this Corefile (CoreDNS's format) instead of the flags below
+    /// (the TCP limits and --etcd-max-response-bytes still apply).
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "listen", "zones_dir", "etcd", "zones", "etcd_prefix", "min_lease_ttl", "max_lease_ttl",
+        "registry", "registry_zone", "registry_ttl",
+    ])]
+    pub conf: Option<PathBuf>,
     /// Address to serve UDP and TCP on; repeat for several (IPv6: `[::1]:1053`).
     #[arg(long = "listen", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: Vec<SocketAddr>,
@@ -160,6 +178,19 @@ impl ServeArgs {
             self.tcp_idle_timeout > 0,
             "--tcp-idle-timeout must be at least 1 second"
         );
+        let tcp = TcpLimits {
+            idle_timeout: Duration::from_secs(self.tcp_idle_timeout),
+            max_connections: self.tcp_max_connections,
+            ..TcpLimits::default()
+        };
+        if let Some(path) = &self.conf {
+            let (mut config, _) = corefile_config(path)?;
+            if let Some(etcd) = &mut config.etcd {
+                etcd.max_response_bytes = self.etcd_max_response_bytes;
+            }
+            config.tcp = tcp;
+            return Ok(config);
+        }
         let etcd = self.etcd_config()?;
         Ok(Config {
             etcd,
@@ -280,8 +311,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Resolve(args) => resolve(&args),
         Command::Browse(args) => browse(&args),
+        Command::Check(args) => check(&args),
         Command::Serve(args) => {
             let config = args.to_config()?;
+            if let Some(path) = &args.conf {
+                for note in corefile_config(path)?.1 {
+                    tracing::info!("{note}");
+                }
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -290,6 +327,70 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Register(args) => register(&args),
     }
+}
+
+/// The configuration a Corefile gives, and the notes to log once at start.
+///
+/// # Errors
+/// Every error in the Corefile, one per line, each naming file, line and directive.
+fn corefile_config(path: &std::path::Path) -> anyhow::Result<(Config, Vec<String>)> {
+    let corefile = crate::config::corefile::load(path).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("{}", lines.join("\nsrvd: "))
+    })?;
+    // Until the endpoints and the query log exist, a Corefile asking for them is refused rather
+    // than silently served without them.
+    let missing: Vec<&str> = [
+        ("health", corefile.health.is_some()),
+        ("ready", corefile.ready.is_some()),
+        ("prometheus", corefile.metrics.is_some()),
+        ("log", corefile.log_queries),
+    ]
+    .iter()
+    .filter(|(_, asked)| *asked)
+    .map(|(name, _)| *name)
+    .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{}: {} not supported yet",
+        path.display(),
+        missing.join(", ")
+    );
+    let mut notes = corefile.notes.clone();
+    if corefile.reload.is_some() {
+        notes.push(format!(
+            "{}: reload: not implemented yet; restart srvd to apply a changed Corefile",
+            path.display()
+        ));
+    }
+    Ok((corefile.into_config(), notes))
+}
+
+/// `srvd check`: the Corefile and the zone files it names, validated; nothing bound or contacted.
+fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let (config, notes) = corefile_config(&args.conf)?;
+    for spec in &config.zone_files {
+        crate::zonefile::load_file_for(&spec.path, &spec.origin)?;
+    }
+    let mut zones: Vec<String> = config
+        .zone_files
+        .iter()
+        .map(|f| format!("{} (file {})", f.origin, f.path.display()))
+        .collect();
+    if let Some(etcd) = &config.etcd {
+        zones.extend(etcd.etcd_zones().iter().map(|z| format!("{z} (etcd)")));
+    }
+    let listen: Vec<String> = config.listen.iter().map(ToString::to_string).collect();
+    println!(
+        "{}: valid; serves {} on {}",
+        args.conf.display(),
+        zones.join(", "),
+        listen.join(", ")
+    );
+    for note in notes {
+        println!("note: {note}");
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -227,7 +227,21 @@ const CASES: &[Case] = &[
 
 #[tokio::test]
 async fn every_answer_case_matches_over_udp() {
-    let server = TestServer::start(&fixture_zones()).await;
+    check_every_case(&TestServer::start(&fixture_zones()).await).await;
+}
+
+/// The same zones named one by one in a Corefile (`file`, with `root`), as CoreDNS would load
+/// them, answer every case alike.
+#[tokio::test]
+async fn every_answer_case_matches_with_the_same_zones_from_a_corefile() {
+    let corefile = format!(
+        "example.test:1053 big.test:1053 {{\n  root {}\n  file example.test.zone example.test\n  file big.test.zone big.test\n}}\n",
+        fixture_zones().display()
+    );
+    check_every_case(&TestServer::start_corefile(&corefile, &fixture_zones()).await).await;
+}
+
+async fn check_every_case(server: &TestServer) {
     for case in CASES {
         let reply = udp(server.addr, &query(case.qname, case.qtype)).await;
         let label = format!("{} {}", case.qname, case.qtype);

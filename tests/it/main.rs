@@ -5,6 +5,7 @@ mod answers;
 mod binary;
 mod browse;
 mod client;
+mod corefile;
 mod etcd;
 mod order;
 mod protocol;

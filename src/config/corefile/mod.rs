@@ -98,6 +98,20 @@ pub struct Corefile {
     pub notes: Vec<String>,
 }
 
+impl Corefile {
+    /// The `srvd serve` configuration: the Corefile's addresses, zone files and etcd backend;
+    /// no zones directory (a Corefile names each zone file with `file`).
+    pub fn into_config(self) -> super::Config {
+        super::Config {
+            listen: self.listen,
+            zones: super::ZoneSource::None,
+            zone_files: self.files,
+            etcd: self.etcd,
+            ..super::Config::default()
+        }
+    }
+}
+
 /// CoreDNS's DNS port when a key has none.
 const DEFAULT_PORT: u16 = 53;
 /// CoreDNS's `etcd` endpoint when none is given.

@@ -409,6 +409,24 @@ async fn every_scenario_answers_as_coredns_does() {
         |_| {},
     )
     .await;
+    check_every_scenario(&server).await;
+}
+
+/// The same etcd zones from a Corefile as an operator would write it for CoreDNS (the reverse
+/// zone from a CIDR, the endpoint as a bare host:port) answer every scenario alike.
+#[tokio::test]
+async fn every_scenario_answers_alike_from_a_corefile() {
+    let etcd = EtcdServer::start().await;
+    load(&etcd).await;
+    let endpoint = etcd.url.trim_start_matches("http://");
+    let corefile = format!(
+        "skydns.test:1053 10.0.0.0/8:1053 {{\n  etcd {{\n    path /skydns\n    endpoint {endpoint}\n  }}\n}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    check_every_scenario(&TestServer::start_corefile(&corefile, dir.path()).await).await;
+}
+
+async fn check_every_scenario(server: &TestServer) {
     for case in CASES {
         let label = format!("{} {}", case.qname, case.qtype);
         let reply = udp(server.addr, &query(case.qname, case.qtype)).await;

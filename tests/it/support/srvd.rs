@@ -185,9 +185,16 @@ pub fn spawn_binary(cwd: &Path, args: &[&str]) -> SrvdProcess {
 
 /// [`spawn_binary`] with `RUST_LOG` set to `filter`.
 pub fn spawn_binary_logging(cwd: &Path, args: &[&str], filter: &str) -> SrvdProcess {
+    let mut all = vec!["--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    spawn_serve(cwd, &all, filter)
+}
+
+/// Runs `srvd serve ARGS...` in `cwd` (no `--listen` added: e.g. with `--conf`), `RUST_LOG` set
+/// to `filter`, and waits (bounded) for its serving line.
+pub fn spawn_serve(cwd: &Path, args: &[&str], filter: &str) -> SrvdProcess {
     let child = Command::new(env!("CARGO_BIN_EXE_srvd"))
         .arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .current_dir(cwd)
         .env("RUST_LOG", filter)
@@ -300,4 +307,37 @@ pub fn run_command_expecting_failure(cwd: &Path, args: &[&str]) -> (i32, String)
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+impl TestServer {
+    /// Starts srvd in-process on the configuration the Corefile `text` gives (its file paths
+    /// relative to `dir`), every listen address replaced by 127.0.0.1:0, and waits (bounded) for
+    /// the first etcd read when it has an etcd backend.
+    pub async fn start_corefile(text: &str, dir: &Path) -> Self {
+        let env = |_: &str| None;
+        let corefile = srvd::config::corefile::parse(
+            text,
+            &dir.join("Corefile"),
+            &srvd::config::corefile::blocks::Disk,
+            &env,
+        )
+        .unwrap_or_else(|errors| panic!("the Corefile is valid: {errors:?}"));
+        let mut config = corefile.into_config();
+        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        let running = daemon::start(&config).await.expect("srvd starts");
+        if config.etcd.is_some() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while running.sync_status().unwrap().revision.is_none() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "first etcd read within 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Self {
+            addr: running.addrs[0],
+            running: Some(running),
+        }
+    }
 }

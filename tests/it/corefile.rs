@@ -1,0 +1,179 @@
+//! `--conf Corefile` with the real binary: `srvd check` validates without binding or contacting
+//! etcd, `srvd serve --conf` serves what a CoreDNS Corefile says, and errors name file and line.
+
+use std::io::ErrorKind;
+use std::net::TcpListener;
+use std::process::Command;
+
+use crate::support::dns::dig;
+use crate::support::etcd::EtcdServer;
+use crate::support::srvd::spawn_serve;
+
+/// A zone file for `example.test.` named as CoreDNS users name them (`db.<zone>`).
+const ZONE: &str = "$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 192.0.2.53\nwww IN A 192.0.2.80\n";
+
+fn srvd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_srvd"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+/// A loopback port that is free now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn check_accepts_a_coredns_corefile_without_binding_or_contacting_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db.example.test"), ZONE).unwrap();
+    // The DNS port is held by the test and the etcd endpoint is a listener that must see no
+    // connection: check neither binds nor connects.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let etcd = TcpListener::bind("127.0.0.1:0").unwrap();
+    etcd.set_nonblocking(true).unwrap();
+    let corefile = dir.path().join("Corefile");
+    std::fs::write(
+        &corefile,
+        format!(
+            "(common) {{\n  errors\n  cache 30\n}}\nexample.test:{port} service.local:{port} {{\n  bind 127.0.0.1\n  import common\n  root {root}\n  file db.example.test example.test\n  etcd service.local {{\n    endpoint {etcd}\n  }}\n}}\n",
+            root = dir.path().display(),
+            etcd = etcd.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let output = srvd(&["check", "--conf", corefile.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout.starts_with(&format!(
+            "{}: valid; serves example.test. (file {}), service.local. (etcd) on 127.0.0.1:{port}\n",
+            corefile.display(),
+            dir.path().join("db.example.test").display()
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("cache: not needed"), "{stdout}");
+    assert_eq!(
+        etcd.accept().map(|_| ()).map_err(|e| e.kind()),
+        Err(ErrorKind::WouldBlock),
+        "etcd was contacted"
+    );
+}
+
+#[test]
+fn check_lists_every_error_with_file_and_line_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("db.bad"),
+        "$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 30\nwww IN A 999.0.0.1\n",
+    )
+    .unwrap();
+    let corefile = dir.path().join("Corefile");
+    std::fs::write(
+        &corefile,
+        "service.local:1053 {\n  etcd {\n    endpoints localhost:2379\n  }\n  forward . 1.1.1.1\n}\n",
+    )
+    .unwrap();
+    let output = srvd(&["check", "--conf", corefile.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let path = corefile.display();
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            format!("srvd: {path}:3: etcd: unknown property 'endpoints'"),
+            format!(
+                "srvd: {path}:5: srvd does not have CoreDNS's forward plugin: srvd never recurses; keep a resolver in front for other names"
+            ),
+        ]
+    );
+    // A zone file that does not load fails the check too, naming its own line.
+    std::fs::write(
+        &corefile,
+        format!(
+            "bad.test:1053 {{\n  file {}/db.bad\n}}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let output = srvd(&["check", "--conf", corefile.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!("srvd: {}/db.bad:3:", dir.path().display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn conf_excludes_the_flags_it_replaces() {
+    let output = srvd(&[
+        "serve",
+        "--conf",
+        "Corefile",
+        "--etcd",
+        "http://127.0.0.1:2379",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the argument '--conf <FILE>' cannot be used with '--etcd <URL[,URL...]>'"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn serve_conf_answers_from_the_corefiles_zone_file_and_etcd() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    client
+        .put(
+            "/skydns/local/service/web/x1",
+            r#"{"host":"10.0.0.7","port":8080}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db.example.test"), ZONE).unwrap();
+    let port = free_port();
+    let corefile = dir.path().join("Corefile");
+    std::fs::write(
+        &corefile,
+        format!(
+            "example.test:{port} {{\n  bind 127.0.0.1\n  file db.example.test\n}}\nservice.local:{port} {{\n  bind 127.0.0.1\n  etcd {{\n    endpoint {}\n  }}\n  cache\n}}\n",
+            etcd.url
+        ),
+    )
+    .unwrap();
+    let mut process = spawn_serve(dir.path(), &["--conf", "Corefile"], "info");
+    assert_eq!(process.addr.port(), port);
+    process.log_until(std::time::Duration::from_secs(10), |log| {
+        log.iter().any(|l| l.contains("etcd initial sync complete"))
+    });
+    assert!(
+        process.log.iter().any(|l| l.contains("cache: not needed")),
+        "{:#?}",
+        process.log
+    );
+    let port = port.to_string();
+    let www = dig(&["@127.0.0.1", "-p", &port, "www.example.test", "A", "+short"]);
+    assert_eq!(www, "192.0.2.80");
+    let x1 = dig(&[
+        "@127.0.0.1",
+        "-p",
+        &port,
+        "x1.web.service.local",
+        "A",
+        "+short",
+    ]);
+    assert_eq!(x1, "10.0.0.7");
+}
