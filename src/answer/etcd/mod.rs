@@ -1,5 +1,6 @@
 //! etcd answers, as CoreDNS's `etcd` plugin gives them (`plugin/etcd/handler.go`,
-//! `plugin/backend_lookup.go`), from the mirror instead of etcd.
+//! `plugin/backend_lookup.go`), from the mirror instead of etcd. docs/coredns.md §3–§5 is the
+//! contract these modules keep; a change of behaviour here changes it in the same commit.
 //!
 //! Response shape (CoreDNS `plugin/etcd/handler.go`): records built ⇒ NOERROR, AA, answer + additional, empty
 //! authority; nothing at or below the name ⇒ NXDOMAIN with the SOA; the name exists but yields

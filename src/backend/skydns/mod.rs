@@ -1,6 +1,7 @@
 //! The SkyDNS layout under `/skydns` that CoreDNS's `etcd` plugin reads: keys are reversed names
 //! ([`key`]), values are JSON ([`value`]), as CoreDNS's `plugin/etcd/msg`
-//! (`path.go`, `service.go`) defines them; README.md ("Services in etcd") lists where srvd differs.
+//! (`path.go`, `service.go`) defines them; docs/coredns.md §1–§2 is the contract, §5 where srvd
+//! differs.
 
 pub mod key;
 pub mod value;

@@ -4,7 +4,7 @@
 //! unknown fields are ignored, `null` leaves a field at its zero value, and a wrong type (`"port":
 //! "80"`, `1.5` for an int, a negative `ttl`) is an error, and so is a number outside what the
 //! record field can carry (priority, weight and port are 16 bits on the wire). CoreDNS fails the whole question on
-//! such an error; srvd skips the key instead (README.md's table of deliberate differences).
+//! such an error; srvd skips the key instead (docs/coredns.md §5, deliberate differences).
 
 use std::net::IpAddr;
 use std::str::FromStr;

@@ -1,6 +1,6 @@
 //! Scenario table: etcd keys and values → question → rcode and sections, over real UDP, covering
-//! the behaviour of CoreDNS's `etcd` plugin and srvd's deliberate differences (README.md, "Services in
-//! etcd").
+//! the behaviour of CoreDNS's `etcd` plugin and srvd's deliberate differences, as
+//! docs/coredns.md states them (the `§` numbers below are its sections).
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
@@ -10,7 +10,7 @@ use crate::support::etcd::EtcdServer;
 use crate::support::srvd::TestServer;
 
 const KEYS: &[(&str, &str)] = &[
-    // §10.1/4: IP hosts ⇒ SRV targets are the keys' names, with A/AAAA glue owned by them.
+    // §1, §3 SRV: IP hosts ⇒ SRV targets are the keys' names, with A/AAAA glue owned by them.
     (
         "/skydns/test/skydns/region1/prod/server1/a",
         r#"{"host":"10.0.0.1","port":8080}"#,
@@ -23,7 +23,7 @@ const KEYS: &[(&str, &str)] = &[
         "/skydns/test/skydns/region1/prod/server2/c",
         r#"{"host":"fd00::3","port":9090,"priority":20}"#,
     ),
-    // §10.10: CNAME chains
+    // §3 A and AAAA: CNAME chains
     (
         "/skydns/test/skydns/web/www",
         r#"{"host":"server1.prod.region1.skydns.test"}"#,
@@ -33,7 +33,7 @@ const KEYS: &[(&str, &str)] = &[
         "/skydns/test/skydns/dangle",
         r#"{"host":"nothere.skydns.test"}"#,
     ),
-    // §10.8, §10.13: TXT typing and splitting
+    // §2 host typing, §3 TXT: typing and splitting
     ("/skydns/test/skydns/txt/t1", r#"{"text":"hello"}"#),
     (
         "/skydns/test/skydns/both",
@@ -53,10 +53,10 @@ const KEYS: &[(&str, &str)] = &[
         r#"{"host":"10.0.0.25","mail":true}"#,
     ),
     ("/skydns/test/skydns/mail/web", r#"{"host":"10.0.0.80"}"#),
-    // §10.2: a subtree read is `mx/`, so `mx1` is not part of `mx`
+    // §1: a subtree read is `mx/`, so `mx1` is not part of `mx`
     ("/skydns/test/skydns/mx", r#"{"host":"10.1.1.1"}"#),
     ("/skydns/test/skydns/mx1/x", r#"{"host":"10.1.1.2"}"#),
-    // §10.12: groups
+    // §1 groups
     (
         "/skydns/test/skydns/grp/a/x",
         r#"{"host":"10.2.0.1","group":"g1"}"#,
@@ -66,7 +66,7 @@ const KEYS: &[(&str, &str)] = &[
         "/skydns/test/skydns/grp/c/y",
         r#"{"host":"10.2.0.3","group":"g2"}"#,
     ),
-    // §10.4: targetstrip; §10.5: port -1 and weight normalisation
+    // §2, §3 SRV: targetstrip; port -1 and weight normalisation
     (
         "/skydns/test/skydns/strip/x/y",
         r#"{"host":"10.3.0.1","port":80,"targetstrip":1}"#,
@@ -83,12 +83,12 @@ const KEYS: &[(&str, &str)] = &[
         "/skydns/test/skydns/w97/a",
         r#"{"host":"10.5.0.1","port":80,"weight":97}"#,
     ),
-    // §10.4: a name host is the SRV target as is, with an in-zone A resolution as glue
+    // §3 SRV: a name host is the SRV target as is, with an in-zone A resolution as glue
     (
         "/skydns/test/skydns/named/s",
         r#"{"host":"server1.prod.region1.skydns.test","port":80}"#,
     ),
-    // §10.6: keys sharing a (stripped) target give one SRV and one glue record per address
+    // §3 SRV: keys sharing a (stripped) target give one SRV and one glue record per address
     (
         "/skydns/test/skydns/shared/x/a",
         r#"{"host":"10.3.1.1","port":80,"targetstrip":1}"#,
@@ -97,12 +97,12 @@ const KEYS: &[(&str, &str)] = &[
         "/skydns/test/skydns/shared/x/b",
         r#"{"host":"10.3.1.2","port":80,"targetstrip":1}"#,
     ),
-    // §10.10: a CNAME to a name at or below the question is a loop and skipped
+    // §3 A and AAAA: a CNAME to a name at or below the question is a loop and skipped
     (
         "/skydns/test/skydns/loop",
         r#"{"host":"x.loop.skydns.test"}"#,
     ),
-    // §10.6: name targets are never de-duplicated
+    // §3 SRV: name targets are never de-duplicated
     (
         "/skydns/test/skydns/dup/a",
         r#"{"host":"www.example.org","port":80}"#,
@@ -111,22 +111,22 @@ const KEYS: &[(&str, &str)] = &[
         "/skydns/test/skydns/dup/b",
         r#"{"host":"www.example.org","port":80}"#,
     ),
-    // §10.11: apex A and NS
+    // §1 zone apex, §3 NS: apex A and NS
     ("/skydns/test/skydns/dns/apex/a", r#"{"host":"10.6.0.1"}"#),
     ("/skydns/test/skydns/dns/ns/ns1", r#"{"host":"10.6.0.53"}"#),
-    // §10.7: TTL from the value
+    // §4: TTL from the value
     (
         "/skydns/test/skydns/ttl/x",
         r#"{"host":"10.8.0.1","ttl":50}"#,
     ),
-    // §10.15 (deliberately different): a malformed value is skipped, its neighbour served
+    // §5 (deliberately different): a malformed value is skipped, its neighbour served
     ("/skydns/test/skydns/bad/x", "not json"),
     ("/skydns/test/skydns/bad/y", r#"{"host":"10.7.0.1"}"#),
     (
         "/skydns/test/skydns/bad/z",
         r#"{"host":"10.7.0.2","port":"80"}"#,
     ),
-    // §10.1: upper-case key segments are never found
+    // §1: upper-case key segments are never found
     ("/skydns/test/skydns/Upper/x", r#"{"host":"10.9.0.1"}"#),
     // PTR in a reverse zone, by exact key
     (
@@ -209,7 +209,7 @@ const CASES: &[Case] = &[
         &["c.server2.prod.region1.skydns.test. 300 AAAA fd00::3"],
         &[],
     ),
-    // §10.3: wildcards, owner as asked
+    // §1 wildcards: owner as asked
     case(
         "*.prod.region1.skydns.test.",
         A,
