@@ -16,7 +16,7 @@ use hickory_proto::rr::Name;
 use crate::index::leases::LeaseBounds;
 use crate::server::TcpLimits;
 
-/// The default listen address: loopback, and not 5353, which avahi owns (FIELD-NOTES §3.3).
+/// The default listen address: loopback, and not 5353, which the mDNS responder (avahi) owns.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1053";
 /// The zones directory used when none is given.
 pub const DEFAULT_ZONES_DIR: &str = "zones";

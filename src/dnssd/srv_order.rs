@@ -6,10 +6,10 @@
 //!
 //! The draw has exactly the distribution of Go's unbiased variant of RFC 2782's selection
 //! (`net/dnsclient.go`, `shuffleByWeight`: a uniform draw in `[0, sum)` instead of the RFC's
-//! `[0, sum]`, which gives the first record an extra share, FIELD-NOTES §3.2), computed in
-//! O(n log n) instead of O(n²): each positive-weight record gets the key `E / w` (`E` exponential,
-//! `-ln U`), and the records sorted by key ascending are a weighted sample without replacement
-//! (Efraimidis–Spirakis: the same as sorting `U^(1/w)` descending). The smallest of independent
+//! `[0, sum]`, which gives the first record an extra share: with weights 1 and 1 it comes first
+//! 2 times in 3), computed in O(n log n) instead of O(n²): each positive-weight record gets the
+//! key `E / w` (`E` exponential, `-ln U`), and the records sorted by key ascending are a weighted
+//! sample without replacement (Efraimidis–Spirakis: the same as sorting `U^(1/w)` descending). The smallest of independent
 //! exponentials with rates `w_i` is record `i` with probability `w_i / Σw`, and by memorylessness
 //! the rest again, which is exactly the repeated draw. A record of weight 0 comes after every
 //! positive-weight record of its priority; records that weigh 0 are shuffled uniformly among

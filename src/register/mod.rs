@@ -6,7 +6,7 @@
 //! etcd back after an outage) ends in the same few lines of code. etcd trouble only delays the
 //! next attempt (bounded backoff); it never ends the loop. The lease cadence is the Go client's:
 //! a keep-alive every TTL/3, and a lease whose refresh failed for longer than its TTL is
-//! presumed gone and re-granted (FIELD-NOTES §2.3 in the design notes).
+//! presumed gone and re-granted: etcd may have expired it meanwhile, and a keep-alive cannot revive it.
 
 pub mod check;
 pub mod etcd;

@@ -399,8 +399,9 @@ async fn skydns_layout_is_answered_by_srvd_serve() {
 }
 
 /// What srvd answers for the registered instance: the strings of the TXT record at its name,
-/// or `None` for NXDOMAIN, checked against the PTR list of its type.
-async fn txt_in_dns(server: &TestServer) -> Option<Vec<String>> {
+/// or `None` for NXDOMAIN; `Err` while the TXT answer and the PTR list of its type disagree
+/// (asked one after the other, so a change may land between them: ask again).
+async fn txt_in_dns(server: &TestServer) -> Result<Option<Vec<String>>, String> {
     let instance = "web-01._web._tcp.svc.test.";
     let txt = dns::udp(server.addr, &dns::query(instance, RecordType::TXT)).await;
     let ptr = dns::udp(
@@ -409,24 +410,22 @@ async fn txt_in_dns(server: &TestServer) -> Option<Vec<String>> {
     )
     .await;
     let listed = ptr.answers.iter().any(|r| r.data.to_string() == instance);
-    match txt.response_code {
-        hickory_proto::op::ResponseCode::NXDomain => {
-            assert!(!listed, "NXDOMAIN instance still browsed: {ptr:?}");
-            None
-        }
-        _ => {
-            assert!(listed, "instance answered but not browsed: {ptr:?}");
-            let strings = txt.answers.iter().flat_map(|r| match &r.data {
-                hickory_proto::rr::RData::TXT(t) => t
-                    .txt_data
-                    .iter()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .collect(),
-                other => vec![format!("not TXT: {other}")],
-            });
-            Some(strings.collect())
-        }
+    let gone = txt.response_code == hickory_proto::op::ResponseCode::NXDomain;
+    if gone == listed {
+        return Err(format!("TXT {:?} but browsed: {listed}", txt.response_code));
     }
+    if gone {
+        return Ok(None);
+    }
+    let strings = txt.answers.iter().flat_map(|r| match &r.data {
+        hickory_proto::rr::RData::TXT(t) => t
+            .txt_data
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect(),
+        other => vec![format!("not TXT: {other}")],
+    });
+    Ok(Some(strings.collect()))
 }
 
 /// The whole loop in DNS: `srvd register` (registry layout) against a real etcd, `srvd serve
@@ -455,7 +454,7 @@ async fn the_instance_follows_its_health_in_dns_answers() {
         async move {
             eventually(limit, what, || {
                 let want = want.clone();
-                async move { (txt_in_dns(server).await == want).then_some(()) }
+                async move { (txt_in_dns(server).await == Ok(want)).then_some(()) }
             })
             .await
         }
@@ -472,7 +471,7 @@ async fn the_instance_follows_its_health_in_dns_answers() {
     eventually(
         Duration::from_secs(1),
         "gone within 1 s of SIGTERM",
-        || async { txt_in_dns(&server).await.is_none().then_some(()) },
+        || async { (txt_in_dns(&server).await == Ok(None)).then_some(()) },
     )
     .await;
     eprintln!("gone from DNS {:?} after SIGTERM", start.elapsed());
@@ -491,7 +490,7 @@ async fn after_sigkill_the_instance_leaves_dns_when_its_lease_expires() {
     let mut register = Register::spawn(&web_args(&etcd.url, &["--ttl", "2s"]));
     let limit = Duration::from_secs(10);
     eventually(limit, "registered", || async {
-        txt_in_dns(&server).await.is_some().then_some(())
+        matches!(txt_in_dns(&server).await, Ok(Some(_))).then_some(())
     })
     .await;
     register.child.kill().unwrap();
@@ -505,7 +504,7 @@ async fn after_sigkill_the_instance_leaves_dns_when_its_lease_expires() {
     assert_eq!(srv.answers.len(), 1, "still there right after SIGKILL");
     assert!(srv.answers[0].ttl <= 2, "TTL within the lease: {srv:?}");
     eventually(limit, "gone when the lease expired", || async {
-        txt_in_dns(&server).await.is_none().then_some(())
+        (txt_in_dns(&server).await == Ok(None)).then_some(())
     })
     .await;
     let gone = killed.elapsed();
