@@ -265,7 +265,6 @@ impl ServeArgs {
             registry_prefixes: self.registry.clone(),
             registry_zone,
             registry_ttl,
-            ..EtcdConfig::new(Vec::new())
         };
         check_prefixes(&config).map_err(anyhow::Error::msg)?;
         Ok(Some(config))

@@ -116,6 +116,12 @@ pub fn load_zones(source: &ZoneSource, with_etcd: bool) -> Result<Vec<ZoneFile>,
                     message: "the zones directory does not exist".into(),
                 });
             }
+            // With etcd, a directory with no zone file yet is an empty source, not an error:
+            // etcd still serves its zones (zone files are often added later).
+            if with_etcd && !holds_zone_file(dir) {
+                info!(dir = %dir.display(), "no zone file in the zones directory; serving etcd alone");
+                return Ok(Vec::new());
+            }
             zonefile::load_dir(dir)
         }
         ZoneSource::DefaultDirOrEmbedded => {
@@ -134,6 +140,17 @@ pub fn load_zones(source: &ZoneSource, with_etcd: bool) -> Result<Vec<ZoneFile>,
             }
         }
     }
+}
+
+/// Whether `dir` holds a `*.zone` file (what `zonefile::load_dir` loads); unreadable counts as
+/// holding one, so that `load_dir` reports the read error.
+fn holds_zone_file(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |entries| {
+        entries.filter_map(Result::ok).any(|entry| {
+            let path = entry.path();
+            path.extension().is_some_and(|ext| ext == "zone") && path.is_file()
+        })
+    })
 }
 
 /// Builds the index from loaded zone files, plus the etcd zones (a zone with a file and etcd
@@ -191,7 +208,9 @@ pub fn build_index(
     Ok((Index::new(zones), paths))
 }
 
-/// Loads zones, binds every listen address and starts serving.
+/// Loads zones, binds every listen address and starts serving at once: zone files answer as
+/// soon as the sockets are bound, and etcd zones answer SERVFAIL (never NXDOMAIN) until the
+/// sync task publishes its first full read. Nothing here waits for etcd.
 ///
 /// # Errors
 /// See [`StartError`]; nothing is left running on error.
@@ -251,21 +270,6 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             (handle, Some(task), Some(status), Some(leases))
         }
     };
-    if let (Some(etcd), Some(status)) = (&config.etcd, &sync_status) {
-        let mut status = status.clone();
-        let synced = tokio::time::timeout(
-            etcd.initial_sync_wait,
-            status.wait_for(|s| s.revision.is_some()),
-        )
-        .await;
-        if synced.is_err() {
-            tracing::warn!(
-                endpoints = ?etcd.endpoints,
-                "etcd not reachable yet; etcd zones answer SERVFAIL until the first sync"
-            );
-        }
-    }
-
     let listen_summary = addrs
         .iter()
         .map(|a| format!("udp+tcp {a}"))

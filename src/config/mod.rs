@@ -47,9 +47,6 @@ pub struct EtcdConfig {
     pub zones: Vec<Name>,
     /// The clamp on lease-derived TTLs.
     pub lease_bounds: LeaseBounds,
-    /// How long start-up waits for the first full read before serving anyway (etcd zones answer
-    /// SERVFAIL until it completes).
-    pub initial_sync_wait: Duration,
     /// The largest etcd response srvd decodes (`--etcd-max-response-bytes`): at least etcd's
     /// largest key plus framing; listing pages are split to stay below it.
     pub max_response_bytes: usize,
@@ -151,7 +148,6 @@ impl EtcdConfig {
             prefix: DEFAULT_ETCD_PREFIX.into(),
             zones: vec![Name::from_ascii(DEFAULT_ETCD_ZONE).unwrap_or_else(|_| Name::root())],
             lease_bounds: LeaseBounds::default(),
-            initial_sync_wait: Duration::from_secs(10),
             max_response_bytes: crate::sync::etcd::DEFAULT_MAX_RESPONSE_BYTES,
             registry_prefixes: Vec::new(),
             registry_zone: None,

@@ -6,6 +6,7 @@ mod binary;
 mod browse;
 mod client;
 mod etcd;
+mod ops;
 mod order;
 mod protocol;
 mod readme;

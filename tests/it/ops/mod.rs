@@ -1,0 +1,3 @@
+//! Operations: start-up without etcd, health, readiness, metrics and the query log.
+
+mod startup;
