@@ -12,6 +12,7 @@ use crate::backend::skydns::key;
 use crate::config::{Config, DEFAULT_ZONES_DIR, EtcdConfig, ZoneSource};
 use crate::index::leases::LeaseTable;
 use crate::index::{EtcdData, EtcdZone, Index, IndexHandle, RegistryZone, Zone};
+use crate::ops::{self, Ops, metrics};
 use crate::server::{self, Listeners, handler::Handler};
 use crate::sync::{self, SyncSetup, SyncStatus, etcd::Etcd};
 use crate::zonefile::{self, ZoneFile, ZoneFileError};
@@ -47,6 +48,10 @@ pub enum StartError {
 pub struct Running {
     /// The bound addresses (UDP and TCP share each one).
     pub addrs: Vec<SocketAddr>,
+    /// The bound HTTP addresses of `/health`, `/ready` and `/metrics` (in that order, each
+    /// when configured; endpoints sharing an address appear once).
+    pub http_addrs: Vec<SocketAddr>,
+    ops: Arc<Ops>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     sync_task: Option<JoinHandle<()>>,
@@ -59,6 +64,11 @@ impl Running {
     /// Starts a graceful shutdown: stop accepting, finish in-flight TCP answers.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// `/health` fails from now on while DNS keeps answering (lameduck, before `shutdown`).
+    pub fn enter_lameduck(&self) {
+        self.ops.enter_lameduck();
     }
 
     /// Waits until every listener and connection has finished.
@@ -260,16 +270,78 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         listeners.udp.push(udp);
         listeners.tcp.push(tcp);
     }
+    let mut http = Vec::new();
+    for (addr, paths) in
+        ops::http::group(config.health.map(|h| h.addr), config.ready, config.metrics)
+    {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        http.push((listener, bound, paths));
+    }
+    let dns_metrics = config.metrics.map(|_| {
+        Arc::new(metrics::DnsMetrics::new(
+            &addrs,
+            base.zones()
+                .iter()
+                .map(|z| {
+                    let mut plugins = Vec::new();
+                    if z.file().is_some() {
+                        plugins.push("file");
+                    }
+                    if z.etcd().is_some() {
+                        plugins.push("etcd");
+                    }
+                    (z.origin().to_string(), plugins)
+                })
+                .collect(),
+        ))
+    });
+    let etcd_zones: Vec<String> = base
+        .zones()
+        .iter()
+        .filter(|z| z.etcd().is_some())
+        .map(|z| z.origin().to_string())
+        .collect();
+    let sync_metrics = Arc::new(metrics::SyncMetrics::default());
 
     let shutdown = CancellationToken::new();
     let (handle, sync_task, sync_status, leases) = match &config.etcd {
         None => (Arc::new(IndexHandle::new(base)), None, None, None),
         Some(etcd) => {
-            let (handle, task, status, leases) =
-                start_sync(etcd, base, zone_paths, shutdown.clone()).await?;
+            let (handle, task, status, leases) = start_sync(
+                etcd,
+                base,
+                zone_paths,
+                sync_metrics.clone(),
+                shutdown.clone(),
+            )
+            .await?;
             (handle, Some(task), Some(status), Some(leases))
         }
     };
+    let registry = dns_metrics.clone().map(|dns| {
+        metrics::registry(metrics::Collected {
+            dns,
+            sync: sync_status.clone().map(|s| (s, sync_metrics.clone())),
+        })
+    });
+    let ops = Arc::new(Ops::new(etcd_zones, sync_status.clone(), registry));
+    let http_addrs = http.iter().map(|(_, bound, _)| *bound).collect();
+    for (listener, bound, paths) in http {
+        // The test harness reads this line: keep its shape stable.
+        info!(addr = %bound, health = paths.health, ready = paths.ready, metrics = paths.metrics, "serving http");
+        tokio::spawn(ops::http::serve(
+            listener,
+            paths,
+            ops.clone(),
+            shutdown.clone(),
+        ));
+    }
+
     let listen_summary = addrs
         .iter()
         .map(|a| format!("udp+tcp {a}"))
@@ -278,7 +350,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // The test harness and operators read this line: keep its shape stable.
     info!(listen = %listen_summary, zones = %zones_summary, "srvd serving");
 
-    let handler = Handler::new(handle.clone());
+    let handler = Handler::new(handle.clone()).with_ops(dns_metrics, config.log_queries);
     let task = tokio::spawn(server::run(
         listeners,
         handler,
@@ -287,6 +359,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     ));
     Ok(Running {
         addrs,
+        http_addrs,
+        ops,
         shutdown,
         task,
         sync_task,
@@ -308,6 +382,7 @@ async fn start_sync(
     etcd: &EtcdConfig,
     base: Index,
     zone_paths: Vec<String>,
+    metrics: Arc<metrics::SyncMetrics>,
     shutdown: CancellationToken,
 ) -> Result<SyncParts, StartError> {
     let root: Arc<str> = key::root_path(&etcd.prefix).into();
@@ -342,6 +417,7 @@ async fn start_sync(
             .registry_zone()
             .cloned()
             .unwrap_or_else(hickory_proto::rr::Name::root),
+        metrics,
     };
     let task = tokio::spawn(sync::run(setup, status_tx, shutdown));
     Ok((handle, task, status_rx, leases))

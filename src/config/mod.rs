@@ -125,6 +125,28 @@ pub struct Config {
     pub tcp: TcpLimits,
     /// How long shutdown waits for in-flight TCP answers.
     pub shutdown_grace: Duration,
+    /// `/health` (CoreDNS `health ADDR { lameduck D }`): off when `None`.
+    pub health: Option<HealthConfig>,
+    /// `/ready` (CoreDNS `ready ADDR`): off when `None`.
+    pub ready: Option<SocketAddr>,
+    /// `/metrics` (CoreDNS `prometheus ADDR`): off when `None`; queries are counted only then.
+    pub metrics: Option<SocketAddr>,
+    /// One log line per query on the `srvd::query` target (CoreDNS `log`).
+    pub log_queries: bool,
+    /// CoreDNS `errors`: srvd always logs what would make it answer SERVFAIL (an answer it
+    /// cannot encode, at `warn`) and etcd trouble (once per outage), so this only records that
+    /// the Corefile asked for it; it changes nothing.
+    pub log_errors: bool,
+}
+
+/// `/health` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Where `/health` is served.
+    pub addr: SocketAddr,
+    /// After SIGTERM or SIGINT, keep answering DNS this long while `/health` fails, so load
+    /// balancers stop sending queries before the sockets close (zero: stop at once).
+    pub lameduck: Duration,
 }
 
 impl Default for Config {
@@ -135,6 +157,11 @@ impl Default for Config {
             etcd: None,
             tcp: TcpLimits::default(),
             shutdown_grace: Duration::from_secs(5),
+            health: None,
+            ready: None,
+            metrics: None,
+            log_queries: false,
+            log_errors: false,
         }
     }
 }

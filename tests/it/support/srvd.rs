@@ -149,6 +149,11 @@ impl TestServer {
             .expect("shutdown completes");
     }
 
+    /// The bound HTTP addresses (health, ready, metrics: those configured, in that order).
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.running.as_ref().unwrap().http_addrs.clone()
+    }
+
     /// Every bound address, in `--listen` order.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.running.as_ref().unwrap().addrs.clone()
