@@ -7,8 +7,9 @@
 //! one array and add atomically (TCP is the rare path). A scrape sums every array into CoreDNS's
 //! label sets through a `prometheus-client` collector; nothing is aggregated between scrapes.
 //!
-//! Durations: reading the clock twice costs about a tenth of a cached answer, so a receive loop
-//! times one query in [`DURATION_SAMPLE`] (every query when the query log is on). The histogram's
+//! Durations: reading the clock twice costs about a tenth of a cached answer, so a UDP receive
+//! loop times one query in [`DURATION_SAMPLE`] (TCP, and every query when the query log is on,
+//! are timed in full). The histogram's
 //! buckets, sum and count all come from that sample, so quantiles and the mean are unbiased;
 //! only `coredns_dns_request_duration_seconds_count` is smaller than `coredns_dns_requests_total`
 //! (a deliberate difference from CoreDNS, which times every query).
@@ -555,7 +556,7 @@ impl Collector for Collected {
         histogram(
             &mut encoder,
             "coredns_dns_request_duration_seconds",
-            "Histogram of the time (in seconds) each request took (a sample: one query in 16 per receive loop).",
+            "Histogram of the time (in seconds) each request took (UDP: one query in 16 per receive loop).",
             &durations,
         )?;
         histogram(

@@ -41,6 +41,9 @@ pub struct Scratch {
     counters: Option<Arc<LoopCounters>>,
     /// Queries since the last timed one (see `ops::metrics::DURATION_SAMPLE`).
     untimed: u32,
+    /// Time every query: a TCP connection often carries one query, so sampling per connection
+    /// would time none.
+    time_all: bool,
 }
 
 /// Answers DNS messages from the published index.
@@ -119,6 +122,7 @@ impl Handler {
                 .metrics
                 .as_ref()
                 .map(|m| m.counters(server, proto, shared)),
+            time_all: shared,
             ..Scratch::default()
         }
     }
@@ -127,6 +131,7 @@ impl Handler {
     pub fn scratch_like(other: &Scratch) -> Scratch {
         Scratch {
             counters: other.counters.clone(),
+            time_all: other.time_all,
             ..Scratch::default()
         }
     }
@@ -144,7 +149,7 @@ impl Handler {
         let observe = scratch.counters.is_some() || self.log_queries;
         let timed = observe && {
             scratch.untimed += 1;
-            if self.log_queries || scratch.untimed >= DURATION_SAMPLE {
+            if self.log_queries || scratch.time_all || scratch.untimed >= DURATION_SAMPLE {
                 scratch.untimed = 0;
                 true
             } else {

@@ -224,6 +224,16 @@ async fn metrics_count_the_queries_sent_by_zone_type_proto_and_rcode() {
         7,
         "one request size per UDP query in the zone"
     );
+    // UDP loops time one query in 16 (none of these 7), TCP every query.
+    assert_eq!(
+        histogram_count(
+            &scraped,
+            "coredns_dns_request_duration_seconds",
+            &[("zone", "example.test.")]
+        ),
+        1,
+        "the TCP query is timed"
+    );
     assert_eq!(
         gauge(
             &scraped,

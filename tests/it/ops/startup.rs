@@ -84,3 +84,17 @@ async fn an_empty_zones_dir_without_etcd_is_still_an_error() {
     let error = srvd::daemon::start(&config).await.unwrap_err().to_string();
     assert!(error.contains("no zone files"), "{error}");
 }
+
+#[test]
+fn a_lameduck_without_health_is_refused_naming_both_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = crate::support::srvd::run_binary_expecting_failure(
+        dir.path(),
+        &["--health-lameduck", "5s"],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("--health-lameduck") && stderr.contains("needs --health"),
+        "{stderr}"
+    );
+}
