@@ -4,7 +4,8 @@
 //! - `answer/*`: `answer()` alone (index lookup, RFC 2782 order, additional records) on the
 //!   shipped zone and on a generated zone of 1,000 services (3 instances each).
 //! - `respond/*`: a whole query, bytes in → bytes out, through the same handler the UDP loop uses
-//!   (decode, zone match, answer, encode with truncation).
+//!   (decode, zone match, answer, encode with truncation), with the per-query metrics on
+//!   (`*_udp`) and off (`*_udp_no_metrics`).
 //!
 //! - `answer_etcd/*`: `answer()` on an etcd mirror of 1,000 services (records synthesised per
 //!   question, CoreDNS rules).
@@ -28,7 +29,8 @@ use rand::rngs::SmallRng;
 use srvd::answer::{self, Answer, AnswerBuffers, Question};
 use srvd::daemon::build_index;
 use srvd::index::{Index, IndexHandle};
-use srvd::server::handler::{Handler, Scratch};
+use srvd::ops::metrics::DnsMetrics;
+use srvd::server::handler::Handler;
 use srvd::server::wire::Transport;
 use srvd::zonefile;
 
@@ -133,8 +135,22 @@ fn bench_answer(c: &mut Criterion) {
 }
 
 fn bench_respond(c: &mut Criterion) {
-    let handler = Handler::new(Arc::new(IndexHandle::new(index())));
-    let mut scratch = Scratch::default();
+    let index = Arc::new(IndexHandle::new(index()));
+    let zones = index
+        .load()
+        .zones()
+        .iter()
+        .map(|z| (z.origin().to_string(), vec!["file"]))
+        .collect();
+    let metrics = Arc::new(DnsMetrics::new(
+        &["127.0.0.1:1053".parse().expect("addr")],
+        zones,
+    ));
+    // `*_udp`: metrics on, as `srvd serve --metrics` runs, so the per-query counting is
+    // included; `*_udp_no_metrics`: the same handler without them, for the difference.
+    let counted = Handler::new(index.clone()).with_ops(Some(metrics), false);
+    let plain = Handler::new(index);
+    let peer = "127.0.0.1:40000".parse().expect("addr");
     let mut out = Vec::with_capacity(1232);
     let mut group = c.benchmark_group("respond");
     for (label, qname, qtype) in [
@@ -144,13 +160,21 @@ fn bench_respond(c: &mut Criterion) {
         let mut message = Message::new(1, MessageType::Query, OpCode::Query);
         message.add_query(Query::query(Name::from_ascii(qname).expect("name"), qtype));
         let request = message.to_vec().expect("encode");
-        group.bench_function(label, |b| {
-            b.iter(|| {
-                let sent =
-                    handler.respond(black_box(&request), Transport::Udp, &mut scratch, &mut out);
-                black_box((sent, out.len()));
+        for (suffix, handler) in [("", &counted), ("_no_metrics", &plain)] {
+            let mut scratch = handler.scratch(0, Transport::Udp, false);
+            group.bench_function(format!("{label}{suffix}"), |b| {
+                b.iter(|| {
+                    let sent = handler.respond(
+                        black_box(&request),
+                        Transport::Udp,
+                        peer,
+                        &mut scratch,
+                        &mut out,
+                    );
+                    black_box((sent, out.len()));
+                });
             });
-        });
+        }
     }
     group.finish();
 }

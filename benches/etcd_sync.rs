@@ -97,18 +97,22 @@ fn start_srvd(url: &str) -> (Killed, SocketAddr, Duration) {
         .unwrap();
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let child = Killed(child);
+    // srvd serves before its first read completes: wait for both lines, in either order.
     let mut synced = None;
+    let mut addr = None;
     for line in stderr.lines() {
         let line = line.unwrap();
         if line.contains("etcd initial sync complete") {
             synced = Some(started.elapsed());
         }
         if let Some(rest) = line.split("udp+tcp ").nth(1) {
-            let addr = rest.split([',', ' ']).next().unwrap().parse().unwrap();
-            return (child, addr, synced.expect("synced before serving"));
+            addr = Some(rest.split([',', ' ']).next().unwrap().parse().unwrap());
+        }
+        if let (Some(addr), Some(synced)) = (addr, synced) {
+            return (child, addr, synced);
         }
     }
-    panic!("srvd exited before serving");
+    panic!("srvd exited before serving and syncing");
 }
 
 fn a_record(socket: &UdpSocket, addr: SocketAddr, name: &Name) -> Option<std::net::Ipv4Addr> {

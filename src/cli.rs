@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
     Config, DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_ZONE, DEFAULT_LISTEN, DEFAULT_REGISTRY_TTL,
-    EtcdConfig, ZoneSource, check_prefixes, duration, parse_endpoint, parse_zone,
+    EtcdConfig, HealthConfig, ZoneSource, check_prefixes, duration, parse_endpoint, parse_zone,
 };
 use crate::index::leases::LeaseBounds;
 use crate::server::TcpLimits;
@@ -162,6 +162,23 @@ pub struct ServeArgs {
     /// TTL of registry records, never more than the remaining lease time of the key.
     #[arg(long, value_name = "DURATION")]
     pub registry_ttl: Option<String>,
+    /// Serve `GET /health` on this address (200 `OK` while serving; CoreDNS `health ADDR`).
+    #[arg(long, value_name = "ADDR")]
+    pub health: Option<SocketAddr>,
+    /// After SIGTERM, keep answering this long while /health fails (CoreDNS `lameduck`)
+    /// [needs --health].
+    #[arg(long, value_name = "DURATION")]
+    pub health_lameduck: Option<String>,
+    /// Serve `GET /ready` on this address (200 once every zone is loaded and etcd has been read
+    /// in full; CoreDNS `ready ADDR`).
+    #[arg(long, value_name = "ADDR")]
+    pub ready: Option<SocketAddr>,
+    /// Serve Prometheus `GET /metrics` on this address (CoreDNS `prometheus ADDR`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Log one line per query, in CoreDNS's `log` format, on the `srvd::query` target.
+    #[arg(long)]
+    pub log_queries: bool,
 }
 
 impl ServeArgs {
@@ -192,8 +209,27 @@ impl ServeArgs {
             return Ok(config);
         }
         let etcd = self.etcd_config()?;
+        anyhow::ensure!(
+            self.health_lameduck.is_none() || self.health.is_some(),
+            "--health-lameduck delays shutdown while /health fails: it needs --health"
+        );
+        let health = match self.health {
+            None => None,
+            Some(addr) => Some(HealthConfig {
+                addr,
+                lameduck: match &self.health_lameduck {
+                    None => Duration::ZERO,
+                    Some(text) => duration::parse(text)
+                        .map_err(|e| anyhow::anyhow!("--health-lameduck {e}"))?,
+                },
+            }),
+        };
         Ok(Config {
             etcd,
+            health,
+            ready: self.ready,
+            metrics: self.metrics,
+            log_queries: self.log_queries,
             listen: self.listen.clone(),
             zones: match &self.zones_dir {
                 Some(dir) => ZoneSource::Dir(dir.clone()),
@@ -296,7 +332,6 @@ impl ServeArgs {
             registry_prefixes: self.registry.clone(),
             registry_zone,
             registry_ttl,
-            ..EtcdConfig::new(Vec::new())
         };
         check_prefixes(&config).map_err(anyhow::Error::msg)?;
         Ok(Some(config))
@@ -399,6 +434,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let running = crate::daemon::start(&config).await?;
     signals.wait().await;
+    if let Some(health) = config.health.filter(|h| !h.lameduck.is_zero()) {
+        tracing::info!(lameduck = ?health.lameduck, "lameduck: still answering, /health fails");
+        running.enter_lameduck();
+        tokio::time::sleep(health.lameduck).await;
+    }
     tracing::info!("shutting down");
     running.shutdown();
     if tokio::time::timeout(config.shutdown_grace, running.wait())

@@ -12,6 +12,7 @@ use crate::backend::skydns::key;
 use crate::config::{Config, DEFAULT_ZONES_DIR, EtcdConfig, ZoneSource};
 use crate::index::leases::LeaseTable;
 use crate::index::{EtcdData, EtcdZone, Index, IndexHandle, RegistryZone, Zone};
+use crate::ops::{self, Ops, metrics};
 use crate::server::{self, Listeners, handler::Handler};
 use crate::sync::{self, SyncSetup, SyncStatus, etcd::Etcd};
 use crate::zonefile::{self, ZoneFile, ZoneFileError};
@@ -47,6 +48,10 @@ pub enum StartError {
 pub struct Running {
     /// The bound addresses (UDP and TCP share each one).
     pub addrs: Vec<SocketAddr>,
+    /// The bound HTTP addresses of `/health`, `/ready` and `/metrics` (in that order, each
+    /// when configured; endpoints sharing an address appear once).
+    pub http_addrs: Vec<SocketAddr>,
+    ops: Arc<Ops>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     sync_task: Option<JoinHandle<()>>,
@@ -59,6 +64,11 @@ impl Running {
     /// Starts a graceful shutdown: stop accepting, finish in-flight TCP answers.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// `/health` fails from now on while DNS keeps answering (lameduck, before `shutdown`).
+    pub fn enter_lameduck(&self) {
+        self.ops.enter_lameduck();
     }
 
     /// Waits until every listener and connection has finished.
@@ -116,6 +126,12 @@ pub fn load_zones(source: &ZoneSource, with_etcd: bool) -> Result<Vec<ZoneFile>,
                     message: "the zones directory does not exist".into(),
                 });
             }
+            // With etcd, a directory with no zone file yet is an empty source, not an error:
+            // etcd still serves its zones (zone files are often added later).
+            if with_etcd && !holds_zone_file(dir) {
+                info!(dir = %dir.display(), "no zone file in the zones directory; serving etcd alone");
+                return Ok(Vec::new());
+            }
             zonefile::load_dir(dir)
         }
         ZoneSource::DefaultDirOrEmbedded => {
@@ -134,6 +150,17 @@ pub fn load_zones(source: &ZoneSource, with_etcd: bool) -> Result<Vec<ZoneFile>,
             }
         }
     }
+}
+
+/// Whether `dir` holds a `*.zone` file (what `zonefile::load_dir` loads); unreadable counts as
+/// holding one, so that `load_dir` reports the read error.
+fn holds_zone_file(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |entries| {
+        entries.filter_map(Result::ok).any(|entry| {
+            let path = entry.path();
+            path.extension().is_some_and(|ext| ext == "zone") && path.is_file()
+        })
+    })
 }
 
 /// Builds the index from loaded zone files, plus the etcd zones (a zone with a file and etcd
@@ -191,7 +218,9 @@ pub fn build_index(
     Ok((Index::new(zones), paths))
 }
 
-/// Loads zones, binds every listen address and starts serving.
+/// Loads zones, binds every listen address and starts serving at once: zone files answer as
+/// soon as the sockets are bound, and etcd zones answer SERVFAIL (never NXDOMAIN) until the
+/// sync task publishes its first full read. Nothing here waits for etcd.
 ///
 /// # Errors
 /// See [`StartError`]; nothing is left running on error.
@@ -242,29 +271,76 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         listeners.udp.push(udp);
         listeners.tcp.push(tcp);
     }
+    let mut http = Vec::new();
+    for (addr, paths) in
+        ops::http::group(config.health.map(|h| h.addr), config.ready, config.metrics)
+    {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        http.push((listener, bound, paths));
+    }
+    let dns_metrics = config.metrics.map(|_| {
+        Arc::new(metrics::DnsMetrics::new(
+            &addrs,
+            base.zones()
+                .iter()
+                .map(|z| {
+                    let mut plugins = Vec::new();
+                    if z.file().is_some() {
+                        plugins.push("file");
+                    }
+                    if z.etcd().is_some() {
+                        plugins.push("etcd");
+                    }
+                    (z.origin().to_string(), plugins)
+                })
+                .collect(),
+        ))
+    });
+    let etcd_zones: Vec<String> = base
+        .zones()
+        .iter()
+        .filter(|z| z.etcd().is_some())
+        .map(|z| z.origin().to_string())
+        .collect();
+    let sync_metrics = Arc::new(metrics::SyncMetrics::default());
 
     let shutdown = CancellationToken::new();
     let (handle, sync_task, sync_status, leases) = match &config.etcd {
         None => (Arc::new(IndexHandle::new(base)), None, None, None),
         Some(etcd) => {
-            let (handle, task, status, leases) =
-                start_sync(etcd, base, zone_paths, shutdown.clone()).await?;
+            let (handle, task, status, leases) = start_sync(
+                etcd,
+                base,
+                zone_paths,
+                sync_metrics.clone(),
+                shutdown.clone(),
+            )
+            .await?;
             (handle, Some(task), Some(status), Some(leases))
         }
     };
-    if let (Some(etcd), Some(status)) = (&config.etcd, &sync_status) {
-        let mut status = status.clone();
-        let synced = tokio::time::timeout(
-            etcd.initial_sync_wait,
-            status.wait_for(|s| s.revision.is_some()),
-        )
-        .await;
-        if synced.is_err() {
-            tracing::warn!(
-                endpoints = ?etcd.endpoints,
-                "etcd not reachable yet; etcd zones answer SERVFAIL until the first sync"
-            );
-        }
+    let registry = dns_metrics.clone().map(|dns| {
+        metrics::registry(metrics::Collected {
+            dns,
+            sync: sync_status.clone().map(|s| (s, sync_metrics.clone())),
+        })
+    });
+    let ops = Arc::new(Ops::new(etcd_zones, sync_status.clone(), registry));
+    let http_addrs = http.iter().map(|(_, bound, _)| *bound).collect();
+    for (listener, bound, paths) in http {
+        // The test harness reads this line: keep its shape stable.
+        info!(addr = %bound, health = paths.health, ready = paths.ready, metrics = paths.metrics, "serving http");
+        tokio::spawn(ops::http::serve(
+            listener,
+            paths,
+            ops.clone(),
+            shutdown.clone(),
+        ));
     }
 
     let listen_summary = addrs
@@ -275,7 +351,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // The test harness and operators read this line: keep its shape stable.
     info!(listen = %listen_summary, zones = %zones_summary, "srvd serving");
 
-    let handler = Handler::new(handle.clone());
+    let handler = Handler::new(handle.clone()).with_ops(dns_metrics, config.log_queries);
     let task = tokio::spawn(server::run(
         listeners,
         handler,
@@ -284,6 +360,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     ));
     Ok(Running {
         addrs,
+        http_addrs,
+        ops,
         shutdown,
         task,
         sync_task,
@@ -305,6 +383,7 @@ async fn start_sync(
     etcd: &EtcdConfig,
     base: Index,
     zone_paths: Vec<String>,
+    metrics: Arc<metrics::SyncMetrics>,
     shutdown: CancellationToken,
 ) -> Result<SyncParts, StartError> {
     let root: Arc<str> = key::root_path(&etcd.prefix).into();
@@ -339,6 +418,7 @@ async fn start_sync(
             .registry_zone()
             .cloned()
             .unwrap_or_else(hickory_proto::rr::Name::root),
+        metrics,
     };
     let task = tokio::spawn(sync::run(setup, status_tx, shutdown));
     Ok((handle, task, status_rx, leases))

@@ -30,6 +30,8 @@ pub mod daemon;
 #[cfg(feature = "server")]
 pub mod index;
 #[cfg(feature = "server")]
+pub mod ops;
+#[cfg(feature = "server")]
 pub mod register;
 #[cfg(feature = "server")]
 pub mod server;

@@ -48,9 +48,6 @@ pub struct EtcdConfig {
     pub zones: Vec<Name>,
     /// The clamp on lease-derived TTLs.
     pub lease_bounds: LeaseBounds,
-    /// How long start-up waits for the first full read before serving anyway (etcd zones answer
-    /// SERVFAIL until it completes).
-    pub initial_sync_wait: Duration,
     /// The largest etcd response srvd decodes (`--etcd-max-response-bytes`): at least etcd's
     /// largest key plus framing; listing pages are split to stay below it.
     pub max_response_bytes: usize,
@@ -131,6 +128,28 @@ pub struct Config {
     pub tcp: TcpLimits,
     /// How long shutdown waits for in-flight TCP answers.
     pub shutdown_grace: Duration,
+    /// `/health` (CoreDNS `health ADDR { lameduck D }`): off when `None`.
+    pub health: Option<HealthConfig>,
+    /// `/ready` (CoreDNS `ready ADDR`): off when `None`.
+    pub ready: Option<SocketAddr>,
+    /// `/metrics` (CoreDNS `prometheus ADDR`): off when `None`; queries are counted only then.
+    pub metrics: Option<SocketAddr>,
+    /// One log line per query on the `srvd::query` target (CoreDNS `log`).
+    pub log_queries: bool,
+    /// CoreDNS `errors`: srvd always logs what would make it answer SERVFAIL (an answer it
+    /// cannot encode, at `warn`) and etcd trouble (once per outage), so this only records that
+    /// the Corefile asked for it; it changes nothing.
+    pub log_errors: bool,
+}
+
+/// `/health` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Where `/health` is served.
+    pub addr: SocketAddr,
+    /// After SIGTERM or SIGINT, keep answering DNS this long while `/health` fails, so load
+    /// balancers stop sending queries before the sockets close (zero: stop at once).
+    pub lameduck: Duration,
 }
 
 impl Default for Config {
@@ -142,6 +161,11 @@ impl Default for Config {
             etcd: None,
             tcp: TcpLimits::default(),
             shutdown_grace: Duration::from_secs(5),
+            health: None,
+            ready: None,
+            metrics: None,
+            log_queries: false,
+            log_errors: false,
         }
     }
 }
@@ -155,7 +179,6 @@ impl EtcdConfig {
             prefix: DEFAULT_ETCD_PREFIX.into(),
             zones: vec![Name::from_ascii(DEFAULT_ETCD_ZONE).unwrap_or_else(|_| Name::root())],
             lease_bounds: LeaseBounds::default(),
-            initial_sync_wait: Duration::from_secs(10),
             max_response_bytes: crate::sync::etcd::DEFAULT_MAX_RESPONSE_BYTES,
             registry_prefixes: Vec::new(),
             registry_zone: None,

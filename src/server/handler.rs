@@ -11,7 +11,9 @@
 //! connection call [`Handler::respond`] with their own reusable [`Scratch`].
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use hickory_proto::op::{Edns, Header, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
@@ -23,6 +25,8 @@ use tracing::trace;
 use super::wire::{self, RequestHeader, Response, Transport};
 use crate::answer::{self, Answer, AnswerBuffers, Question};
 use crate::index::IndexHandle;
+use crate::ops::metrics::{DURATION_SAMPLE, DnsMetrics, LoopCounters, Observation, Proto};
+use crate::ops::querylog::{self, QueryLine};
 
 thread_local! {
     /// RFC 2782 draws need speed, not unpredictability: one fast generator per thread, seeded once
@@ -30,16 +34,32 @@ thread_local! {
     static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
 }
 
-/// Per-listener buffers reused across queries.
+/// Per-listener buffers reused across queries, and the listener's own counters.
 #[derive(Debug, Default)]
 pub struct Scratch {
     answer: AnswerBuffers,
+    counters: Option<Arc<LoopCounters>>,
+    /// Queries since the last timed one (see `ops::metrics::DURATION_SAMPLE`).
+    untimed: u32,
+    /// Time every query: a TCP connection often carries one query, so sampling per connection
+    /// would time none.
+    time_all: bool,
 }
 
 /// Answers DNS messages from the published index.
 #[derive(Debug, Clone)]
 pub struct Handler {
     index: Arc<IndexHandle>,
+    metrics: Option<Arc<DnsMetrics>>,
+    log_queries: bool,
+}
+
+/// What a query came to, for the counters and the query log.
+struct Outcome {
+    sent: bool,
+    rcode: ResponseCode,
+    zone: Option<usize>,
+    plugin: u8,
 }
 
 /// Why a query gets no answer from a zone.
@@ -73,17 +93,70 @@ struct Request {
 impl Handler {
     /// A handler answering from `index`.
     pub fn new(index: Arc<IndexHandle>) -> Self {
-        Self { index }
+        Self {
+            index,
+            metrics: None,
+            log_queries: false,
+        }
     }
 
-    /// Answers `request` into `out`. Returns false when nothing must be sent.
+    /// Counts every query into `metrics` (per listener, see [`Handler::scratch`]) and, with
+    /// `log_queries`, logs one line per query on the `srvd::query` target.
+    #[must_use]
+    pub fn with_ops(mut self, metrics: Option<Arc<DnsMetrics>>, log_queries: bool) -> Self {
+        self.metrics = metrics;
+        self.log_queries = log_queries;
+        self
+    }
+
+    /// Buffers for one receive loop on the `server`-th listen address; with metrics on, they
+    /// carry that loop's counters (`shared`: several tasks write them, as a TCP listener's
+    /// connections do).
+    pub fn scratch(&self, server: usize, transport: Transport, shared: bool) -> Scratch {
+        let proto = match transport {
+            Transport::Udp => Proto::Udp,
+            Transport::Tcp => Proto::Tcp,
+        };
+        Scratch {
+            counters: self
+                .metrics
+                .as_ref()
+                .map(|m| m.counters(server, proto, shared)),
+            time_all: shared,
+            ..Scratch::default()
+        }
+    }
+
+    /// A scratch sharing `other`'s counters (a TCP connection of the same listener).
+    pub fn scratch_like(other: &Scratch) -> Scratch {
+        Scratch {
+            counters: other.counters.clone(),
+            time_all: other.time_all,
+            ..Scratch::default()
+        }
+    }
+
+    /// Answers `request` from `peer` into `out`. Returns false when nothing must be sent.
     pub fn respond(
         &self,
         request: &[u8],
         transport: Transport,
+        peer: SocketAddr,
         scratch: &mut Scratch,
         out: &mut Vec<u8>,
     ) -> bool {
+        // Nothing below is gathered unless counters or the query log want it.
+        let observe = scratch.counters.is_some() || self.log_queries;
+        let timed = observe && {
+            scratch.untimed += 1;
+            if self.log_queries || scratch.time_all || scratch.untimed >= DURATION_SAMPLE {
+                scratch.untimed = 0;
+                true
+            } else {
+                false
+            }
+        };
+        let start = timed.then(Instant::now);
         let mut decoder = BinDecoder::new(request);
         let Ok(header) = Header::read(&mut decoder) else {
             trace!(len = request.len(), "dropped: no DNS header");
@@ -99,29 +172,104 @@ impl Handler {
             recursion_desired: header.metadata.recursion_desired,
             checking_disabled: header.metadata.checking_disabled,
         };
-        let request = match decode(&mut decoder, &header, request_header) {
-            Ok(request) => request,
+        let decoded = decode(&mut decoder, &header, request_header);
+        let outcome = match &decoded {
             Err(()) => {
                 trace!("FORMERR: undecodable message");
-                return self.refuse(request_header, None, false, Refusal::FormErr, out);
+                self.refuse(request_header, None, false, Refusal::FormErr, out)
             }
+            Ok(request) => match self.check(request, transport) {
+                Ok(()) => self.answer(request, transport, scratch, out),
+                Err(refusal) => {
+                    let question = if request.queries.len() == 1 {
+                        request.queries.first()
+                    } else {
+                        None
+                    };
+                    self.refuse(
+                        request.header,
+                        question,
+                        request.edns.is_some(),
+                        refusal,
+                        out,
+                    )
+                }
+            },
         };
-        match self.check(&request, transport) {
-            Ok(()) => self.answer(&request, transport, scratch, out),
-            Err(refusal) => {
-                let question = if request.queries.len() == 1 {
-                    request.queries.first()
-                } else {
-                    None
-                };
-                self.refuse(
-                    request.header,
-                    question,
-                    request.edns.is_some(),
-                    refusal,
-                    out,
-                )
+        if observe {
+            self.observe(
+                request,
+                decoded.as_ref().ok(),
+                request_header.id,
+                transport,
+                peer,
+                scratch,
+                out,
+                &outcome,
+                start,
+            );
+        }
+        outcome.sent
+    }
+
+    /// Counts the query and, with the query log on, logs it. Kept out of `respond`'s body so
+    /// that a server with neither pays one branch.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn observe(
+        &self,
+        raw: &[u8],
+        request: Option<&Request>,
+        id: u16,
+        transport: Transport,
+        peer: SocketAddr,
+        scratch: &Scratch,
+        out: &[u8],
+        outcome: &Outcome,
+        start: Option<Instant>,
+    ) {
+        let duration = start.map(|s| s.elapsed());
+        let question = request.and_then(|r| {
+            if r.queries.len() == 1 {
+                r.queries.first()
+            } else {
+                None
             }
+        });
+        let edns = request.and_then(|r| r.edns.as_ref());
+        let dnssec_ok = edns.is_some_and(|e| e.flags().dnssec_ok);
+        let rsize = if outcome.sent { out.len() } else { 0 };
+        if let Some(counters) = &scratch.counters {
+            counters.record(&Observation {
+                zone: outcome.zone,
+                ipv6: peer.is_ipv6(),
+                qtype: question.map(Query::query_type),
+                rcode: u16::from(outcome.rcode),
+                plugin: outcome.plugin,
+                dnssec_ok,
+                request_size: raw.len(),
+                response_size: rsize,
+                duration,
+            });
+        }
+        if self.log_queries {
+            let line = QueryLine {
+                peer,
+                id,
+                question,
+                proto: match transport {
+                    Transport::Udp => "udp",
+                    Transport::Tcp => "tcp",
+                },
+                size: raw.len(),
+                dnssec_ok,
+                bufsize: edns.map_or(512, Edns::max_payload),
+                rcode: u16::from(outcome.rcode),
+                flags: (outcome.sent && out.len() >= 4).then(|| [out[2], out[3]]),
+                rsize,
+                duration: duration.unwrap_or_default(),
+            };
+            tracing::info!(target: querylog::TARGET, "{line}");
         }
     }
 
@@ -151,11 +299,15 @@ impl Handler {
         transport: Transport,
         scratch: &mut Scratch,
         out: &mut Vec<u8>,
-    ) -> bool {
+    ) -> Outcome {
         let query = &request.queries[0];
         let question = Question::new(query.name(), query.query_type());
         let index = self.index.load();
-        let Some(zone) = index.find_zone(&question.key) else {
+        let position = index
+            .zones()
+            .iter()
+            .position(|zone| question.key.is_within(zone.key()));
+        let Some(zone) = position.and_then(|p| index.zones().get(p)) else {
             return self.refuse(
                 request.header,
                 Some(query),
@@ -178,10 +330,12 @@ impl Handler {
             edns: request.edns.is_some(),
             limit,
         };
+        let mut rcode = answer.rcode;
         let sent = match wire::encode(out, &response, Some(&answer)) {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(%error, name = %query.name(), "cannot encode answer; SERVFAIL");
+                rcode = ResponseCode::ServFail;
                 let failed = Response {
                     rcode: ResponseCode::ServFail,
                     ..response
@@ -190,7 +344,13 @@ impl Handler {
             }
         };
         scratch.answer = answer.into_buffers();
-        sent
+        Outcome {
+            sent,
+            rcode,
+            zone: position,
+            // CoreDNS names the plugin that wrote the answer; a zone with etcd counts as etcd.
+            plugin: if zone.etcd().is_some() { 2 } else { 1 },
+        }
     }
 
     fn refuse(
@@ -200,7 +360,7 @@ impl Handler {
         edns: bool,
         refusal: Refusal,
         out: &mut Vec<u8>,
-    ) -> bool {
+    ) -> Outcome {
         let response = Response {
             header,
             question,
@@ -209,7 +369,13 @@ impl Handler {
             edns,
             limit: wire::MIN_UDP_PAYLOAD,
         };
-        wire::encode(out, &response, None).is_ok()
+        Outcome {
+            sent: wire::encode(out, &response, None).is_ok(),
+            rcode: refusal.rcode(),
+            // Never reached a zone: CoreDNS's `dropped`, written by the server itself.
+            zone: None,
+            plugin: 0,
+        }
     }
 }
 

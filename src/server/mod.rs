@@ -85,10 +85,17 @@ pub async fn run(
 ) {
     let tracker = TaskTracker::new();
     let loops_per_socket = tokio::runtime::Handle::current().metrics().num_workers();
-    for socket in listeners.udp {
+    for (server, socket) in listeners.udp.into_iter().enumerate() {
         let socket = Arc::new(socket);
         for _ in 0..loops_per_socket.max(1) {
-            tracker.spawn(serve_udp(socket.clone(), handler.clone(), shutdown.clone()));
+            // Each loop owns its counters: the query path never shares a cache line.
+            let scratch = handler.scratch(server, Transport::Udp, false);
+            tracker.spawn(serve_udp(
+                socket.clone(),
+                handler.clone(),
+                scratch,
+                shutdown.clone(),
+            ));
         }
     }
     let tcp = Arc::new(TcpShared {
@@ -98,10 +105,13 @@ pub async fn run(
         closed_idle: Throttle::new(THROTTLE_PERIOD),
         accept_errors: Throttle::new(THROTTLE_PERIOD),
     });
-    for listener in listeners.tcp {
+    for (server, listener) in listeners.tcp.into_iter().enumerate() {
+        // One listener's connections share its counters (atomic adds: TCP is the rare path).
+        let scratch = handler.scratch(server, Transport::Tcp, true);
         tracker.spawn(serve_tcp(
             listener,
             handler.clone(),
+            scratch,
             limits,
             tcp.clone(),
             tracker.clone(),
@@ -112,12 +122,16 @@ pub async fn run(
     tracker.wait().await;
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, handler: Handler, shutdown: CancellationToken) {
+async fn serve_udp(
+    socket: Arc<UdpSocket>,
+    handler: Handler,
+    mut scratch: Scratch,
+    shutdown: CancellationToken,
+) {
     // 4096 covers any query a client sends over UDP; a longer datagram is cut by the kernel and
     // then fails to decode (FORMERR), which is the right answer for it.
     let mut request = vec![0u8; 4096];
     let mut response = Vec::with_capacity(usize::from(wire::MAX_UDP_PAYLOAD));
-    let mut scratch = Scratch::default();
     loop {
         let (len, peer) = tokio::select! {
             biased;
@@ -131,8 +145,13 @@ async fn serve_udp(socket: Arc<UdpSocket>, handler: Handler, shutdown: Cancellat
                 }
             },
         };
-        if handler.respond(&request[..len], Transport::Udp, &mut scratch, &mut response)
-            && let Err(error) = socket.send_to(&response, peer).await
+        if handler.respond(
+            &request[..len],
+            Transport::Udp,
+            peer,
+            &mut scratch,
+            &mut response,
+        ) && let Err(error) = socket.send_to(&response, peer).await
         {
             debug!(%error, %peer, "udp send error");
         }
@@ -151,6 +170,7 @@ struct TcpShared {
 async fn serve_tcp(
     listener: TcpListener,
     handler: Handler,
+    scratch: Scratch,
     limits: TcpLimits,
     tcp: Arc<TcpShared>,
     tracker: TaskTracker,
@@ -185,11 +205,12 @@ async fn serve_tcp(
         };
         let connection = tcp.connections.add();
         let handler = handler.clone();
+        let scratch = Handler::scratch_like(&scratch);
         let shutdown = shutdown.clone();
         let tcp = tcp.clone();
         tracker.spawn(async move {
             tokio::select! {
-                result = serve_connection(stream, &handler, limits, &shutdown, &tcp.connections, &connection) => {
+                result = serve_connection(stream, peer, &handler, scratch, limits, &shutdown, &tcp.connections, &connection) => {
                     if let Err(error) = result {
                         debug!(%error, %peer, "tcp connection ended");
                     }
@@ -225,9 +246,12 @@ async fn slot(tcp: &TcpShared, limits: TcpLimits) -> Option<OwnedSemaphorePermit
 }
 
 /// Serves queries on one connection, one at a time, until EOF, idle timeout or shutdown.
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     mut stream: TcpStream,
+    peer: SocketAddr,
     handler: &Handler,
+    mut scratch: Scratch,
     limits: TcpLimits,
     shutdown: &CancellationToken,
     connections: &ConnectionTable,
@@ -235,7 +259,6 @@ async fn serve_connection(
 ) -> io::Result<()> {
     let mut request = Vec::new();
     let mut response = Vec::new();
-    let mut scratch = Scratch::default();
     let mut framed = Vec::new();
     loop {
         // Between queries shutdown wins; once the first byte of a query arrived, it is in flight
@@ -267,7 +290,7 @@ async fn serve_connection(
         read_in_time(&mut stream, &mut request, limits.idle_timeout).await?;
         connections.progress(connection);
 
-        if !handler.respond(&request, Transport::Tcp, &mut scratch, &mut response) {
+        if !handler.respond(&request, Transport::Tcp, peer, &mut scratch, &mut response) {
             // Nothing to say to garbage on a stream: close it.
             return Ok(());
         }

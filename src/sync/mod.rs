@@ -83,6 +83,8 @@ pub struct SyncSetup {
     /// The zone the registry is answered in (its instances' names are built in it once, as
     /// they are mirrored); the root when there is no registry.
     pub registry_zone: Name,
+    /// Last contact with etcd and propagation delay, for `/metrics`.
+    pub metrics: Arc<crate::ops::metrics::SyncMetrics>,
 }
 
 /// Progress the rest of srvd can observe.
@@ -236,6 +238,7 @@ struct Syncer {
     /// The SkyDNS prefix first, then each registry prefix.
     feeds: Vec<Feed>,
     registry_zone: Name,
+    metrics: Arc<crate::ops::metrics::SyncMetrics>,
 }
 
 impl Syncer {
@@ -526,6 +529,7 @@ impl Syncer {
             let Some((slot, first)) = next else {
                 return Err(SyncError::Watch("every watch ended".into()));
             };
+            let arrived = Instant::now();
             let mut batches = Vec::new();
             let mut broken = None;
             match first {
@@ -544,7 +548,9 @@ impl Syncer {
             }
             // What arrived before a break is whole revisions: apply it, then resume after it.
             if !batches.is_empty() {
+                self.metrics.contact();
                 self.apply(batches).await;
+                self.metrics.propagated(arrived);
                 if broken.is_none() {
                     self.ask_progress(&mut requesters).await;
                 }
@@ -673,6 +679,7 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
         mirror: None,
         feeds,
         registry_zone: setup.registry_zone,
+        metrics: setup.metrics,
     };
     let mut need_list = true;
     let mut health = Health::default();
@@ -680,6 +687,7 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
     while !shutdown.is_cancelled() {
         let result = if need_list {
             syncer.relist().await.map(|()| {
+                syncer.metrics.contact();
                 need_list = false;
                 if health.progressed() {
                     info!("etcd reachable again; mirror re-read");

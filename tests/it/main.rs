@@ -7,6 +7,7 @@ mod browse;
 mod client;
 mod corefile;
 mod etcd;
+mod ops;
 mod order;
 mod protocol;
 mod readme;

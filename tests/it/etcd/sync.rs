@@ -529,7 +529,15 @@ async fn with_several_endpoints_a_dead_one_is_passed_over() {
     };
     let running = srvd::daemon::start(&config).await.unwrap();
     let addr = running.addrs[0];
-    assert_eq!(a_of(addr, "a.skydns.test.").await, Some(vec![ip(1)]));
+    // srvd serves before its first read (SERVFAIL until then): wait for it, bounded.
+    until_answer(
+        addr,
+        "a.skydns.test.",
+        Some(vec![ip(1)]),
+        Duration::from_secs(10),
+        "first read through the live endpoint",
+    )
+    .await;
     put(
         &mut client,
         "/skydns/test/skydns/b",
@@ -561,7 +569,6 @@ async fn before_the_first_sync_etcd_zones_answer_servfail_not_nxdomain() {
     etcd.stop();
     let mut etcd_config = srvd::config::EtcdConfig::new(vec![etcd.url.clone()]);
     etcd_config.zones = vec![srvd::config::parse_zone("skydns.test.").unwrap()];
-    etcd_config.initial_sync_wait = Duration::from_millis(100);
     let config = srvd::config::Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         zones: srvd::config::ZoneSource::None,

@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod etcd;
+pub mod http;
 pub mod proxy;
 pub mod srvd;
 

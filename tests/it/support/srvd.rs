@@ -54,10 +54,12 @@ impl TestServer {
             ..Config::default()
         };
         let running = daemon::start(&config).await.expect("srvd starts");
-        assert!(
-            running.sync_status().unwrap().revision.is_some(),
-            "first etcd sync finished at start"
-        );
+        // srvd serves before its first etcd read; these tests want the mirror loaded.
+        super::eventually(Duration::from_secs(10), "first etcd sync finished", || {
+            let synced = running.sync_status().unwrap().revision.is_some();
+            async move { synced.then_some(()) }
+        })
+        .await;
         Self {
             addr: running.addrs[0],
             running: Some(running),
@@ -145,6 +147,11 @@ impl TestServer {
         tokio::time::timeout(Duration::from_secs(10), running.wait())
             .await
             .expect("shutdown completes");
+    }
+
+    /// The bound HTTP addresses (health, ready, metrics: those configured, in that order).
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.running.as_ref().unwrap().http_addrs.clone()
     }
 
     /// Every bound address, in `--listen` order.
