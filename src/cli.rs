@@ -373,24 +373,6 @@ fn corefile_config(path: &std::path::Path) -> anyhow::Result<(Config, Vec<String
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("{}", lines.join("\nsrvd: "))
     })?;
-    // Until the endpoints and the query log exist, a Corefile asking for them is refused rather
-    // than silently served without them.
-    let missing: Vec<&str> = [
-        ("health", corefile.health.is_some()),
-        ("ready", corefile.ready.is_some()),
-        ("prometheus", corefile.metrics.is_some()),
-        ("log", corefile.log_queries),
-    ]
-    .iter()
-    .filter(|(_, asked)| *asked)
-    .map(|(name, _)| *name)
-    .collect();
-    anyhow::ensure!(
-        missing.is_empty(),
-        "{}: {} not supported yet",
-        path.display(),
-        missing.join(", ")
-    );
     let mut notes = corefile.notes.clone();
     if corefile.reload.is_some() {
         notes.push(format!(

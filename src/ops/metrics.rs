@@ -178,7 +178,7 @@ pub struct Observation {
     pub qtype: Option<RecordType>,
     /// The response code sent.
     pub rcode: u16,
-    /// Index into [`PLUGINS`]: 0 server, 1 file, 2 etcd.
+    /// Index into `PLUGINS`: 0 server, 1 file, 2 etcd.
     pub plugin: u8,
     /// The request's DO bit.
     pub dnssec_ok: bool,

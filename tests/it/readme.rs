@@ -347,3 +347,95 @@ fn walk_through_expectation(n: usize) -> fn(&str) -> bool {
         _ => |_| false,
     }
 }
+
+/// The README's "Coming from CoreDNS" Corefile, unchanged but for its ports and etcd URL:
+/// `srvd check` prints what the README says, and `srvd serve --conf` answers the etcd example
+/// and serves its health, readiness and metrics endpoints.
+#[tokio::test]
+async fn the_readme_corefile_is_served_as_written() {
+    let readme = readme();
+    let section = section(&readme, "Coming from CoreDNS");
+    let corefile = section.split("```\n").nth(1).expect("the Corefile block");
+    let etcd = crate::support::etcd::EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    client
+        .put(
+            "/skydns/local/service/backend/_tcp/_http/x1",
+            r#"{"host":"10.0.0.1","port":8080}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    let ports: Vec<String> = (0..4).map(|_| free_port()).collect();
+    let corefile = corefile
+        .replace("http://127.0.0.1:22379", &etcd.url)
+        .replace(":1053", &format!(":{}", ports[0]))
+        .replace(":8080", &format!(":{}", ports[1]))
+        .replace(":8181", &format!(":{}", ports[2]))
+        .replace(":9153", &format!(":{}", ports[3]));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Corefile"), &corefile).unwrap();
+    let check = section
+        .lines()
+        .find(|l| l.contains(" -- check "))
+        .and_then(|l| l.split(" -- ").nth(1))
+        .expect("a check command");
+    let args: Vec<&str> = check.split_whitespace().collect();
+    let output = Command::new(env!("CARGO_BIN_EXE_srvd"))
+        .args(&args)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with(&format!(
+            "Corefile: valid; serves service.local. (etcd) on 127.0.0.1:{}\n",
+            ports[0]
+        )),
+        "{stdout}"
+    );
+    let serve = section
+        .lines()
+        .find(|l| l.contains(" -- serve "))
+        .and_then(|l| l.split(" -- serve ").nth(1))
+        .expect("a serve command");
+    let args: Vec<&str> = serve.split_whitespace().collect();
+    let mut process = crate::support::srvd::spawn_serve(dir.path(), &args, "info");
+    process.log_until(Duration::from_secs(10), |log| {
+        log.iter().any(|l| l.contains("etcd initial sync complete"))
+    });
+    let out = dig(&[
+        "@127.0.0.1",
+        "-p",
+        &ports[0],
+        "_http._tcp.backend.service.local",
+        "SRV",
+        "+short",
+    ]);
+    assert_eq!(out, "10 100 8080 x1._http._tcp.backend.service.local.");
+    let http =
+        |port: &str| -> std::net::SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+    assert_eq!(
+        crate::support::http::get(http(&ports[1]), "/health").await,
+        (200, "OK".to_string())
+    );
+    assert_eq!(
+        crate::support::http::get(http(&ports[2]), "/ready").await,
+        (200, "OK".to_string())
+    );
+    let (status, metrics) = crate::support::http::get(http(&ports[3]), "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("coredns_dns_requests_total{") && l.contains("type=\"SRV\"")),
+        "{metrics}"
+    );
+    process.log_until(Duration::from_secs(5), |log| {
+        log.iter().any(|l| {
+            l.contains("srvd::query")
+                && l.contains("\"SRV IN _http._tcp.backend.service.local. udp")
+        })
+    });
+}

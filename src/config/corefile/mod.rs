@@ -99,14 +99,21 @@ pub struct Corefile {
 }
 
 impl Corefile {
-    /// The `srvd serve` configuration: the Corefile's addresses, zone files and etcd backend;
-    /// no zones directory (a Corefile names each zone file with `file`).
+    /// The `srvd serve` configuration: the Corefile's addresses, zone files, etcd backend and
+    /// endpoints; no zones directory (a Corefile names each zone file with `file`).
     pub fn into_config(self) -> super::Config {
         super::Config {
             listen: self.listen,
             zones: super::ZoneSource::None,
             zone_files: self.files,
             etcd: self.etcd,
+            health: self
+                .health
+                .map(|(addr, lameduck)| super::HealthConfig { addr, lameduck }),
+            ready: self.ready,
+            metrics: self.metrics,
+            log_queries: self.log_queries,
+            log_errors: self.log_errors,
             ..super::Config::default()
         }
     }
