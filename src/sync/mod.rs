@@ -356,9 +356,18 @@ impl Syncer {
         }
         let new = self.leases.replace_uses(uses);
         self.learn_leases(new).await;
+        let (keys, registry_keys) = (mirror.len(), mirror.registry().len());
+        self.mirror = Some(mirror);
+        for feed in &mut self.feeds {
+            feed.applied = revision;
+        }
+        self.status.send_modify(|status| status.full_reads += 1);
+        self.publish();
+        // Logged once the snapshot is published: from this line on, queries see the data (the
+        // server answers before the first read, so operators and tests read this line as "ready").
         info!(
-            keys = mirror.len(),
-            registry_keys = mirror.registry().len(),
+            keys,
+            registry_keys,
             revision,
             skipped = SKIPPED_KEYS.load(Ordering::Relaxed),
             "{}",
@@ -368,12 +377,6 @@ impl Syncer {
                 "etcd mirror re-read in full"
             }
         );
-        self.mirror = Some(mirror);
-        for feed in &mut self.feeds {
-            feed.applied = revision;
-        }
-        self.status.send_modify(|status| status.full_reads += 1);
-        self.publish();
         Ok(())
     }
 
