@@ -183,35 +183,58 @@ async fn under_pressure_the_quietest_connections_are_closed_so_new_clients_are_s
 }
 
 /// Captures every `warn!` line logged on this thread while it lives.
+///
+/// Through one process-wide subscriber that writes into the capturing thread's buffer, not a
+/// thread-scoped one: with scoped subscribers, tracing caches each call site's interest, and a
+/// `warn!` first reached by another test's thread (where nobody listens) could be cached as
+/// uninteresting while this test set its subscriber up, dropping its lines under a loaded suite.
 struct CapturedWarnings {
     lines: Arc<Mutex<Vec<u8>>>,
-    _guard: tracing::subscriber::DefaultGuard,
+}
+
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<Arc<Mutex<Vec<u8>>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Writes into the current thread's capture buffer, if any.
+struct ThreadSink;
+
+impl Write for ThreadSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with_borrow(|capture| {
+            if let Some(lines) = capture {
+                lines.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for CapturedWarnings {
+    fn drop(&mut self) {
+        CAPTURE.with_borrow_mut(|capture| *capture = None);
+    }
 }
 
 impl CapturedWarnings {
     fn start() -> Self {
-        #[derive(Clone)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl Write for Sink {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::WARN)
+                .with_ansi(false)
+                .with_writer(|| ThreadSink)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in the test binary");
+        });
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Sink(lines.clone());
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || sink.clone())
-            .finish();
-        Self {
-            lines,
-            _guard: tracing::subscriber::set_default(subscriber),
-        }
+        CAPTURE.with_borrow_mut(|capture| *capture = Some(lines.clone()));
+        Self { lines }
     }
 
     fn matching(&self, needle: &str) -> Vec<String> {
