@@ -351,7 +351,20 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     // The test harness and operators read this line: keep its shape stable.
     info!(listen = %listen_summary, zones = %zones_summary, "srvd serving");
 
-    let handler = Handler::new(handle.clone()).with_ops(dns_metrics, config.log_queries);
+    let listen_zones = config
+        .listen
+        .iter()
+        .map(|addr| {
+            config
+                .zones_by_listen
+                .iter()
+                .find(|(a, _)| a == addr)
+                .map(|(_, zones)| zones.clone())
+        })
+        .collect();
+    let handler = Handler::new(handle.clone())
+        .with_ops(dns_metrics, config.log_queries)
+        .with_listen_zones(listen_zones);
     let task = tokio::spawn(server::run(
         listeners,
         handler,

@@ -122,6 +122,9 @@ pub struct Config {
     pub zones: ZoneSource,
     /// Zone files named one by one, each for its zone (a Corefile's `file` directives).
     pub zone_files: Vec<corefile::ZoneFileSpec>,
+    /// Listen addresses that serve only some zones (a Corefile whose blocks put different zones
+    /// on different ports); an address not listed serves every zone.
+    pub zones_by_listen: Vec<(SocketAddr, Vec<Name>)>,
     /// The etcd mirror, if any.
     pub etcd: Option<EtcdConfig>,
     /// Limits on TCP clients.
@@ -158,6 +161,7 @@ impl Default for Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 1053))],
             zones: ZoneSource::DefaultDirOrEmbedded,
             zone_files: Vec::new(),
+            zones_by_listen: Vec::new(),
             etcd: None,
             tcp: TcpLimits::default(),
             shutdown_grace: Duration::from_secs(5),

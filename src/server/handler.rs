@@ -44,7 +44,12 @@ pub struct Scratch {
     /// Time every query: a TCP connection often carries one query, so sampling per connection
     /// would time none.
     time_all: bool,
+    /// The zones this listen address serves, when it serves only some.
+    zones: Option<ZoneKeys>,
 }
+
+/// The keys of the zones one listen address serves.
+type ZoneKeys = Arc<[Box<[u8]>]>;
 
 /// Answers DNS messages from the published index.
 #[derive(Debug, Clone)]
@@ -52,6 +57,9 @@ pub struct Handler {
     index: Arc<IndexHandle>,
     metrics: Option<Arc<DnsMetrics>>,
     log_queries: bool,
+    /// Per listen address (in `Listeners` order), the zones it serves; `None` (or no entry):
+    /// every zone.
+    listen_zones: Arc<Vec<Option<ZoneKeys>>>,
 }
 
 /// What a query came to, for the counters and the query log.
@@ -97,7 +105,29 @@ impl Handler {
             index,
             metrics: None,
             log_queries: false,
+            listen_zones: Arc::default(),
         }
+    }
+
+    /// Serves on the `i`-th listen address only the zones `zones[i]` names (a Corefile whose
+    /// blocks put different zones on different ports: CoreDNS routes by port, then by zone);
+    /// `None` serves every zone there.
+    #[must_use]
+    pub fn with_listen_zones(mut self, zones: Vec<Option<Vec<hickory_proto::rr::Name>>>) -> Self {
+        let keys = zones
+            .into_iter()
+            .map(|names| {
+                names.map(|names| {
+                    names
+                        .iter()
+                        .map(crate::index::name_key::owned_key)
+                        .collect::<Vec<_>>()
+                        .into()
+                })
+            })
+            .collect();
+        self.listen_zones = Arc::new(keys);
+        self
     }
 
     /// Counts every query into `metrics` (per listener, see [`Handler::scratch`]) and, with
@@ -123,6 +153,7 @@ impl Handler {
                 .as_ref()
                 .map(|m| m.counters(server, proto, shared)),
             time_all: shared,
+            zones: self.listen_zones.get(server).cloned().flatten(),
             ..Scratch::default()
         }
     }
@@ -132,6 +163,7 @@ impl Handler {
         Scratch {
             counters: other.counters.clone(),
             time_all: other.time_all,
+            zones: other.zones.clone(),
             ..Scratch::default()
         }
     }
@@ -303,10 +335,17 @@ impl Handler {
         let query = &request.queries[0];
         let question = Question::new(query.name(), query.query_type());
         let index = self.index.load();
+        // The most specific zone holding the name, among those this address serves.
+        let served = |zone: &crate::index::Zone| {
+            scratch
+                .zones
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| **k == *zone.key()))
+        };
         let position = index
             .zones()
             .iter()
-            .position(|zone| question.key.is_within(zone.key()));
+            .position(|zone| question.key.is_within(zone.key()) && served(zone));
         let Some(zone) = position.and_then(|p| index.zones().get(p)) else {
             return self.refuse(
                 request.header,

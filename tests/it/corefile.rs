@@ -177,3 +177,52 @@ async fn serve_conf_answers_from_the_corefiles_zone_file_and_etcd() {
     ]);
     assert_eq!(x1, "10.0.0.7");
 }
+
+/// Blocks on two ports with different zones: each port answers its own zones and refuses the
+/// other's, as CoreDNS routes by port, then by zone; a block on the first port for a zone below
+/// the second's keeps that port's answers to its own zone.
+#[tokio::test]
+async fn each_port_answers_only_the_zones_of_its_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db.example.test"), ZONE).unwrap();
+    let other = ZONE.replace("192.0.2.80", "198.51.100.80");
+    std::fs::write(dir.path().join("db.other.test"), &other).unwrap();
+    let sub = ZONE.replace("192.0.2.80", "203.0.113.80");
+    std::fs::write(dir.path().join("db.sub.example.test"), &sub).unwrap();
+    let (first, second) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("Corefile"),
+        format!(
+            "example.test:{first} {{\n  bind 127.0.0.1\n  file db.example.test\n}}\nother.test:{second} sub.example.test:{second} {{\n  bind 127.0.0.1\n  file db.other.test other.test\n  file db.sub.example.test sub.example.test\n}}\n"
+        ),
+    )
+    .unwrap();
+    let _process = spawn_serve(dir.path(), &["--conf", "Corefile"], "info");
+    let ask = |port: u16, name: &str| {
+        let out = dig(&["@127.0.0.1", "-p", &port.to_string(), name, "A"]);
+        let status = out
+            .split("status: ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or("none")
+            .to_string();
+        let answer = out
+            .lines()
+            .find(|l| !l.starts_with(';') && l.contains(" IN A "))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string());
+        (status, answer)
+    };
+    let ok = |ip: &str| ("NOERROR".to_string(), Some(ip.to_string()));
+    let refused = ("REFUSED".to_string(), None);
+    assert_eq!(ask(first, "www.example.test"), ok("192.0.2.80"));
+    assert_eq!(ask(first, "www.other.test"), refused);
+    // sub.example.test is a zone of the second port only: the first answers it from
+    // example.test (where it does not exist), never from the second port's zone.
+    assert_eq!(
+        ask(first, "www.sub.example.test"),
+        ("NXDOMAIN".to_string(), None)
+    );
+    assert_eq!(ask(second, "www.other.test"), ok("198.51.100.80"));
+    assert_eq!(ask(second, "www.sub.example.test"), ok("203.0.113.80"));
+    assert_eq!(ask(second, "www.example.test"), refused);
+}

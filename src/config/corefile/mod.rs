@@ -7,9 +7,10 @@
 //! syntax, defaults and error texts where CoreDNS has them (`plugin/etcd/setup.go`: "unknown
 //! property 'endpoints'", "credentials requires 2 arguments, username and password").
 //!
-//! srvd serves one set of zones on every address it listens on, from one etcd mirror: a Corefile
-//! whose blocks serve different zones on different ports, or configure two different etcd
-//! backends, is refused with a "not supported yet" error rather than served differently.
+//! Blocks on one port share its listener and route by zone; blocks on different ports may serve
+//! different zones (each address then answers only its port's, REFUSED for the others), as
+//! CoreDNS does. srvd mirrors one etcd prefix: two differently configured `etcd` backends are
+//! refused with a "not supported yet" error rather than served differently.
 
 pub mod blocks;
 pub mod lexer;
@@ -78,6 +79,8 @@ pub struct ZoneFileSpec {
 pub struct Corefile {
     /// The DNS addresses (each block's ports on its `bind` addresses, or on all IPv4 interfaces).
     pub listen: Vec<SocketAddr>,
+    /// When ports serve different zones: each address with the zones it serves.
+    pub zones_by_listen: Vec<(SocketAddr, Vec<Name>)>,
     /// Zone files, one per zone.
     pub files: Vec<ZoneFileSpec>,
     /// The etcd backend, if a block has `etcd`.
@@ -106,6 +109,7 @@ impl Corefile {
             listen: self.listen,
             zones: super::ZoneSource::None,
             zone_files: self.files,
+            zones_by_listen: self.zones_by_listen,
             etcd: self.etcd,
             health: self
                 .health
@@ -245,7 +249,10 @@ struct EtcdSettings {
 struct Reader {
     errors: Vec<CorefileError>,
     listen: Vec<SocketAddr>,
-    zones_by_port: Vec<(u16, BTreeSet<Name>, Token)>,
+    /// Per port, the zones its blocks' backends serve (etcd, file, registry).
+    zones_by_port: Vec<(u16, BTreeSet<Name>)>,
+    /// The zones the current block's backends declared.
+    declared: Vec<Name>,
     files: Vec<ZoneFileSpec>,
     etcd: Option<(EtcdSettings, Token)>,
     etcd_zones: Vec<Name>,
@@ -291,9 +298,9 @@ impl Reader {
     }
 
     fn block(&mut self, block: &ServerBlock) {
-        let Some(first) = block.keys.first() else {
+        if block.keys.is_empty() {
             return;
-        };
+        }
         let mut zones = Vec::new();
         let mut ports = BTreeSet::new();
         for key in &block.keys {
@@ -313,6 +320,7 @@ impl Reader {
             .find_map(|d| d.args.first())
             .map(|a| PathBuf::from(&a.text));
         let mut binds: Vec<IpAddr> = Vec::new();
+        self.declared.clear();
         for directive in &block.directives {
             if directive.name.is("bind") {
                 binds.extend(self.bind(directive));
@@ -331,12 +339,10 @@ impl Reader {
                     self.listen.push(addr);
                 }
             }
-            match self.zones_by_port.iter_mut().find(|(p, _, _)| p == port) {
-                Some((_, set, _)) => set.extend(zones.iter().cloned()),
-                None => {
-                    self.zones_by_port
-                        .push((*port, zones.iter().cloned().collect(), first.clone()))
-                }
+            let declared = self.declared.iter().cloned();
+            match self.zones_by_port.iter_mut().find(|(p, _)| p == port) {
+                Some((_, set)) => set.extend(declared),
+                None => self.zones_by_port.push((*port, declared.collect())),
             }
         }
     }
@@ -592,6 +598,7 @@ impl Reader {
             _ => self.etcd = Some((settings, d.name.clone())),
         }
         for zone in zones {
+            self.declared.push(zone.clone());
             if !self.etcd_zones.contains(&zone) {
                 self.etcd_zones.push(zone);
             }
@@ -630,6 +637,7 @@ impl Reader {
                 ));
                 continue;
             }
+            self.declared.push(origin.clone());
             self.files.push(ZoneFileSpec {
                 path: file.clone(),
                 origin,
@@ -665,6 +673,7 @@ impl Reader {
                 )),
             }
         }
+        self.declared.extend(zone.clone());
         for prefix in &d.args {
             self.registry
                 .push((prefix.text.clone(), zone.clone(), ttl, prefix.clone()));
@@ -672,18 +681,28 @@ impl Reader {
     }
 
     fn finish(mut self) -> Result<Corefile, Vec<CorefileError>> {
-        // One set of zones on every address: blocks on other ports must serve the same zones.
-        if let Some((port, zones, _)) = self.zones_by_port.first().cloned() {
-            for (other, other_zones, key) in self.zones_by_port.iter().skip(1) {
-                if *other_zones != zones {
-                    self.errors.push(CorefileError::at(
-                        &key.file,
-                        key.line,
-                        &format!("port {other} serves other zones than port {port}: srvd serves every zone on every address; not supported yet"),
-                    ));
-                }
-            }
-        }
+        // As CoreDNS routes by port, then by zone: when ports serve different zones, each
+        // address answers only its port's zones (REFUSED for the others).
+        let uniform = self
+            .zones_by_port
+            .windows(2)
+            .all(|pair| pair[0].1 == pair[1].1);
+        let zones_by_listen = if uniform {
+            Vec::new()
+        } else {
+            self.listen
+                .iter()
+                .map(|addr| {
+                    let zones = self
+                        .zones_by_port
+                        .iter()
+                        .find(|(port, _)| *port == addr.port())
+                        .map(|(_, zones)| zones.iter().cloned().collect())
+                        .unwrap_or_default();
+                    (*addr, zones)
+                })
+                .collect()
+        };
         let mut etcd = self.etcd.map(|(settings, _)| {
             let mut config = EtcdConfig::new(settings.endpoints);
             config.prefix = format!("/{}", settings.path.trim_start_matches('/'));
@@ -729,6 +748,7 @@ impl Reader {
             return Err(self.errors);
         }
         Ok(Corefile {
+            zones_by_listen,
             listen: self.listen,
             files: self.files,
             etcd,
@@ -934,7 +954,6 @@ mod tests {
                 "Corefile:4: unknown directive 'frobnicate' (expected etcd, file, registry, bind, root, health, ready, prometheus, log, errors, reload or cache)",
                 "Corefile:5: log: unexpected argument \"stdout\" (not supported yet)",
                 "Corefile:6: health: \":80a\": expected an address such as :8080, localhost:8080 or 127.0.0.1:8080",
-                "Corefile:9: port 1054 serves other zones than port 1053: srvd serves every zone on every address; not supported yet",
                 "Corefile:7: registry: the registry is kept in etcd: it needs an etcd directive",
             ]
         );
@@ -944,6 +963,32 @@ mod tests {
             [
                 "Corefile:5: etcd: a second etcd backend with other settings (path, endpoint or lease TTLs): srvd mirrors one etcd prefix; not supported yet"
             ]
+        );
+    }
+
+    #[test]
+    fn ports_with_other_zones_serve_only_their_own() {
+        let corefile = read(
+            "a.test:1053 {\n  bind 127.0.0.1\n  file db.a\n}\nb.test:1054 {\n  bind 127.0.0.1\n  etcd\n}\nc.test:1053 {\n  bind 127.0.0.1\n  etcd\n}\n",
+        )
+        .unwrap();
+        let zones = |names: &[&str]| -> Vec<Name> {
+            names.iter().map(|n| Name::from_ascii(n).unwrap()).collect()
+        };
+        assert_eq!(
+            corefile.zones_by_listen,
+            [
+                (
+                    "127.0.0.1:1053".parse().unwrap(),
+                    zones(&["a.test.", "c.test."])
+                ),
+                ("127.0.0.1:1054".parse().unwrap(), zones(&["b.test."])),
+            ]
+        );
+        let same = read("a.test:1053 {\n  etcd\n}\na.test:1054 {\n  etcd\n}\n").unwrap();
+        assert!(
+            same.zones_by_listen.is_empty(),
+            "every port serves every zone"
         );
     }
 
