@@ -182,6 +182,19 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// `config` (from a Corefile) with the flags that still apply beside `--conf`.
+    fn with_flags(&self, mut config: Config) -> Config {
+        if let Some(etcd) = &mut config.etcd {
+            etcd.max_response_bytes = self.etcd_max_response_bytes;
+        }
+        config.tcp = TcpLimits {
+            idle_timeout: Duration::from_secs(self.tcp_idle_timeout),
+            max_connections: self.tcp_max_connections,
+            ..TcpLimits::default()
+        };
+        config
+    }
+
     /// The validated configuration.
     ///
     /// # Errors
@@ -195,18 +208,9 @@ impl ServeArgs {
             self.tcp_idle_timeout > 0,
             "--tcp-idle-timeout must be at least 1 second"
         );
-        let tcp = TcpLimits {
-            idle_timeout: Duration::from_secs(self.tcp_idle_timeout),
-            max_connections: self.tcp_max_connections,
-            ..TcpLimits::default()
-        };
         if let Some(path) = &self.conf {
-            let (mut config, _) = corefile_config(path)?;
-            if let Some(etcd) = &mut config.etcd {
-                etcd.max_response_bytes = self.etcd_max_response_bytes;
-            }
-            config.tcp = tcp;
-            return Ok(config);
+            let (config, _, _) = corefile_config(path)?;
+            return Ok(self.with_flags(config));
         }
         let etcd = self.etcd_config()?;
         anyhow::ensure!(
@@ -349,16 +353,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check(args) => check(&args),
         Command::Serve(args) => {
             let config = args.to_config()?;
+            let mut poll = None;
             if let Some(path) = &args.conf {
-                for note in corefile_config(path)?.1 {
+                let (_, notes, reload) = corefile_config(path)?;
+                for note in notes {
                     tracing::info!("{note}");
                 }
+                poll = reload;
             }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the tokio runtime")?;
-            runtime.block_on(serve(config))
+            runtime.block_on(serve(config, &args, poll))
         }
         Command::Register(args) => register(&args),
     }
@@ -368,24 +375,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// Every error in the Corefile, one per line, each naming file, line and directive.
-fn corefile_config(path: &std::path::Path) -> anyhow::Result<(Config, Vec<String>)> {
+type Reload = Option<(Duration, Duration)>;
+
+fn corefile_config(path: &std::path::Path) -> anyhow::Result<(Config, Vec<String>, Reload)> {
     let corefile = crate::config::corefile::load(path).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("{}", lines.join("\nsrvd: "))
     })?;
-    let mut notes = corefile.notes.clone();
-    if corefile.reload.is_some() {
-        notes.push(format!(
-            "{}: reload: not implemented yet; restart srvd to apply a changed Corefile",
-            path.display()
-        ));
-    }
-    Ok((corefile.into_config(), notes))
+    let notes = corefile.notes.clone();
+    let reload = corefile.reload;
+    Ok((corefile.into_config(), notes, reload))
 }
 
 /// `srvd check`: the Corefile and the zone files it names, validated; nothing bound or contacted.
 fn check(args: &CheckArgs) -> anyhow::Result<()> {
-    let (config, notes) = corefile_config(&args.conf)?;
+    let (config, notes, _) = corefile_config(&args.conf)?;
     for spec in &config.zone_files {
         crate::zonefile::load_file_for(&spec.path, &spec.origin)?;
     }
@@ -410,12 +414,15 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, args: &ServeArgs, poll: Reload) -> anyhow::Result<()> {
     // Install the handlers before anything is served: a SIGTERM that arrives just after the
     // "serving" line must stop srvd gracefully, not kill it with the default action.
     let signals = Signals::install()?;
-    let running = crate::daemon::start(&config).await?;
-    signals.wait().await;
+    let mut running = crate::daemon::start(&config).await?;
+    match &args.conf {
+        Some(path) => reload_until_stopped(&mut running, signals, path, args, poll).await?,
+        None => signals.wait().await,
+    }
     if let Some(health) = config.health.filter(|h| !h.lameduck.is_zero()) {
         tracing::info!(lameduck = ?health.lameduck, "lameduck: still answering, /health fails");
         running.enter_lameduck();
@@ -430,6 +437,73 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!(grace = ?config.shutdown_grace, "in-flight TCP answers did not finish in time");
     }
     Ok(())
+}
+
+/// Serves a Corefile until SIGINT or SIGTERM, switching to it again whenever it changes (with
+/// `reload`: checked every INTERVAL ± JITTER, as CoreDNS does) or on SIGHUP or SIGUSR1. An
+/// invalid Corefile keeps the running configuration and is logged once per content.
+async fn reload_until_stopped(
+    running: &mut crate::daemon::Running,
+    mut signals: Signals,
+    path: &std::path::Path,
+    args: &ServeArgs,
+    poll: Reload,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let mut user1 = signal(SignalKind::user_defined1()).context("cannot listen for SIGUSR1")?;
+    let mut last = std::fs::read(path).ok();
+    let mut reported: Option<Vec<u8>> = None;
+    let mut rng = {
+        use rand::SeedableRng;
+        rand::rngs::SmallRng::from_os_rng()
+    };
+    loop {
+        let wait = poll.map(|(interval, jitter)| {
+            let spread = jitter.as_secs_f64() * rand::Rng::random_range(&mut rng, -1.0..=1.0);
+            Duration::from_secs_f64((interval.as_secs_f64() + spread).max(1.0))
+        });
+        let forced = tokio::select! {
+            _ = signals.interrupt.recv() => return Ok(()),
+            _ = signals.terminate.recv() => return Ok(()),
+            _ = hangup.recv() => true,
+            _ = user1.recv() => true,
+            () = async {
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            } => false,
+        };
+        let text = std::fs::read(path).ok();
+        if !forced && text == last {
+            continue;
+        }
+        last.clone_from(&text);
+        match corefile_config(path) {
+            Err(error) => {
+                if reported != text {
+                    tracing::warn!(%error, "reload: the Corefile is not valid; still serving the previous configuration");
+                    reported = text;
+                }
+            }
+            Ok((config, notes, _)) => match running.reload(&args.with_flags(config)).await {
+                Ok(()) => {
+                    reported = None;
+                    for note in notes {
+                        tracing::info!("{note}");
+                    }
+                    tracing::info!(corefile = %path.display(), "reloaded");
+                }
+                Err(error) => {
+                    if reported != text {
+                        tracing::warn!(%error, "reload: still serving the previous configuration");
+                        reported = text;
+                    }
+                }
+            },
+        }
+    }
 }
 
 /// SIGINT and SIGTERM, listened for from the moment they are installed.

@@ -11,7 +11,7 @@ use tracing::info;
 use crate::backend::skydns::key;
 use crate::config::{Config, DEFAULT_ZONES_DIR, EtcdConfig, ZoneSource};
 use crate::index::leases::LeaseTable;
-use crate::index::{EtcdData, EtcdZone, Index, IndexHandle, RegistryZone, Zone};
+use crate::index::{BaseIndex, EtcdData, EtcdZone, Index, IndexHandle, RegistryZone, Zone};
 use crate::ops::{self, Ops, metrics};
 use crate::server::{self, Listeners, handler::Handler};
 use crate::sync::{self, SyncSetup, SyncStatus, etcd::Etcd};
@@ -58,9 +58,93 @@ pub struct Running {
     sync_status: Option<tokio::sync::watch::Receiver<SyncStatus>>,
     leases: Option<Arc<LeaseTable>>,
     index: Arc<IndexHandle>,
+    /// The zones every snapshot is built on (a reload replaces them).
+    base: Arc<BaseIndex>,
+    /// The configuration being served.
+    config: Config,
+    /// Stops the sync task alone (a reload that changes the etcd backend).
+    sync_shutdown: CancellationToken,
+    sync_metrics: Arc<metrics::SyncMetrics>,
 }
 
 impl Running {
+    /// Switches to `new` without stopping: zone files are read again, the etcd backend is kept
+    /// (no re-read) when its settings did not change and restarted otherwise (the running
+    /// snapshot serves until its first read), and the sockets stay. Settings that would need other
+    /// sockets or endpoints are not switched.
+    ///
+    /// # Errors
+    /// Why `new` was not applied (the running configuration keeps serving).
+    pub async fn reload(&mut self, new: &Config) -> Result<(), String> {
+        let old = &self.config;
+        let fixed: Vec<&str> = [
+            ("listen addresses", old.listen != new.listen),
+            (
+                "zones per address",
+                old.zones_by_listen != new.zones_by_listen,
+            ),
+            ("health", old.health != new.health),
+            ("ready", old.ready != new.ready),
+            ("prometheus", old.metrics != new.metrics),
+            ("log", old.log_queries != new.log_queries),
+        ]
+        .iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(what, _)| *what)
+        .collect();
+        if !fixed.is_empty() {
+            return Err(format!(
+                "{} changed: not supported by reload yet; restart srvd to apply",
+                fixed.join(", ")
+            ));
+        }
+        let mut files = load_zones(&new.zones, new.etcd.is_some()).map_err(|e| e.to_string())?;
+        for spec in &new.zone_files {
+            files.push(
+                zonefile::load_file_for(&spec.path, &spec.origin).map_err(|e| e.to_string())?,
+            );
+        }
+        let (base, zone_paths) =
+            build_index(files, new.etcd.as_ref()).map_err(|e| e.to_string())?;
+        if base.zones().is_empty() {
+            return Err(StartError::NoZones.to_string());
+        }
+        if old.etcd == new.etcd {
+            self.base.replace(&self.index, base, true);
+        } else {
+            self.sync_shutdown.cancel();
+            if let Some(task) = self.sync_task.take() {
+                let _ = task.await;
+            }
+            self.sync_shutdown = self.shutdown.child_token();
+            match &new.etcd {
+                None => {
+                    self.base.replace(&self.index, base, false);
+                    self.sync_status = None;
+                    self.leases = None;
+                }
+                Some(etcd) => {
+                    self.base.set(base);
+                    let (_, task, status, leases) = start_sync(
+                        etcd,
+                        self.base.clone(),
+                        zone_paths,
+                        self.sync_metrics.clone(),
+                        self.sync_shutdown.clone(),
+                        Some(self.index.clone()),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    self.sync_task = Some(task);
+                    self.sync_status = Some(status);
+                    self.leases = Some(leases);
+                }
+            }
+        }
+        self.config = new.clone();
+        Ok(())
+    }
+
     /// Starts a graceful shutdown: stop accepting, finish in-flight TCP answers.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
@@ -310,15 +394,23 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let sync_metrics = Arc::new(metrics::SyncMetrics::default());
 
     let shutdown = CancellationToken::new();
+    let sync_shutdown = shutdown.child_token();
+    let base = Arc::new(BaseIndex::new(base));
     let (handle, sync_task, sync_status, leases) = match &config.etcd {
-        None => (Arc::new(IndexHandle::new(base)), None, None, None),
+        None => (
+            Arc::new(IndexHandle::new(base.snapshot(None))),
+            None,
+            None,
+            None,
+        ),
         Some(etcd) => {
             let (handle, task, status, leases) = start_sync(
                 etcd,
-                base,
+                base.clone(),
                 zone_paths,
                 sync_metrics.clone(),
-                shutdown.clone(),
+                sync_shutdown.clone(),
+                None,
             )
             .await?;
             (handle, Some(task), Some(status), Some(leases))
@@ -381,6 +473,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         sync_status,
         leases,
         index: handle,
+        base,
+        config: config.clone(),
+        sync_shutdown,
+        sync_metrics,
     })
 }
 
@@ -394,10 +490,11 @@ type SyncParts = (
 /// Publishes the not-yet-synced index and spawns the sync task.
 async fn start_sync(
     etcd: &EtcdConfig,
-    base: Index,
+    base: Arc<BaseIndex>,
     zone_paths: Vec<String>,
     metrics: Arc<metrics::SyncMetrics>,
     shutdown: CancellationToken,
+    handle: Option<Arc<IndexHandle>>,
 ) -> Result<SyncParts, StartError> {
     let root: Arc<str> = key::root_path(&etcd.prefix).into();
     let watch_prefix = key::subtree_prefix(&root);
@@ -412,11 +509,14 @@ async fn start_sync(
     let leases = Arc::new(LeaseTable::new(etcd.lease_bounds, move |id| {
         let _ = expired_tx.send(id);
     }));
-    let handle = Arc::new(IndexHandle::new(base.with_etcd(EtcdData {
-        mirror: None,
-        root: root.clone(),
-        leases: leases.clone(),
-    })));
+    // A reload keeps serving the running snapshot until this backend's first read publishes.
+    let handle = handle.unwrap_or_else(|| {
+        Arc::new(IndexHandle::new(base.snapshot(Some(EtcdData {
+            mirror: None,
+            root: root.clone(),
+            leases: leases.clone(),
+        }))))
+    });
     let (status_tx, status_rx) = tokio::sync::watch::channel(SyncStatus::default());
     let setup = SyncSetup {
         etcd: client,

@@ -38,7 +38,7 @@ pub enum ZoneSource {
 }
 
 /// The etcd mirror's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
     /// Client URLs (`http://127.0.0.1:2379`); several for fail-over.
     pub endpoints: Vec<String>,

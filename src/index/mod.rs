@@ -212,6 +212,66 @@ impl Index {
     pub fn etcd(&self) -> Option<&EtcdData> {
         self.etcd.as_ref()
     }
+
+    /// The same zones with `etcd` (or none).
+    fn with(&self, etcd: Option<EtcdData>) -> Self {
+        Self {
+            zones: self.zones.clone(),
+            etcd,
+        }
+    }
+}
+
+/// The zones without their etcd data (zone files, which zones exist): what every snapshot is
+/// built on. Shared by the sync task, which publishes it with each new mirror, and a reload,
+/// which replaces it; one lock orders their publishes, so a reload's new zones are never
+/// overwritten by a mirror update built on the old ones. Only writers take it: queries read the
+/// published snapshot.
+#[derive(Debug)]
+pub struct BaseIndex {
+    base: std::sync::Mutex<Index>,
+}
+
+impl BaseIndex {
+    /// Shares `base`.
+    pub fn new(base: Index) -> Self {
+        Self {
+            base: std::sync::Mutex::new(base),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.base
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The base with `etcd` (or none), unpublished.
+    pub fn snapshot(&self, etcd: Option<EtcdData>) -> Index {
+        self.lock().with(etcd)
+    }
+
+    /// Sets the base without publishing it: the next [`BaseIndex::publish`] brings it.
+    pub fn set(&self, new: Index) {
+        *self.lock() = new;
+    }
+
+    /// Publishes the base with `etcd` through `handle`.
+    pub fn publish(&self, handle: &IndexHandle, etcd: EtcdData) {
+        let base = self.lock();
+        handle.publish(base.with(Some(etcd)));
+    }
+
+    /// Replaces the base and publishes it with `etcd`: the etcd data `handle` serves now when
+    /// `keep_etcd` (the backend did not change), else none.
+    pub fn replace(&self, handle: &IndexHandle, new: Index, keep_etcd: bool) {
+        let mut base = self.lock();
+        let etcd = keep_etcd
+            .then(|| handle.load_full().etcd().cloned())
+            .flatten();
+        handle.publish(new.with(etcd));
+        *base = new;
+    }
 }
 
 /// The published snapshot: many readers, one writer, no locks on the read side.

@@ -55,7 +55,7 @@ use crate::backend::{ServiceEntry, skydns};
 use crate::index::leases::LeaseTable;
 use crate::index::mirror::{Change, Mirror};
 use crate::index::registry::RegistryMirror;
-use crate::index::{EtcdData, Index, IndexHandle};
+use crate::index::{BaseIndex, EtcdData, IndexHandle};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// Reconnect attempts are never further apart than this.
@@ -70,7 +70,7 @@ pub struct SyncSetup {
     /// Key paths of the etcd zones, in slot order.
     pub zone_paths: Vec<String>,
     /// The index without etcd data; each snapshot is this plus the current mirror.
-    pub base: Index,
+    pub base: Arc<BaseIndex>,
     /// Where snapshots are published.
     pub handle: Arc<IndexHandle>,
     /// Lease deadlines.
@@ -229,7 +229,7 @@ struct Syncer {
     etcd: Etcd,
     root: Arc<str>,
     zone_paths: Vec<String>,
-    base: Index,
+    base: Arc<BaseIndex>,
     handle: Arc<IndexHandle>,
     leases: Arc<LeaseTable>,
     lookups: mpsc::UnboundedSender<i64>,
@@ -272,11 +272,14 @@ impl Syncer {
         };
         mirror.set_revision(reached);
         let mirror = &*mirror;
-        self.handle.publish(self.base.with_etcd(EtcdData {
-            mirror: Some(mirror.clone()),
-            root: self.root.clone(),
-            leases: self.leases.clone(),
-        }));
+        self.base.publish(
+            &self.handle,
+            EtcdData {
+                mirror: Some(mirror.clone()),
+                root: self.root.clone(),
+                leases: self.leases.clone(),
+            },
+        );
         self.status.send_modify(|status| {
             status.revision = Some(mirror.revision());
             status.keys = mirror.len();

@@ -226,3 +226,182 @@ async fn each_port_answers_only_the_zones_of_its_blocks() {
     assert_eq!(ask(second, "www.sub.example.test"), ok("203.0.113.80"));
     assert_eq!(ask(second, "www.example.test"), refused);
 }
+
+/// `reload`: a changed Corefile (polled every second here) or SIGHUP switches srvd to it while a
+/// bounded query loop runs, without a failed query and on the same socket; an invalid edit keeps
+/// the running configuration and is reported once.
+#[tokio::test]
+async fn reload_switches_to_a_changed_corefile_without_failing_a_query() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use crate::support::dns::{a_of, query, udp};
+    use hickory_proto::rr::RecordType;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db.example.test"), ZONE).unwrap();
+    std::fs::write(
+        dir.path().join("db.other.test"),
+        ZONE.replace("192.0.2.80", "198.51.100.80"),
+    )
+    .unwrap();
+    let port = free_port();
+    let corefile = dir.path().join("Corefile");
+    let block = |extra: &str| {
+        format!(
+            "example.test:{port} other.test:{port} {{\n  bind 127.0.0.1\n  reload 1s 0s\n  file db.example.test example.test\n{extra}}}\n"
+        )
+    };
+    std::fs::write(&corefile, block("")).unwrap();
+    let mut process = spawn_serve(dir.path(), &["--conf", "Corefile"], "info");
+    let addr = process.addr;
+    assert_eq!(
+        a_of(addr, "www.other.test.").await,
+        Some(Vec::new()),
+        "not served yet (REFUSED)"
+    );
+
+    // A bounded loop of queries for the zone that stays, through every switch below.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (asked, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = tokio::spawn({
+        let (stop, asked, failed) = (stop.clone(), asked.clone(), failed.clone());
+        async move {
+            for _ in 0..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let reply = udp(addr, &query("www.example.test.", RecordType::A)).await;
+                asked.fetch_add(1, Ordering::Relaxed);
+                if reply.answers.len() != 1 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+
+    // A valid change, picked up by polling: a second zone appears.
+    std::fs::write(&corefile, block("  file db.other.test other.test\n")).unwrap();
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "other.test served",
+        || async {
+            a_of(addr, "www.other.test.")
+                .await
+                .filter(|ips| ips.len() == 1)
+                .map(|_| ())
+        },
+    )
+    .await;
+
+    // An invalid edit: reported once, the running configuration keeps serving.
+    std::fs::write(
+        &corefile,
+        block("  file db.other.test other.test\n  frobnicate\n"),
+    )
+    .unwrap();
+    process.log_until(std::time::Duration::from_secs(10), |log| {
+        log.iter()
+            .any(|l| l.contains("reload: the Corefile is not valid"))
+    });
+    let pid = rustix::process::Pid::from_raw(process.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    assert!(
+        a_of(addr, "www.other.test.").await.is_some(),
+        "still served"
+    );
+
+    // A zone file changed on disk and SIGHUP: read again.
+    std::fs::write(
+        dir.path().join("db.other.test"),
+        ZONE.replace("192.0.2.80", "198.51.100.81"),
+    )
+    .unwrap();
+    std::fs::write(&corefile, block("  file db.other.test other.test\n")).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the new zone file",
+        || async {
+            let ips = a_of(addr, "www.other.test.").await?;
+            (ips == ["198.51.100.81".parse::<std::net::Ipv4Addr>().unwrap()]).then_some(())
+        },
+    )
+    .await;
+    process.log_until(std::time::Duration::from_secs(10), |log| {
+        log.iter().filter(|l| l.contains("reloaded")).count() >= 2
+    });
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let invalid = process
+        .log
+        .iter()
+        .filter(|l| l.contains("reload: the Corefile is not valid"))
+        .count();
+    assert_eq!(invalid, 1, "reported once: {:#?}", process.log);
+    let (asked, failed) = (
+        asked.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    eprintln!("{asked} queries during the reloads, {failed} failed");
+    assert!(asked > 0);
+    assert_eq!(failed, 0, "no query failed across the reloads");
+}
+
+/// A reload that leaves the etcd backend as it was keeps its mirror (no second read of etcd),
+/// while the zone file beside it is read again.
+#[tokio::test]
+async fn reload_keeps_an_unchanged_etcd_backend_without_reading_etcd_again() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    client
+        .put(
+            "/skydns/local/service/web/x1",
+            r#"{"host":"10.0.0.7"}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db.example.test"), ZONE).unwrap();
+    let port = free_port();
+    let corefile = |extra: &str| {
+        format!(
+            "service.local:{port} example.test:{port} {{\n  bind 127.0.0.1\n  etcd service.local {{\n    endpoint {}\n  }}\n{extra}}}\n",
+            etcd.url
+        )
+    };
+    std::fs::write(dir.path().join("Corefile"), corefile("")).unwrap();
+    let mut process = spawn_serve(dir.path(), &["--conf", "Corefile"], "info");
+    process.log_until(std::time::Duration::from_secs(10), |log| {
+        log.iter().any(|l| l.contains("etcd initial sync complete"))
+    });
+    std::fs::write(
+        dir.path().join("Corefile"),
+        corefile("  file db.example.test example.test\n"),
+    )
+    .unwrap();
+    let pid = rustix::process::Pid::from_raw(process.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::USR1).unwrap();
+    process.log_until(std::time::Duration::from_secs(10), |log| {
+        log.iter().any(|l| l.contains("reloaded"))
+    });
+    let port = port.to_string();
+    let www = dig(&["@127.0.0.1", "-p", &port, "www.example.test", "A", "+short"]);
+    assert_eq!(www, "192.0.2.80", "the new zone file is served");
+    let x1 = dig(&[
+        "@127.0.0.1",
+        "-p",
+        &port,
+        "x1.web.service.local",
+        "A",
+        "+short",
+    ]);
+    assert_eq!(x1, "10.0.0.7", "etcd answers carry on");
+    let reads = process
+        .log
+        .iter()
+        .filter(|l| l.contains("etcd initial sync complete") || l.contains("re-read in full"))
+        .count();
+    assert_eq!(reads, 1, "etcd read once: {:#?}", process.log);
+}
