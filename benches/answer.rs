@@ -135,20 +135,14 @@ fn bench_answer(c: &mut Criterion) {
 }
 
 fn bench_respond(c: &mut Criterion) {
-    let index = Arc::new(IndexHandle::new(index()));
-    let zones = index
-        .load()
-        .zones()
-        .iter()
-        .map(|z| (z.origin().to_string(), vec!["file"]))
-        .collect();
-    let metrics = Arc::new(DnsMetrics::new(
-        &["127.0.0.1:1053".parse().expect("addr")],
-        zones,
-    ));
+    let metrics = Arc::new(DnsMetrics::new());
+    let mut index = index();
+    index.set_metrics_slots(|origin| metrics.zone_slot(&origin.to_string()));
+    let index = Arc::new(IndexHandle::new(index));
+    let server = metrics.server_slot("127.0.0.1:1053".parse().expect("addr"));
     // `*_udp`: metrics on, as `srvd serve --metrics` runs, so the per-query counting is
     // included; `*_udp_no_metrics`: the same handler without them, for the difference.
-    let counted = Handler::new(index.clone()).with_ops(Some(metrics), false);
+    let counted = Handler::new(index.clone()).with_ops(Some(metrics), server, false);
     let plain = Handler::new(index);
     let peer = "127.0.0.1:40000".parse().expect("addr");
     let mut out = Vec::with_capacity(1232);
@@ -161,7 +155,7 @@ fn bench_respond(c: &mut Criterion) {
         message.add_query(Query::query(Name::from_ascii(qname).expect("name"), qtype));
         let request = message.to_vec().expect("encode");
         for (suffix, handler) in [("", &counted), ("_no_metrics", &plain)] {
-            let mut scratch = handler.scratch(0, Transport::Udp, false);
+            let mut scratch = handler.scratch(Transport::Udp, false);
             group.bench_function(format!("{label}{suffix}"), |b| {
                 b.iter(|| {
                     let sent = handler.respond(

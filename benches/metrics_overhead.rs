@@ -23,19 +23,12 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (rounds, per_round) = if full { (40, 200_000) } else { (2, 1_000) };
     let zone = srvd::zonefile::embedded().expect("embedded zone");
-    let (index, _) = srvd::daemon::build_index(vec![zone], None).expect("index");
+    let (mut index, _) = srvd::daemon::build_index(vec![zone], None).expect("index");
+    let metrics = Arc::new(DnsMetrics::new());
+    index.set_metrics_slots(|origin| metrics.zone_slot(&origin.to_string()));
     let index = Arc::new(IndexHandle::new(index));
-    let zones = index
-        .load()
-        .zones()
-        .iter()
-        .map(|z| (z.origin().to_string(), vec!["file"]))
-        .collect();
-    let metrics = Arc::new(DnsMetrics::new(
-        &["127.0.0.1:1053".parse().expect("addr")],
-        zones,
-    ));
-    let counted = Handler::new(index.clone()).with_ops(Some(metrics), false);
+    let server = metrics.server_slot("127.0.0.1:1053".parse().expect("addr"));
+    let counted = Handler::new(index.clone()).with_ops(Some(metrics), server, false);
     let plain = Handler::new(index);
     let peer = "127.0.0.1:40000".parse().expect("addr");
     for (label, qname, qtype) in [
@@ -46,8 +39,8 @@ fn main() {
         message.add_query(Query::query(Name::from_ascii(qname).expect("name"), qtype));
         let request = message.to_vec().expect("encode");
         let mut out = Vec::with_capacity(1232);
-        let mut scratch_on = counted.scratch(0, Transport::Udp, false);
-        let mut scratch_off = plain.scratch(0, Transport::Udp, false);
+        let mut scratch_on = counted.scratch(Transport::Udp, false);
+        let mut scratch_off = plain.scratch(Transport::Udp, false);
         let (mut on, mut off) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             // Alternate which side goes first, so neither always follows the other.

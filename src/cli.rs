@@ -421,20 +421,19 @@ async fn serve(config: Config, args: &ServeArgs, poll: Reload) -> anyhow::Result
     let mut running = crate::daemon::start(&config).await?;
     match &args.conf {
         Some(path) => reload_until_stopped(&mut running, signals, path, args, poll).await?,
-        None => signals.wait().await,
+        None => signals.wait(&mut running).await,
     }
-    if let Some(health) = config.health.filter(|h| !h.lameduck.is_zero()) {
+    // A reload may have changed them: the configuration served last decides.
+    let (health, grace) = (running.config().health, running.config().shutdown_grace);
+    if let Some(health) = health.filter(|h| !h.lameduck.is_zero()) {
         tracing::info!(lameduck = ?health.lameduck, "lameduck: still answering, /health fails");
         running.enter_lameduck();
         tokio::time::sleep(health.lameduck).await;
     }
     tracing::info!("shutting down");
     running.shutdown();
-    if tokio::time::timeout(config.shutdown_grace, running.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(grace = ?config.shutdown_grace, "in-flight TCP answers did not finish in time");
+    if tokio::time::timeout(grace, running.wait()).await.is_err() {
+        tracing::warn!(?grace, "in-flight TCP answers did not finish in time");
     }
     Ok(())
 }
@@ -449,9 +448,6 @@ async fn reload_until_stopped(
     args: &ServeArgs,
     poll: Reload,
 ) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    let mut user1 = signal(SignalKind::user_defined1()).context("cannot listen for SIGUSR1")?;
     let mut last = std::fs::read(path).ok();
     let mut reported: Option<Vec<u8>> = None;
     let mut rng = {
@@ -466,8 +462,8 @@ async fn reload_until_stopped(
         let forced = tokio::select! {
             _ = signals.interrupt.recv() => return Ok(()),
             _ = signals.terminate.recv() => return Ok(()),
-            _ = hangup.recv() => true,
-            _ = user1.recv() => true,
+            _ = signals.hangup.recv() => true,
+            _ = signals.user1.recv() => true,
             () = async {
                 match wait {
                     Some(wait) => tokio::time::sleep(wait).await,
@@ -506,10 +502,14 @@ async fn reload_until_stopped(
     }
 }
 
-/// SIGINT and SIGTERM, listened for from the moment they are installed.
+/// SIGINT and SIGTERM (stop), SIGHUP and SIGUSR1 (reload), listened for from the moment they
+/// are installed: before anything is served, so that a signal sent just after the "serving"
+/// line never meets the default action (which ends the process).
 struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    user1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -518,13 +518,38 @@ impl Signals {
         Ok(Self {
             interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
             terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            hangup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+            user1: signal(SignalKind::user_defined1()).context("cannot listen for SIGUSR1")?,
         })
     }
 
-    async fn wait(mut self) {
+    /// Waits for SIGINT, SIGTERM or SIGHUP (a closed terminal ends `srvd register` as before
+    /// the handlers existed, but through its graceful path).
+    async fn stopped(mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
+            _ = self.hangup.recv() => {}
+        }
+    }
+
+    /// Serves the flags' configuration until SIGINT or SIGTERM; SIGHUP or SIGUSR1 reads its
+    /// zone files again (as a Corefile reload does).
+    async fn wait(mut self, running: &mut crate::daemon::Running) {
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => return,
+                _ = self.terminate.recv() => return,
+                _ = self.hangup.recv() => {}
+                _ = self.user1.recv() => {}
+            }
+            let config = running.config().clone();
+            match running.reload(&config).await {
+                Ok(()) => tracing::info!("reloaded"),
+                Err(error) => {
+                    tracing::warn!(%error, "reload: still serving the previous configuration");
+                }
+            }
         }
     }
 }
@@ -938,7 +963,7 @@ fn register(args: &RegisterArgs) -> anyhow::Result<()> {
             )
         })?;
         tracing::info!(key = %registration.key, "srvd register running");
-        crate::register::run(registration, etcd, signals.wait()).await;
+        crate::register::run(registration, etcd, signals.stopped()).await;
         Ok(())
     })
 }

@@ -13,7 +13,7 @@ use crate::config::{Config, DEFAULT_ZONES_DIR, EtcdConfig, ZoneSource};
 use crate::index::leases::LeaseTable;
 use crate::index::{BaseIndex, EtcdData, EtcdZone, Index, IndexHandle, RegistryZone, Zone};
 use crate::ops::{self, Ops, metrics};
-use crate::server::{self, Listeners, handler::Handler};
+use crate::server::{self, Server, Sockets, WeakSockets, handler::Handler};
 use crate::sync::{self, SyncSetup, SyncStatus, etcd::Etcd};
 use crate::zonefile::{self, ZoneFile, ZoneFileError};
 
@@ -46,14 +46,19 @@ pub enum StartError {
 /// A running server.
 #[derive(Debug)]
 pub struct Running {
-    /// The bound addresses (UDP and TCP share each one).
+    /// The bound addresses (UDP and TCP share each one), in `Config::listen` order.
     pub addrs: Vec<SocketAddr>,
     /// The bound HTTP addresses of `/health`, `/ready` and `/metrics` (in that order, each
     /// when configured; endpoints sharing an address appear once).
     pub http_addrs: Vec<SocketAddr>,
     ops: Arc<Ops>,
     shutdown: CancellationToken,
-    task: JoinHandle<()>,
+    server: Server,
+    /// Per listen address, its sockets and the loops serving them now.
+    listening: Vec<Listening>,
+    /// Per HTTP address, its listener and the task serving it now.
+    http: Vec<HttpListening>,
+    dns_metrics: Arc<metrics::DnsMetrics>,
     sync_task: Option<JoinHandle<()>>,
     sync_status: Option<tokio::sync::watch::Receiver<SyncStatus>>,
     leases: Option<Arc<LeaseTable>>,
@@ -67,82 +72,380 @@ pub struct Running {
     sync_metrics: Arc<metrics::SyncMetrics>,
 }
 
+/// One listen address: the sockets (kept while the address stays configured) and its loops.
+#[derive(Debug)]
+struct Listening {
+    /// As configured (port 0 stays 0: a reload keeps the port it got).
+    configured: SocketAddr,
+    /// Kept open by the loops serving them (so that a shutdown closes them at once).
+    sockets: WeakSockets,
+    /// What its handler was built from: a reload restarts the loops only when this changes.
+    settings: HandlerSettings,
+    /// Stops the loops serving the sockets now.
+    stop: CancellationToken,
+}
+
+/// What one address's handler depends on in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HandlerSettings {
+    zones: Option<Vec<hickory_proto::rr::Name>>,
+    metrics: bool,
+    log_queries: bool,
+}
+
+impl HandlerSettings {
+    fn of(config: &Config, addr: SocketAddr) -> Self {
+        Self {
+            zones: config
+                .zones_by_listen
+                .iter()
+                .find(|(a, _)| *a == addr)
+                .map(|(_, zones)| zones.clone()),
+            metrics: config.metrics.is_some(),
+            log_queries: config.log_queries,
+        }
+    }
+}
+
+/// One HTTP address: its listener (kept while the address stays) and the task serving it.
+#[derive(Debug)]
+struct HttpListening {
+    configured: SocketAddr,
+    /// Kept open by the task serving it (so that a shutdown closes it at once).
+    listener: std::sync::Weak<tokio::net::TcpListener>,
+    bound: SocketAddr,
+    paths: ops::http::Paths,
+    stop: CancellationToken,
+}
+
+/// Zones loaded and indexed from a configuration, not yet served.
+struct Prepared {
+    index: Index,
+    zone_paths: Vec<String>,
+}
+
+fn prepare(config: &Config, metrics: &metrics::DnsMetrics) -> Result<Prepared, StartError> {
+    let mut files = load_zones(&config.zones, config.etcd.is_some())?;
+    for spec in &config.zone_files {
+        files.push(zonefile::load_file_for(&spec.path, &spec.origin)?);
+    }
+    let (mut index, zone_paths) = build_index(files, config.etcd.as_ref())?;
+    if index.zones().is_empty() {
+        return Err(StartError::NoZones);
+    }
+    index.set_metrics_slots(|origin| metrics.zone_slot(&origin.to_string()));
+    Ok(Prepared { index, zone_paths })
+}
+
+/// A one-line summary of the zones and where each is answered from.
+fn zones_summary(index: &Index) -> String {
+    index
+        .zones()
+        .iter()
+        .map(|z| {
+            let source = match (z.file(), z.etcd()) {
+                (Some(_), None) => format!("{} ({} records)", z.origin(), z.file_record_count()),
+                (Some(_), Some(_)) => {
+                    format!("{} ({} records + etcd)", z.origin(), z.file_record_count())
+                }
+                _ => format!("{} (etcd)", z.origin()),
+            };
+            if z.registry().is_some() {
+                format!("{source} + registry")
+            } else {
+                source
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The etcd zones of `index`, as `/ready` names them.
+fn etcd_zone_names(index: &Index) -> Vec<String> {
+    index
+        .zones()
+        .iter()
+        .filter(|z| z.etcd().is_some())
+        .map(|z| z.origin().to_string())
+        .collect()
+}
+
+/// Binds the DNS addresses of `config` not in `keep` (matched by configured address).
+async fn bind_dns(
+    config: &Config,
+    keep: &[Listening],
+) -> Result<Vec<(SocketAddr, Sockets)>, StartError> {
+    let mut bound = Vec::new();
+    for addr in &config.listen {
+        if keep.iter().any(|l| l.configured == *addr) {
+            continue;
+        }
+        let sockets = server::bind(*addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?;
+        bound.push((*addr, sockets));
+    }
+    Ok(bound)
+}
+
+/// Binds the HTTP addresses of `config` not in `keep`; returns every group with its listener
+/// when it was bound now.
+#[allow(clippy::type_complexity)]
+async fn bind_http(
+    config: &Config,
+    keep: &[HttpListening],
+) -> Result<
+    Vec<(
+        SocketAddr,
+        ops::http::Paths,
+        Option<tokio::net::TcpListener>,
+    )>,
+    StartError,
+> {
+    let mut out = Vec::new();
+    for (addr, paths) in
+        ops::http::group(config.health.map(|h| h.addr), config.ready, config.metrics)
+    {
+        let kept = addr.port() != 0 && keep.iter().any(|h| h.configured == addr);
+        let listener = if kept {
+            None
+        } else {
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            )
+        };
+        out.push((addr, paths, listener));
+    }
+    Ok(out)
+}
+
 impl Running {
-    /// Switches to `new` without stopping: zone files are read again, the etcd backend is kept
+    /// Switches to `new` without stopping. Zone files are read again. The etcd backend is kept
     /// (no re-read) when its settings did not change and restarted otherwise (the running
-    /// snapshot serves until its first read), and the sockets stay. Settings that would need other
-    /// sockets or endpoints are not switched.
+    /// snapshot serves until its first read). A listen or HTTP address that stays keeps its
+    /// sockets; new ones are bound before anything changes, and removed ones are closed after
+    /// their answers in flight. An address whose zones, metrics or log setting changed gets new
+    /// loops on its sockets before the old ones stop, so no query finds no reader.
     ///
     /// # Errors
-    /// Why `new` was not applied (the running configuration keeps serving).
+    /// Why `new` was not applied (the running configuration keeps serving, unchanged).
     pub async fn reload(&mut self, new: &Config) -> Result<(), String> {
-        let old = &self.config;
-        let fixed: Vec<&str> = [
-            ("listen addresses", old.listen != new.listen),
-            (
-                "zones per address",
-                old.zones_by_listen != new.zones_by_listen,
-            ),
-            ("health", old.health != new.health),
-            ("ready", old.ready != new.ready),
-            ("prometheus", old.metrics != new.metrics),
-            ("log", old.log_queries != new.log_queries),
-        ]
-        .iter()
-        .filter(|(_, changed)| *changed)
-        .map(|(what, _)| *what)
-        .collect();
-        if !fixed.is_empty() {
-            return Err(format!(
-                "{} changed: not supported by reload yet; restart srvd to apply",
-                fixed.join(", ")
-            ));
+        if self.config.tcp != new.tcp || self.config.shutdown_grace != new.shutdown_grace {
+            return Err("TCP limits or the shutdown grace changed: restart srvd to apply".into());
         }
-        let mut files = load_zones(&new.zones, new.etcd.is_some()).map_err(|e| e.to_string())?;
-        for spec in &new.zone_files {
-            files.push(
-                zonefile::load_file_for(&spec.path, &spec.origin).map_err(|e| e.to_string())?,
-            );
-        }
-        let (base, zone_paths) =
-            build_index(files, new.etcd.as_ref()).map_err(|e| e.to_string())?;
-        if base.zones().is_empty() {
-            return Err(StartError::NoZones.to_string());
-        }
-        if old.etcd == new.etcd {
-            self.base.replace(&self.index, base, true);
+        // Everything that can fail comes first: on error nothing has changed.
+        let prepared = prepare(new, &self.dns_metrics).map_err(|e| e.to_string())?;
+        let etcd_changed = self.config.etcd != new.etcd;
+        let client = match (&new.etcd, etcd_changed) {
+            (Some(etcd), true) => Some(connect_sync(etcd).await.map_err(|e| e.to_string())?),
+            _ => None,
+        };
+        let new_dns = bind_dns(new, &self.listening)
+            .await
+            .map_err(|e| e.to_string())?;
+        let new_http = bind_http(new, &self.http)
+            .await
+            .map_err(|e| e.to_string())?;
+
+        let etcd_zones = etcd_zone_names(&prepared.index);
+        let summary = zones_summary(&prepared.index);
+        if !etcd_changed {
+            self.base.replace(&self.index, prepared.index, true);
         } else {
+            // Stop the old backend before the new one publishes: one writer at a time.
             self.sync_shutdown.cancel();
             if let Some(task) = self.sync_task.take() {
                 let _ = task.await;
             }
             self.sync_shutdown = self.shutdown.child_token();
-            match &new.etcd {
-                None => {
-                    self.base.replace(&self.index, base, false);
-                    self.sync_status = None;
-                    self.leases = None;
-                }
-                Some(etcd) => {
-                    self.base.set(base);
-                    let (_, task, status, leases) = start_sync(
+            match (&new.etcd, client) {
+                (Some(etcd), Some(client)) => {
+                    self.base.set(prepared.index);
+                    let (_, task, status, leases) = spawn_sync(
                         etcd,
+                        client,
                         self.base.clone(),
-                        zone_paths,
+                        prepared.zone_paths,
                         self.sync_metrics.clone(),
                         self.sync_shutdown.clone(),
                         Some(self.index.clone()),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    );
                     self.sync_task = Some(task);
                     self.sync_status = Some(status);
                     self.leases = Some(leases);
                 }
+                _ => {
+                    self.base.replace(&self.index, prepared.index, false);
+                    self.sync_status = None;
+                    self.leases = None;
+                }
             }
         }
+        self.ops.set_backend(ops::Backend {
+            etcd_zones,
+            sync: self.sync_status.clone(),
+        });
+
+        let mut listening = Vec::with_capacity(new.listen.len());
+        let mut new_dns = new_dns.into_iter();
+        for addr in &new.listen {
+            let settings = HandlerSettings::of(new, *addr);
+            let kept = self
+                .listening
+                .iter()
+                .position(|l| l.configured == *addr)
+                .map(|i| self.listening.swap_remove(i));
+            let entry = match kept {
+                Some(old) if old.settings == settings => old,
+                Some(old) => {
+                    // Loops hold the sockets until shutdown; gone only if srvd is stopping.
+                    let Some(sockets) = old.sockets.upgrade() else {
+                        continue;
+                    };
+                    let stop = self
+                        .server
+                        .serve(&sockets, &self.handler(&settings, &sockets));
+                    old.stop.cancel();
+                    Listening {
+                        stop,
+                        settings,
+                        ..old
+                    }
+                }
+                None => {
+                    let Some((configured, sockets)) = new_dns.next() else {
+                        continue;
+                    };
+                    let stop = self
+                        .server
+                        .serve(&sockets, &self.handler(&settings, &sockets));
+                    Listening {
+                        configured,
+                        sockets: sockets.downgrade(),
+                        settings,
+                        stop,
+                    }
+                }
+            };
+            listening.push(entry);
+        }
+        for removed in std::mem::replace(&mut self.listening, listening) {
+            info!(addr = %removed.sockets.addr, "reload: no longer listening");
+            removed.stop.cancel();
+        }
+        self.addrs = self.listening.iter().map(|l| l.sockets.addr).collect();
+
+        let mut http = Vec::new();
+        for (addr, paths, listener) in new_http {
+            let kept = match listener {
+                Some(_) => None,
+                None => self
+                    .http
+                    .iter()
+                    .position(|h| h.configured == addr)
+                    .map(|i| self.http.swap_remove(i)),
+            };
+            let entry = match (kept, listener) {
+                (Some(old), _) if old.paths == paths => old,
+                (Some(old), _) => {
+                    // The serving task holds the listener until shutdown.
+                    let Some(listener) = old.listener.upgrade() else {
+                        continue;
+                    };
+                    old.stop.cancel();
+                    self.serve_http(addr, listener, old.bound, paths)
+                }
+                (None, Some(listener)) => {
+                    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+                    self.serve_http(addr, Arc::new(listener), bound, paths)
+                }
+                (None, None) => continue,
+            };
+            http.push(entry);
+        }
+        for removed in std::mem::replace(&mut self.http, http) {
+            removed.stop.cancel();
+        }
+        self.http_addrs = self.http.iter().map(|h| h.bound).collect();
+        self.set_plugins_enabled(new);
+        info!(zones = %summary, "reload: serving");
         self.config = new.clone();
         Ok(())
+    }
+
+    /// The handler for one listen address.
+    fn handler(&self, settings: &HandlerSettings, sockets: &Sockets) -> Handler {
+        let slot = self.dns_metrics.server_slot(sockets.addr);
+        Handler::new(self.index.clone())
+            .with_zones(settings.zones.as_deref())
+            .with_ops(
+                settings.metrics.then(|| self.dns_metrics.clone()),
+                slot,
+                settings.log_queries,
+            )
+    }
+
+    fn serve_http(
+        &self,
+        configured: SocketAddr,
+        listener: Arc<tokio::net::TcpListener>,
+        bound: SocketAddr,
+        paths: ops::http::Paths,
+    ) -> HttpListening {
+        let stop = self.shutdown.child_token();
+        // The test harness reads this line: keep its shape stable.
+        info!(addr = %bound, health = paths.health, ready = paths.ready, metrics = paths.metrics, "serving http");
+        tokio::spawn(ops::http::serve(
+            listener.clone(),
+            paths,
+            self.ops.clone(),
+            stop.clone(),
+        ));
+        HttpListening {
+            configured,
+            listener: Arc::downgrade(&listener),
+            bound,
+            paths,
+            stop,
+        }
+    }
+
+    /// `coredns_plugin_enabled`: per listen address, the plugins of each zone it serves.
+    fn set_plugins_enabled(&self, config: &Config) {
+        let index = self.index.load_full();
+        let mut enabled = Vec::new();
+        for l in &self.listening {
+            let server = self.dns_metrics.server_slot(l.sockets.addr);
+            let settings = HandlerSettings::of(config, l.configured);
+            for zone in index.zones() {
+                if settings
+                    .zones
+                    .as_ref()
+                    .is_some_and(|zones| !zones.contains(zone.origin()))
+                {
+                    continue;
+                }
+                let mut plugins = Vec::new();
+                if zone.file().is_some() {
+                    plugins.push("file");
+                }
+                if zone.etcd().is_some() {
+                    plugins.push("etcd");
+                }
+                enabled.push((server, zone.metrics_slot(), plugins));
+            }
+        }
+        self.dns_metrics.set_enabled(enabled);
+    }
+
+    /// The configuration being served (the last one a reload applied).
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Starts a graceful shutdown: stop accepting, finish in-flight TCP answers.
@@ -157,8 +460,8 @@ impl Running {
 
     /// Waits until every listener and connection has finished.
     pub async fn wait(self) {
+        self.server.wait().await;
         // A panicked task has already been reported by tokio; nothing more to do.
-        let _ = self.task.await;
         if let Some(sync) = self.sync_task {
             let _ = sync.await;
         }
@@ -309,175 +612,103 @@ pub fn build_index(
 /// # Errors
 /// See [`StartError`]; nothing is left running on error.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    let mut files = load_zones(&config.zones, config.etcd.is_some())?;
-    for spec in &config.zone_files {
-        files.push(zonefile::load_file_for(&spec.path, &spec.origin)?);
-    }
-    let (base, zone_paths) = build_index(files, config.etcd.as_ref())?;
-    if base.zones().is_empty() {
-        return Err(StartError::NoZones);
-    }
-    let zones_summary = base
-        .zones()
-        .iter()
-        .map(|z| match (z.file(), z.etcd()) {
-            (Some(_), None) => format!("{} ({} records)", z.origin(), z.file_record_count()),
-            (Some(_), Some(_)) => {
-                format!("{} ({} records + etcd)", z.origin(), z.file_record_count())
-            }
-            _ => format!("{} (etcd)", z.origin()),
-        })
-        .zip(base.zones().iter().map(|z| z.registry().is_some()))
-        .map(|(summary, registry)| {
-            if registry {
-                format!("{summary} + registry")
-            } else {
-                summary
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let dns_metrics = Arc::new(metrics::DnsMetrics::new());
+    let prepared = prepare(config, &dns_metrics)?;
+    let client = match &config.etcd {
+        Some(etcd) => Some(connect_sync(etcd).await?),
+        None => None,
+    };
+    let dns = bind_dns(config, &[]).await?;
+    let http = bind_http(config, &[]).await?;
 
-    let mut listeners = Listeners::default();
-    let mut addrs = Vec::new();
-    for addr in &config.listen {
-        let (udp, tcp) = server::bind(*addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: *addr,
-                source,
-            })?;
-        let bound = tcp.local_addr().map_err(|source| StartError::Bind {
-            addr: *addr,
-            source,
-        })?;
-        addrs.push(bound);
-        listeners.udp.push(udp);
-        listeners.tcp.push(tcp);
-    }
-    let mut http = Vec::new();
-    for (addr, paths) in
-        ops::http::group(config.health.map(|h| h.addr), config.ready, config.metrics)
-    {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
-        http.push((listener, bound, paths));
-    }
-    let dns_metrics = config.metrics.map(|_| {
-        Arc::new(metrics::DnsMetrics::new(
-            &addrs,
-            base.zones()
-                .iter()
-                .map(|z| {
-                    let mut plugins = Vec::new();
-                    if z.file().is_some() {
-                        plugins.push("file");
-                    }
-                    if z.etcd().is_some() {
-                        plugins.push("etcd");
-                    }
-                    (z.origin().to_string(), plugins)
-                })
-                .collect(),
-        ))
-    });
-    let etcd_zones: Vec<String> = base
-        .zones()
-        .iter()
-        .filter(|z| z.etcd().is_some())
-        .map(|z| z.origin().to_string())
-        .collect();
+    let summary = zones_summary(&prepared.index);
+    let etcd_zones = etcd_zone_names(&prepared.index);
     let sync_metrics = Arc::new(metrics::SyncMetrics::default());
-
     let shutdown = CancellationToken::new();
     let sync_shutdown = shutdown.child_token();
-    let base = Arc::new(BaseIndex::new(base));
-    let (handle, sync_task, sync_status, leases) = match &config.etcd {
-        None => (
+    let base = Arc::new(BaseIndex::new(prepared.index));
+    let (index, sync_task, sync_status, leases) = match (&config.etcd, client) {
+        (Some(etcd), Some(client)) => {
+            let (handle, task, status, leases) = spawn_sync(
+                etcd,
+                client,
+                base.clone(),
+                prepared.zone_paths,
+                sync_metrics.clone(),
+                sync_shutdown.clone(),
+                None,
+            );
+            (handle, Some(task), Some(status), Some(leases))
+        }
+        _ => (
             Arc::new(IndexHandle::new(base.snapshot(None))),
             None,
             None,
             None,
         ),
-        Some(etcd) => {
-            let (handle, task, status, leases) = start_sync(
-                etcd,
-                base.clone(),
-                zone_paths,
-                sync_metrics.clone(),
-                sync_shutdown.clone(),
-                None,
-            )
-            .await?;
-            (handle, Some(task), Some(status), Some(leases))
-        }
     };
-    let registry = dns_metrics.clone().map(|dns| {
-        metrics::registry(metrics::Collected {
-            dns,
-            sync: sync_status.clone().map(|s| (s, sync_metrics.clone())),
-        })
+    let backend = Arc::new(std::sync::RwLock::new(ops::Backend {
+        etcd_zones,
+        sync: sync_status.clone(),
+    }));
+    let registry = metrics::registry(metrics::Collected {
+        dns: dns_metrics.clone(),
+        backend: backend.clone(),
+        sync: sync_metrics.clone(),
     });
-    let ops = Arc::new(Ops::new(etcd_zones, sync_status.clone(), registry));
-    let http_addrs = http.iter().map(|(_, bound, _)| *bound).collect();
-    for (listener, bound, paths) in http {
-        // The test harness reads this line: keep its shape stable.
-        info!(addr = %bound, health = paths.health, ready = paths.ready, metrics = paths.metrics, "serving http");
-        tokio::spawn(ops::http::serve(
-            listener,
-            paths,
-            ops.clone(),
-            shutdown.clone(),
-        ));
+    let mut running = Running {
+        addrs: Vec::new(),
+        http_addrs: Vec::new(),
+        ops: Arc::new(Ops::new(backend, registry)),
+        server: Server::new(config.tcp, shutdown.clone()),
+        shutdown,
+        listening: Vec::new(),
+        http: Vec::new(),
+        dns_metrics,
+        sync_task,
+        sync_status,
+        leases,
+        index,
+        base,
+        config: config.clone(),
+        sync_shutdown,
+        sync_metrics,
+    };
+    for (configured, paths, listener) in http {
+        if let Some(listener) = listener {
+            let bound = listener.local_addr().map_err(|source| StartError::Bind {
+                addr: configured,
+                source,
+            })?;
+            let entry = running.serve_http(configured, Arc::new(listener), bound, paths);
+            running.http.push(entry);
+        }
     }
+    running.http_addrs = running.http.iter().map(|h| h.bound).collect();
+    for (configured, sockets) in dns {
+        let settings = HandlerSettings::of(config, configured);
+        let stop = running
+            .server
+            .serve(&sockets, &running.handler(&settings, &sockets));
+        running.listening.push(Listening {
+            configured,
+            sockets: sockets.downgrade(),
+            settings,
+            stop,
+        });
+    }
+    running.addrs = running.listening.iter().map(|l| l.sockets.addr).collect();
+    running.set_plugins_enabled(config);
 
-    let listen_summary = addrs
+    let listen_summary = running
+        .addrs
         .iter()
         .map(|a| format!("udp+tcp {a}"))
         .collect::<Vec<_>>()
         .join(", ");
     // The test harness and operators read this line: keep its shape stable.
-    info!(listen = %listen_summary, zones = %zones_summary, "srvd serving");
-
-    let listen_zones = config
-        .listen
-        .iter()
-        .map(|addr| {
-            config
-                .zones_by_listen
-                .iter()
-                .find(|(a, _)| a == addr)
-                .map(|(_, zones)| zones.clone())
-        })
-        .collect();
-    let handler = Handler::new(handle.clone())
-        .with_ops(dns_metrics, config.log_queries)
-        .with_listen_zones(listen_zones);
-    let task = tokio::spawn(server::run(
-        listeners,
-        handler,
-        config.tcp,
-        shutdown.clone(),
-    ));
-    Ok(Running {
-        addrs,
-        http_addrs,
-        ops,
-        shutdown,
-        task,
-        sync_task,
-        sync_status,
-        leases,
-        index: handle,
-        base,
-        config: config.clone(),
-        sync_shutdown,
-        sync_metrics,
-    })
+    info!(listen = %listen_summary, zones = %summary, "srvd serving");
+    Ok(running)
 }
 
 type SyncParts = (
@@ -487,24 +718,31 @@ type SyncParts = (
     Arc<LeaseTable>,
 );
 
-/// Publishes the not-yet-synced index and spawns the sync task.
-async fn start_sync(
+/// Checks the backend's prefixes and sets up its etcd client (which connects lazily: an
+/// unreachable etcd is the sync task's to retry, not a start error).
+async fn connect_sync(etcd: &EtcdConfig) -> Result<Etcd, StartError> {
+    crate::config::check_prefixes(etcd).map_err(StartError::OverlappingPrefixes)?;
+    let watch_prefix = key::subtree_prefix(&key::root_path(&etcd.prefix));
+    Ok(Etcd::connect(&etcd.endpoints, &watch_prefix, etcd.max_response_bytes).await?)
+}
+
+/// Publishes the not-yet-synced index (unless `handle` already serves one) and spawns the sync
+/// task.
+fn spawn_sync(
     etcd: &EtcdConfig,
+    client: Etcd,
     base: Arc<BaseIndex>,
     zone_paths: Vec<String>,
     metrics: Arc<metrics::SyncMetrics>,
     shutdown: CancellationToken,
     handle: Option<Arc<IndexHandle>>,
-) -> Result<SyncParts, StartError> {
+) -> SyncParts {
     let root: Arc<str> = key::root_path(&etcd.prefix).into();
-    let watch_prefix = key::subtree_prefix(&root);
     let registry_roots: Vec<String> = etcd
         .registry_prefixes
         .iter()
         .map(|p| key::root_path(p))
         .collect();
-    crate::config::check_prefixes(etcd).map_err(StartError::OverlappingPrefixes)?;
-    let client = Etcd::connect(&etcd.endpoints, &watch_prefix, etcd.max_response_bytes).await?;
     let (expired_tx, expired_rx) = tokio::sync::mpsc::unbounded_channel();
     let leases = Arc::new(LeaseTable::new(etcd.lease_bounds, move |id| {
         let _ = expired_tx.send(id);
@@ -534,5 +772,5 @@ async fn start_sync(
         metrics,
     };
     let task = tokio::spawn(sync::run(setup, status_tx, shutdown));
-    Ok((handle, task, status_rx, leases))
+    (handle, task, status_rx, leases)
 }

@@ -76,6 +76,9 @@ pub struct Zone {
     file: Option<FileZone>,
     etcd: Option<EtcdZone>,
     registry: Option<RegistryZone>,
+    /// The zone's cells in the query counters (`ops::metrics`): stable across reloads, which
+    /// may reorder the zones.
+    metrics_slot: usize,
 }
 
 impl Zone {
@@ -99,6 +102,7 @@ impl Zone {
             }),
             etcd: None,
             registry: None,
+            metrics_slot: 0,
         })
     }
 
@@ -111,6 +115,7 @@ impl Zone {
             file: None,
             etcd: Some(etcd),
             registry: None,
+            metrics_slot: 0,
         }
     }
 
@@ -154,6 +159,11 @@ impl Zone {
         self.etcd.as_ref()
     }
 
+    /// Where this zone is counted in the query metrics.
+    pub fn metrics_slot(&self) -> usize {
+        self.metrics_slot
+    }
+
     /// Records in the zone file (0 without one).
     pub fn file_record_count(&self) -> usize {
         self.file.as_ref().map_or(0, |f| f.tree.record_count())
@@ -184,6 +194,10 @@ impl Index {
     /// An index over `zones`, without etcd data.
     pub fn new(mut zones: Vec<Zone>) -> Self {
         zones.sort_by_key(|zone| std::cmp::Reverse(zone.key.len()));
+        // Slot 0 counts queries that reached no zone; a daemon reassigns these by name.
+        for (i, zone) in zones.iter_mut().enumerate() {
+            zone.metrics_slot = i + 1;
+        }
         Self {
             zones: Arc::new(zones),
             etcd: None,
@@ -206,6 +220,16 @@ impl Index {
     /// Every zone, most specific first.
     pub fn zones(&self) -> &[Zone] {
         &self.zones
+    }
+
+    /// Gives each zone the metrics slot `slot_of` its origin, so that its counts continue
+    /// across reloads that add, drop or reorder zones. Only on an index not yet shared.
+    pub fn set_metrics_slots(&mut self, slot_of: impl Fn(&Name) -> usize) {
+        if let Some(zones) = Arc::get_mut(&mut self.zones) {
+            for zone in zones {
+                zone.metrics_slot = slot_of(&zone.origin);
+            }
+        }
     }
 
     /// The etcd data, when srvd mirrors etcd.

@@ -69,7 +69,7 @@ pub fn group(
 
 /// Serves `paths` on `listener` until `shutdown`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     paths: Paths,
     ops: Arc<Ops>,
     shutdown: CancellationToken,
@@ -150,7 +150,7 @@ fn route(request: &Request<Incoming>, paths: Paths, ops: &Ops) -> Response<Full<
             }
         }
         "/metrics" if paths.metrics => match ops.metrics_text() {
-            Some(Ok(body)) => {
+            Ok(body) => {
                 let mut response = text(StatusCode::OK, body);
                 response.headers_mut().insert(
                     hyper::header::CONTENT_TYPE,
@@ -160,8 +160,7 @@ fn route(request: &Request<Incoming>, paths: Paths, ops: &Ops) -> Response<Full<
                 );
                 response
             }
-            Some(Err(_)) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n"),
-            None => text(StatusCode::NOT_FOUND, "not found\n"),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n"),
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

@@ -25,7 +25,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 
 use crate::sync::SyncStatus;
 
@@ -170,8 +169,8 @@ impl Proto {
 /// What one answered query adds to the counters.
 #[derive(Debug, Clone, Copy)]
 pub struct Observation {
-    /// The zone's position in the index, or `None` for `dropped`.
-    pub zone: Option<usize>,
+    /// The zone's metrics slot ([`crate::index::Zone::metrics_slot`]); 0 for `dropped`.
+    pub zone: usize,
     /// Whether the client came over IPv6 (CoreDNS's family 2).
     pub ipv6: bool,
     /// The question's type (`None` when no question decoded: counted as `other`).
@@ -197,6 +196,7 @@ pub struct LoopCounters {
     proto: Proto,
     /// Only one thread writes: plain load + store. Otherwise (TCP) atomic adds.
     single_writer: bool,
+    /// Zone slots covered, `dropped` (0) included.
     zones: usize,
     cells: Box<[AtomicU64]>,
 }
@@ -214,11 +214,16 @@ impl LoopCounters {
         }
     }
 
-    /// Counts one query. A zone position beyond the zones known at start counts as `dropped`.
+    /// Counts one query; false (nothing counted) when its zone slot is newer than these
+    /// counters, which a reload that added a zone causes: the caller takes larger counters
+    /// ([`DnsMetrics::counters`]) and records again.
     #[inline]
-    pub fn record(&self, o: &Observation) {
-        let zone = o.zone.filter(|z| *z < self.zones).unwrap_or(self.zones);
-        let base = zone * ZONE_CELLS;
+    #[must_use]
+    pub fn record(&self, o: &Observation) -> bool {
+        if o.zone >= self.zones {
+            return false;
+        }
+        let base = o.zone * ZONE_CELLS;
         let ty = o.qtype.map_or(MONITORED.len(), type_slot);
         self.add(base + REQUESTS + usize::from(o.ipv6) * TYPES + ty, 1);
         let rcode = usize::from(o.rcode).min(RCODES - 1);
@@ -244,77 +249,142 @@ impl LoopCounters {
         if o.dnssec_ok {
             self.add(base + DO_BIT, 1);
         }
+        true
     }
 }
 
-/// The DNS metrics of one running server: the label values fixed at start and every loop's
+/// The query metrics of the process, kept across reloads: label values only ever added (a
+/// counter that vanished or went back would break `rate()` on a dashboard), and every loop's
 /// counters.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct DnsMetrics {
-    /// `dns://IP:PORT` per listen address, in `Config::listen` order.
+    labels: Mutex<LabelTables>,
+    loops: Mutex<Loops>,
+}
+
+#[derive(Debug, Default)]
+struct LabelTables {
+    /// `dns://IP:PORT` per server slot.
     servers: Vec<String>,
-    /// Zone origins in index order; `dropped` follows them.
+    /// Zone origins; zone slot `s` is `zones[s - 1]` (slot 0 is `dropped`).
     zones: Vec<String>,
-    /// Per zone, the plugins enabled in it (`coredns_plugin_enabled`).
-    zone_plugins: Vec<Vec<&'static str>>,
-    loops: Mutex<Vec<Arc<LoopCounters>>>,
+    /// `coredns_plugin_enabled` now: (server slot, zone slot, plugins).
+    enabled: Vec<(usize, usize, Vec<&'static str>)>,
+}
+
+#[derive(Debug, Default)]
+struct Loops {
+    live: Vec<Arc<LoopCounters>>,
+    /// Sums of counters no loop writes any more (a reload replaced or stopped their loop), per
+    /// (server, proto).
+    retired: Vec<((usize, Proto), Vec<u64>)>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn add_into(totals: &mut Vec<((usize, Proto), Vec<u64>)>, key: (usize, Proto), cells: &[u64]) {
+    let i = match totals.iter().position(|(k, _)| *k == key) {
+        Some(i) => i,
+        None => {
+            totals.push((key, Vec::new()));
+            totals.len() - 1
+        }
+    };
+    let sums = &mut totals[i].1;
+    if sums.len() < cells.len() {
+        sums.resize(cells.len(), 0);
+    }
+    for (sum, cell) in sums.iter_mut().zip(cells) {
+        *sum = sum.wrapping_add(*cell);
+    }
 }
 
 impl DnsMetrics {
-    /// Metrics for the bound addresses and the index's zones (with the plugins each uses).
-    pub fn new(servers: &[std::net::SocketAddr], zones: Vec<(String, Vec<&'static str>)>) -> Self {
-        let (zones, zone_plugins) = zones.into_iter().unzip();
-        Self {
-            servers: servers.iter().map(|a| format!("dns://{a}")).collect(),
-            zones,
-            zone_plugins,
-            loops: Mutex::default(),
+    /// No servers, no zones yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The slot of the listen address `addr` (the `server` label `dns://addr`), added when new.
+    pub fn server_slot(&self, addr: std::net::SocketAddr) -> usize {
+        let label = format!("dns://{addr}");
+        let mut labels = lock(&self.labels);
+        match labels.servers.iter().position(|s| *s == label) {
+            Some(i) => i,
+            None => {
+                labels.servers.push(label);
+                labels.servers.len() - 1
+            }
         }
     }
 
-    /// Counters for a new receive loop on server `server` (its `listen` position); `shared`
-    /// when several tasks write them (a listener's TCP connections).
+    /// The slot of the zone `origin` (the `zone` label), added when new; never 0.
+    pub fn zone_slot(&self, origin: &str) -> usize {
+        let mut labels = lock(&self.labels);
+        match labels.zones.iter().position(|z| z == origin) {
+            Some(i) => i + 1,
+            None => {
+                labels.zones.push(origin.to_string());
+                labels.zones.len()
+            }
+        }
+    }
+
+    /// What `coredns_plugin_enabled` reports: per (server slot, zone slot), the plugins that
+    /// answer there now.
+    pub fn set_enabled(&self, enabled: Vec<(usize, usize, Vec<&'static str>)>) {
+        lock(&self.labels).enabled = enabled;
+    }
+
+    /// Counters for a new receive loop on server slot `server`, covering every zone known now;
+    /// `shared` when several tasks write them (a listener's TCP connections).
     pub fn counters(&self, server: usize, proto: Proto, shared: bool) -> Arc<LoopCounters> {
-        let zones = self.zones.len();
+        self.counters_covering(server, proto, shared, 0)
+    }
+
+    /// [`DnsMetrics::counters`] covering at least zone slot `zone` too.
+    pub fn counters_covering(
+        &self,
+        server: usize,
+        proto: Proto,
+        shared: bool,
+        zone: usize,
+    ) -> Arc<LoopCounters> {
+        let zones = (lock(&self.labels).zones.len() + 1).max(zone + 1);
         let counters = Arc::new(LoopCounters {
             server,
             proto,
             single_writer: !shared,
             zones,
-            cells: (0..(zones + 1) * ZONE_CELLS)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            cells: (0..zones * ZONE_CELLS).map(|_| AtomicU64::new(0)).collect(),
         });
-        self.loops
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(counters.clone());
+        lock(&self.loops).live.push(counters.clone());
         counters
     }
 
-    /// Every loop's counters summed per (server, proto).
+    /// Every loop's counters summed per (server, proto), retired ones included. Counters that
+    /// only this list still holds belong to loops that ended: they are folded into the retired
+    /// sums here, under the same lock, so no scrape sees them twice or not at all.
     fn totals(&self) -> Vec<((usize, Proto), Vec<u64>)> {
-        let loops = self.loops.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut totals: Vec<((usize, Proto), Vec<u64>)> = Vec::new();
-        for l in loops.iter() {
-            let key = (l.server, l.proto);
-            let i = match totals.iter().position(|(k, _)| *k == key) {
-                Some(i) => i,
-                None => {
-                    totals.push((key, vec![0; l.cells.len()]));
-                    totals.len() - 1
-                }
-            };
-            for (sum, cell) in totals[i].1.iter_mut().zip(l.cells.iter()) {
-                *sum = sum.wrapping_add(cell.load(Ordering::Relaxed));
+        let mut loops = lock(&self.loops);
+        let Loops { live, retired } = &mut *loops;
+        live.retain(|l| {
+            if Arc::strong_count(l) > 1 {
+                return true;
             }
+            let cells: Vec<u64> = l.cells.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            add_into(retired, (l.server, l.proto), &cells);
+            false
+        });
+        let mut totals = retired.clone();
+        for l in live.iter() {
+            let cells: Vec<u64> = l.cells.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            add_into(&mut totals, (l.server, l.proto), &cells);
         }
         totals.sort_by_key(|((s, p), _)| (*s, *p == Proto::Tcp));
         totals
-    }
-
-    fn zone_label(&self, zone: usize) -> &str {
-        self.zones.get(zone).map_or("dropped", String::as_str)
     }
 }
 
@@ -383,8 +453,10 @@ impl SyncMetrics {
 pub struct Collected {
     /// Query counters.
     pub dns: Arc<DnsMetrics>,
-    /// The etcd sync's status and timing, when srvd mirrors etcd.
-    pub sync: Option<(watch::Receiver<SyncStatus>, Arc<SyncMetrics>)>,
+    /// The etcd backend now (its sync status is shown when srvd mirrors etcd).
+    pub backend: super::SharedBackend,
+    /// The sync's timing, kept across reloads.
+    pub sync: Arc<SyncMetrics>,
 }
 
 /// The registry `/metrics` encodes.
@@ -439,14 +511,20 @@ impl Collector for Collected {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let dns = &*self.dns;
         let totals = dns.totals();
-        let zones = dns.zones.len() + 1;
+        let tables = lock(&dns.labels);
+        let zones = tables.zones.len() + 1;
         let labels = |server: usize, zone: usize| -> Labels {
             vec![
                 (
                     "server",
-                    dns.servers.get(server).cloned().unwrap_or_default(),
+                    tables.servers.get(server).cloned().unwrap_or_default(),
                 ),
-                ("zone", dns.zone_label(zone).to_string()),
+                (
+                    "zone",
+                    zone.checked_sub(1)
+                        .and_then(|z| tables.zones.get(z))
+                        .map_or_else(|| "dropped".to_string(), Clone::clone),
+                ),
                 ("view", String::new()),
             ]
         };
@@ -603,13 +681,11 @@ impl Collector for Collected {
             None,
             MetricType::Gauge,
         )?;
-        for server in 0..dns.servers.len() {
-            for (zone, plugins) in dns.zone_plugins.iter().enumerate() {
-                for plugin in plugins {
-                    let mut l = labels(server, zone);
-                    l.push(("name", (*plugin).to_string()));
-                    ConstGauge::new(1i64).encode(family.encode_family(&l)?)?;
-                }
+        for (server, zone, plugins) in &tables.enabled {
+            for plugin in plugins {
+                let mut l = labels(*server, *zone);
+                l.push(("name", (*plugin).to_string()));
+                ConstGauge::new(1i64).encode(family.encode_family(&l)?)?;
             }
         }
         let build: Labels = vec![
@@ -632,9 +708,10 @@ impl Collector for Collected {
                 .encode_family(&build)?,
         )?;
 
-        if let Some((status, sync)) = &self.sync {
+        drop(tables);
+        if let Some(status) = super::read_backend(&self.backend).sync {
             let status = status.borrow().clone();
-            encode_sync(&mut encoder, &status, sync)?;
+            encode_sync(&mut encoder, &status, &self.sync)?;
         }
         Ok(())
     }
@@ -721,6 +798,59 @@ mod tests {
             assert_eq!(type_slot(*qtype), i, "{qtype}");
         }
         assert_eq!(type_slot(RecordType::CAA), MONITORED.len());
+    }
+
+    fn observation(zone: usize) -> Observation {
+        Observation {
+            zone,
+            ipv6: false,
+            qtype: Some(RecordType::A),
+            rcode: 0,
+            plugin: 1,
+            dnssec_ok: false,
+            request_size: 40,
+            response_size: 60,
+            duration: None,
+        }
+    }
+
+    fn requests(totals: &[((usize, Proto), Vec<u64>)], zone: usize) -> u64 {
+        totals
+            .iter()
+            .map(|(_, cells)| {
+                cells
+                    .get(zone * ZONE_CELLS + REQUESTS)
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    #[test]
+    fn counts_survive_the_loop_that_made_them_and_a_zone_added_later() {
+        let metrics = DnsMetrics::new();
+        let server = metrics.server_slot("127.0.0.1:53".parse().unwrap());
+        let first = metrics.zone_slot("example.test.");
+        let counters = metrics.counters(server, Proto::Udp, false);
+        assert!(counters.record(&observation(first)));
+        assert!(counters.record(&observation(first)));
+        // A reload adds a zone: these counters do not cover it, larger ones do.
+        let added = metrics.zone_slot("other.test.");
+        assert!(!counters.record(&observation(added)));
+        let grown = metrics.counters_covering(server, Proto::Udp, false, added);
+        assert!(grown.record(&observation(added)));
+        // The loop ends: its counts are folded, not lost, and not counted twice.
+        drop(counters);
+        let once = metrics.totals();
+        let twice = metrics.totals();
+        assert_eq!(requests(&once, first), 2);
+        assert_eq!(requests(&twice, first), 2);
+        assert_eq!(requests(&twice, added), 1);
+        assert_eq!(
+            lock(&metrics.loops).live.len(),
+            1,
+            "only the grown counters are live"
+        );
     }
 
     #[test]

@@ -44,29 +44,30 @@ pub struct Scratch {
     /// Time every query: a TCP connection often carries one query, so sampling per connection
     /// would time none.
     time_all: bool,
-    /// The zones this listen address serves, when it serves only some.
-    zones: Option<ZoneKeys>,
 }
 
 /// The keys of the zones one listen address serves.
 type ZoneKeys = Arc<[Box<[u8]>]>;
 
-/// Answers DNS messages from the published index.
+/// Answers DNS messages from the published index, for one listen address (a reload that changes
+/// what an address serves gives its loops a new handler).
 #[derive(Debug, Clone)]
 pub struct Handler {
     index: Arc<IndexHandle>,
     metrics: Option<Arc<DnsMetrics>>,
+    /// The address's slot in the metrics (its `server` label).
+    server: usize,
     log_queries: bool,
-    /// Per listen address (in `Listeners` order), the zones it serves; `None` (or no entry):
-    /// every zone.
-    listen_zones: Arc<Vec<Option<ZoneKeys>>>,
+    /// The zones this address serves, when it serves only some.
+    zones: Option<ZoneKeys>,
 }
 
 /// What a query came to, for the counters and the query log.
 struct Outcome {
     sent: bool,
     rcode: ResponseCode,
-    zone: Option<usize>,
+    /// The zone's metrics slot (0: none).
+    zone: usize,
     plugin: u8,
 }
 
@@ -104,45 +105,45 @@ impl Handler {
         Self {
             index,
             metrics: None,
+            server: 0,
             log_queries: false,
-            listen_zones: Arc::default(),
+            zones: None,
         }
     }
 
-    /// Serves on the `i`-th listen address only the zones `zones[i]` names (a Corefile whose
-    /// blocks put different zones on different ports: CoreDNS routes by port, then by zone);
-    /// `None` serves every zone there.
+    /// Serves only the zones `zones` names here (a Corefile whose blocks put different zones on
+    /// different ports: CoreDNS routes by port, then by zone); `None` serves every zone.
     #[must_use]
-    pub fn with_listen_zones(mut self, zones: Vec<Option<Vec<hickory_proto::rr::Name>>>) -> Self {
-        let keys = zones
-            .into_iter()
-            .map(|names| {
-                names.map(|names| {
-                    names
-                        .iter()
-                        .map(crate::index::name_key::owned_key)
-                        .collect::<Vec<_>>()
-                        .into()
-                })
-            })
-            .collect();
-        self.listen_zones = Arc::new(keys);
+    pub fn with_zones(mut self, zones: Option<&[hickory_proto::rr::Name]>) -> Self {
+        self.zones = zones.map(|names| {
+            names
+                .iter()
+                .map(crate::index::name_key::owned_key)
+                .collect::<Vec<_>>()
+                .into()
+        });
         self
     }
 
-    /// Counts every query into `metrics` (per listener, see [`Handler::scratch`]) and, with
-    /// `log_queries`, logs one line per query on the `srvd::query` target.
+    /// Counts every query into `metrics` under server slot `server` (per loop, see
+    /// [`Handler::scratch`]) and, with `log_queries`, logs one line per query on the
+    /// `srvd::query` target.
     #[must_use]
-    pub fn with_ops(mut self, metrics: Option<Arc<DnsMetrics>>, log_queries: bool) -> Self {
+    pub fn with_ops(
+        mut self,
+        metrics: Option<Arc<DnsMetrics>>,
+        server: usize,
+        log_queries: bool,
+    ) -> Self {
         self.metrics = metrics;
+        self.server = server;
         self.log_queries = log_queries;
         self
     }
 
-    /// Buffers for one receive loop on the `server`-th listen address; with metrics on, they
-    /// carry that loop's counters (`shared`: several tasks write them, as a TCP listener's
-    /// connections do).
-    pub fn scratch(&self, server: usize, transport: Transport, shared: bool) -> Scratch {
+    /// Buffers for one receive loop; with metrics on, they carry that loop's counters
+    /// (`shared`: several tasks write them, as a TCP listener's connections do).
+    pub fn scratch(&self, transport: Transport, shared: bool) -> Scratch {
         let proto = match transport {
             Transport::Udp => Proto::Udp,
             Transport::Tcp => Proto::Tcp,
@@ -151,9 +152,8 @@ impl Handler {
             counters: self
                 .metrics
                 .as_ref()
-                .map(|m| m.counters(server, proto, shared)),
+                .map(|m| m.counters(self.server, proto, shared)),
             time_all: shared,
-            zones: self.listen_zones.get(server).cloned().flatten(),
             ..Scratch::default()
         }
     }
@@ -163,7 +163,6 @@ impl Handler {
         Scratch {
             counters: other.counters.clone(),
             time_all: other.time_all,
-            zones: other.zones.clone(),
             ..Scratch::default()
         }
     }
@@ -255,7 +254,7 @@ impl Handler {
         id: u16,
         transport: Transport,
         peer: SocketAddr,
-        scratch: &Scratch,
+        scratch: &mut Scratch,
         out: &[u8],
         outcome: &Outcome,
         start: Option<Instant>,
@@ -272,7 +271,7 @@ impl Handler {
         let dnssec_ok = edns.is_some_and(|e| e.flags().dnssec_ok);
         let rsize = if outcome.sent { out.len() } else { 0 };
         if let Some(counters) = &scratch.counters {
-            counters.record(&Observation {
+            let observation = Observation {
                 zone: outcome.zone,
                 ipv6: peer.is_ipv6(),
                 qtype: question.map(Query::query_type),
@@ -282,7 +281,24 @@ impl Handler {
                 request_size: raw.len(),
                 response_size: rsize,
                 duration,
-            });
+            };
+            if !counters.record(&observation)
+                && let Some(metrics) = &self.metrics
+            {
+                // A zone added by a reload: counters covering it, from now on.
+                let proto = match transport {
+                    Transport::Udp => Proto::Udp,
+                    Transport::Tcp => Proto::Tcp,
+                };
+                let grown = metrics.counters_covering(
+                    self.server,
+                    proto,
+                    scratch.time_all,
+                    observation.zone,
+                );
+                let _ = grown.record(&observation);
+                scratch.counters = Some(grown);
+            }
         }
         if self.log_queries {
             let line = QueryLine {
@@ -337,16 +353,15 @@ impl Handler {
         let index = self.index.load();
         // The most specific zone holding the name, among those this address serves.
         let served = |zone: &crate::index::Zone| {
-            scratch
-                .zones
+            self.zones
                 .as_ref()
                 .is_none_or(|keys| keys.iter().any(|k| **k == *zone.key()))
         };
-        let position = index
+        let Some(zone) = index
             .zones()
             .iter()
-            .position(|zone| question.key.is_within(zone.key()) && served(zone));
-        let Some(zone) = position.and_then(|p| index.zones().get(p)) else {
+            .find(|zone| question.key.is_within(zone.key()) && served(zone))
+        else {
             return self.refuse(
                 request.header,
                 Some(query),
@@ -386,7 +401,7 @@ impl Handler {
         Outcome {
             sent,
             rcode,
-            zone: position,
+            zone: zone.metrics_slot(),
             // CoreDNS names the plugin that wrote the answer; a zone with etcd counts as etcd.
             plugin: if zone.etcd().is_some() { 2 } else { 1 },
         }
@@ -412,7 +427,7 @@ impl Handler {
             sent: wire::encode(out, &response, None).is_ok(),
             rcode: refusal.rcode(),
             // Never reached a zone: CoreDNS's `dropped`, written by the server itself.
-            zone: None,
+            zone: 0,
             plugin: 0,
         }
     }

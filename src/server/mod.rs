@@ -15,7 +15,8 @@
 //!
 //! Shutdown ([`CancellationToken`]): loops stop receiving and accepting (listeners are dropped, so
 //! new connections are refused); a TCP connection that has started reading a query finishes it and
-//! writes the answer, then closes.
+//! writes the answer, then closes. A reload stops one address's loops the same way after new
+//! loops already serve its kept [`Sockets`], so no datagram and no connection finds no reader.
 
 pub mod handler;
 pub mod pressure;
@@ -42,7 +43,7 @@ use self::wire::Transport;
 const SHUTDOWN_READ_GRACE: Duration = Duration::from_millis(100);
 
 /// Limits on TCP clients.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpLimits {
     /// A connection with no complete query for this long is closed (RFC 7766 §6.2.3 suggests
     /// seconds, not minutes).
@@ -67,59 +68,112 @@ impl Default for TcpLimits {
 /// How long the accept loop waits for the slot of a connection it closed under pressure.
 const SLOT_WAIT: Duration = Duration::from_secs(1);
 
-/// Sockets to serve, bound by the caller.
-#[derive(Debug, Default)]
-pub struct Listeners {
-    /// UDP sockets.
-    pub udp: Vec<UdpSocket>,
-    /// TCP listeners.
-    pub tcp: Vec<TcpListener>,
+/// The sockets of one listen address (UDP and TCP on the same port). They outlive the loops
+/// serving them: a reload gives an address that stays new loops on the same sockets, so there is
+/// no moment without a socket and no race to bind the port again.
+#[derive(Debug, Clone)]
+pub struct Sockets {
+    /// The bound address (the configured one, with port 0 resolved).
+    pub addr: SocketAddr,
+    udp: Arc<UdpSocket>,
+    tcp: Arc<TcpListener>,
 }
 
-/// Serves `listeners` until `shutdown` is cancelled and in-flight TCP answers are written.
-pub async fn run(
-    listeners: Listeners,
-    handler: Handler,
-    limits: TcpLimits,
-    shutdown: CancellationToken,
-) {
-    let tracker = TaskTracker::new();
-    let loops_per_socket = tokio::runtime::Handle::current().metrics().num_workers();
-    for (server, socket) in listeners.udp.into_iter().enumerate() {
-        let socket = Arc::new(socket);
-        for _ in 0..loops_per_socket.max(1) {
-            // Each loop owns its counters: the query path never shares a cache line.
-            let scratch = handler.scratch(server, Transport::Udp, false);
-            tracker.spawn(serve_udp(
-                socket.clone(),
-                handler.clone(),
-                scratch,
-                shutdown.clone(),
-            ));
+impl Sockets {
+    /// A handle that does not keep the sockets open: the loops serving them do, so a shutdown
+    /// closes them without waiting for whoever keeps this.
+    pub fn downgrade(&self) -> WeakSockets {
+        WeakSockets {
+            addr: self.addr,
+            udp: Arc::downgrade(&self.udp),
+            tcp: Arc::downgrade(&self.tcp),
         }
     }
-    let tcp = Arc::new(TcpShared {
-        slots: Arc::new(Semaphore::new(limits.max_connections)),
-        connections: ConnectionTable::default(),
-        refused: Throttle::new(THROTTLE_PERIOD),
-        closed_idle: Throttle::new(THROTTLE_PERIOD),
-        accept_errors: Throttle::new(THROTTLE_PERIOD),
-    });
-    for (server, listener) in listeners.tcp.into_iter().enumerate() {
+}
+
+/// [`Sockets`] that are open only while some loop serves them.
+#[derive(Debug, Clone)]
+pub struct WeakSockets {
+    /// The bound address.
+    pub addr: SocketAddr,
+    udp: std::sync::Weak<UdpSocket>,
+    tcp: std::sync::Weak<TcpListener>,
+}
+
+impl WeakSockets {
+    /// The sockets, while loops still serve them.
+    pub fn upgrade(&self) -> Option<Sockets> {
+        Some(Sockets {
+            addr: self.addr,
+            udp: self.udp.upgrade()?,
+            tcp: self.tcp.upgrade()?,
+        })
+    }
+}
+
+/// The serving loops of every listen address, and what their TCP connections share. Each
+/// address's loops are started and stopped on their own ([`Server::serve`]).
+#[derive(Debug)]
+pub struct Server {
+    limits: TcpLimits,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    tcp: Arc<TcpShared>,
+}
+
+impl Server {
+    /// No loops yet; `shutdown` stops every loop the server ever starts.
+    pub fn new(limits: TcpLimits, shutdown: CancellationToken) -> Self {
+        Self {
+            limits,
+            shutdown,
+            tracker: TaskTracker::new(),
+            tcp: Arc::new(TcpShared {
+                slots: Arc::new(Semaphore::new(limits.max_connections)),
+                connections: ConnectionTable::default(),
+                refused: Throttle::new(THROTTLE_PERIOD),
+                closed_idle: Throttle::new(THROTTLE_PERIOD),
+                accept_errors: Throttle::new(THROTTLE_PERIOD),
+            }),
+        }
+    }
+
+    /// Starts serving `sockets` with `handler`: as many UDP receive loops as the runtime has
+    /// workers, and one TCP accept loop. Cancelling the returned token stops just these loops
+    /// (TCP connections they accepted finish the query in flight, then close); the sockets close
+    /// when the last loop holding them ends, unless the caller keeps them for new loops.
+    pub fn serve(&self, sockets: &Sockets, handler: &Handler) -> CancellationToken {
+        let stop = self.shutdown.child_token();
+        let loops_per_socket = tokio::runtime::Handle::current().metrics().num_workers();
+        for _ in 0..loops_per_socket.max(1) {
+            // Each loop owns its counters: the query path never shares a cache line.
+            let scratch = handler.scratch(Transport::Udp, false);
+            self.tracker.spawn(serve_udp(
+                sockets.udp.clone(),
+                handler.clone(),
+                scratch,
+                stop.clone(),
+            ));
+        }
         // One listener's connections share its counters (atomic adds: TCP is the rare path).
-        let scratch = handler.scratch(server, Transport::Tcp, true);
-        tracker.spawn(serve_tcp(
-            listener,
+        let scratch = handler.scratch(Transport::Tcp, true);
+        self.tracker.spawn(serve_tcp(
+            sockets.tcp.clone(),
             handler.clone(),
             scratch,
-            limits,
-            tcp.clone(),
-            tracker.clone(),
-            shutdown.clone(),
+            self.limits,
+            self.tcp.clone(),
+            self.tracker.clone(),
+            stop.clone(),
         ));
+        stop
     }
-    tracker.close();
-    tracker.wait().await;
+
+    /// Waits, after `shutdown` was cancelled, until every loop and connection has finished.
+    pub async fn wait(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
 }
 
 async fn serve_udp(
@@ -159,6 +213,7 @@ async fn serve_udp(
 }
 
 /// What every TCP listener of one server shares: the connection bound and its bookkeeping.
+#[derive(Debug)]
 struct TcpShared {
     slots: Arc<Semaphore>,
     connections: ConnectionTable,
@@ -168,7 +223,7 @@ struct TcpShared {
 }
 
 async fn serve_tcp(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     handler: Handler,
     scratch: Scratch,
     limits: TcpLimits,
@@ -318,18 +373,25 @@ async fn read_in_time(stream: &mut TcpStream, buf: &mut [u8], limit: Duration) -
 ///
 /// # Errors
 /// The bind error, when the address is taken or not local.
-pub async fn bind(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+pub async fn bind(addr: SocketAddr) -> io::Result<Sockets> {
+    let sockets = |udp: UdpSocket, tcp: TcpListener| -> io::Result<Sockets> {
+        Ok(Sockets {
+            addr: tcp.local_addr()?,
+            udp: Arc::new(udp),
+            tcp: Arc::new(tcp),
+        })
+    };
     if addr.port() != 0 {
         let tcp = TcpListener::bind(addr).await?;
         let udp = UdpSocket::bind(addr).await?;
-        return Ok((udp, tcp));
+        return sockets(udp, tcp);
     }
     let mut last_error = None;
     for _ in 0..16 {
         let tcp = TcpListener::bind(addr).await?;
         let bound = tcp.local_addr()?;
         match UdpSocket::bind(bound).await {
-            Ok(udp) => return Ok((udp, tcp)),
+            Ok(udp) => return sockets(udp, tcp),
             Err(error) => last_error = Some(error),
         }
     }

@@ -405,3 +405,165 @@ async fn reload_keeps_an_unchanged_etcd_backend_without_reading_etcd_again() {
         .count();
     assert_eq!(reads, 1, "etcd read once: {:#?}", process.log);
 }
+
+/// A reload that moves addresses: a new server block's port is bound and answers, an address
+/// that stays keeps its socket (a query loop on it never fails) while what it serves changes, a
+/// dropped address closes, `/health` moves away and `/metrics` appears, and the query counters of
+/// the address that left are still reported afterwards (counters never go back).
+#[tokio::test]
+async fn reload_binds_new_addresses_closes_dropped_ones_and_keeps_the_ones_that_stay() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use crate::ops::endpoints::{counter, fetch_metrics};
+    use crate::support::dns::{a_of, query, tcp, udp};
+    use crate::support::http::get;
+    use hickory_proto::rr::RecordType;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db.example.test"), ZONE).unwrap();
+    std::fs::write(
+        dir.path().join("db.other.test"),
+        ZONE.replace("192.0.2.80", "198.51.100.80"),
+    )
+    .unwrap();
+    let (stays, added, health, metrics) = (free_port(), free_port(), free_port(), free_port());
+    let corefile = dir.path().join("Corefile");
+    // 1. One block; /health only.
+    std::fs::write(
+        &corefile,
+        format!(
+            "example.test:{stays} {{\n  bind 127.0.0.1\n  file db.example.test example.test\n  health 127.0.0.1:{health}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let mut process = spawn_serve(dir.path(), &["--conf", "Corefile"], "info");
+    let first: std::net::SocketAddr = format!("127.0.0.1:{stays}").parse().unwrap();
+    let second: std::net::SocketAddr = format!("127.0.0.1:{added}").parse().unwrap();
+    let health_addr: std::net::SocketAddr = format!("127.0.0.1:{health}").parse().unwrap();
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{metrics}").parse().unwrap();
+    assert_eq!(get(health_addr, "/health").await, (200, "OK".to_string()));
+    let reloads =
+        |n: usize| move |log: &[String]| log.iter().filter(|l| l.contains("reloaded")).count() >= n;
+
+    // A bounded query loop on the address that stays, through both reloads.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (asked, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = tokio::spawn({
+        let (stop, asked, failed) = (stop.clone(), asked.clone(), failed.clone());
+        async move {
+            for _ in 0..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let message = query("www.example.test.", RecordType::A);
+                // UDP and TCP in turn: both kinds of loop are replaced.
+                let reply = if asked.load(Ordering::Relaxed) % 2 == 0 {
+                    udp(first, &message).await
+                } else {
+                    tcp(first, &message).await
+                };
+                asked.fetch_add(1, Ordering::Relaxed);
+                if reply.answers.len() != 1 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+
+    // 2. A second block on a new port, /metrics instead of /health. Then the first block's
+    // `log` goes on and off: each switch gives its address new loops on the same sockets.
+    let stage2 = |log: &str| {
+        format!(
+            "example.test:{stays} {{\n  bind 127.0.0.1\n  file db.example.test example.test\n  prometheus 127.0.0.1:{metrics}\n{log}}}\n\
+             other.test:{added} {{\n  bind 127.0.0.1\n  file db.other.test other.test\n}}\n"
+        )
+    };
+    const SWITCHES: usize = 20;
+    for switch in 0..=SWITCHES {
+        let seen = asked.load(Ordering::Relaxed);
+        std::fs::write(
+            &corefile,
+            stage2(if switch % 2 == 1 { "  log\n" } else { "" }),
+        )
+        .unwrap();
+        process.signal("HUP");
+        process.log_until(Duration::from_secs(10), reloads(switch + 1));
+        // Queries run between switches, so every switch happens under load.
+        crate::support::eventually(Duration::from_secs(10), "queries between switches", || {
+            let asked = asked.clone();
+            async move { (asked.load(Ordering::Relaxed) >= seen + 5).then_some(()) }
+        })
+        .await;
+    }
+    let other: Vec<std::net::Ipv4Addr> = vec!["198.51.100.80".parse().unwrap()];
+    assert_eq!(a_of(second, "www.other.test.").await, Some(other.clone()));
+    assert_eq!(
+        a_of(first, "www.other.test.").await,
+        Some(Vec::new()),
+        "the first port still serves example.test only (REFUSED)"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(health_addr).await.is_err(),
+        "/health's listener is closed"
+    );
+    let before = fetch_metrics(metrics_addr).await;
+    let first_label = format!("dns://{first}");
+    let counted = counter(
+        &before,
+        "coredns_dns_requests_total",
+        &[
+            ("server", &first_label),
+            ("zone", "example.test."),
+            ("proto", "udp"),
+            ("type", "A"),
+        ],
+    );
+    assert!(counted > 0.0, "queries since metrics came on are counted");
+
+    // 3. One block on the second port serving both zones; the first port is dropped.
+    std::fs::write(
+        &corefile,
+        format!(
+            "example.test:{added} other.test:{added} {{\n  bind 127.0.0.1\n  file db.example.test example.test\n  file db.other.test other.test\n  prometheus 127.0.0.1:{metrics}\n}}\n"
+        ),
+    )
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    process.signal("USR1");
+    process.log_until(Duration::from_secs(10), reloads(SWITCHES + 2));
+    assert!(
+        tokio::net::TcpStream::connect(first).await.is_err(),
+        "the dropped address no longer accepts"
+    );
+    assert_eq!(a_of(second, "www.other.test.").await, Some(other));
+    assert_eq!(
+        a_of(second, "www.example.test.").await,
+        Some(vec!["192.0.2.80".parse().unwrap()]),
+        "the port that stayed serves its new zones"
+    );
+    let after = fetch_metrics(metrics_addr).await;
+    let kept = counter(
+        &after,
+        "coredns_dns_requests_total",
+        &[
+            ("server", &first_label),
+            ("zone", "example.test."),
+            ("proto", "udp"),
+            ("type", "A"),
+        ],
+    );
+    assert!(
+        kept >= counted,
+        "the dropped address's counter did not go back: {counted} then {kept}"
+    );
+    let (asked, failed) = (
+        asked.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    eprintln!("{asked} queries on the address that stayed, {failed} failed");
+    assert!(asked > 0);
+    assert_eq!(failed, 0, "no query failed across the reloads");
+}

@@ -254,7 +254,7 @@ async fn metrics_count_the_queries_sent_by_zone_type_proto_and_rcode() {
     server.shutdown().await;
 }
 
-async fn fetch_metrics(addr: SocketAddr) -> Scrape {
+pub(crate) async fn fetch_metrics(addr: SocketAddr) -> Scrape {
     let (status, body) = get(addr, "/metrics").await;
     assert_eq!(status, 200, "{body}");
     Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text format")
@@ -282,7 +282,7 @@ fn sample<'s>(scrape: &'s Scrape, name: &str, labels: &[(&str, &str)]) -> &'s Va
     &matching[0].value
 }
 
-fn counter(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn counter(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     match sample(scrape, name, labels) {
         Value::Counter(v) | Value::Untyped(v) => *v,
         other => panic!("{name} is not a counter: {other:?}"),

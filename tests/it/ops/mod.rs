@@ -1,5 +1,5 @@
 //! Operations: start-up without etcd, health, readiness, metrics and the query log.
 
-mod endpoints;
+pub(crate) mod endpoints;
 mod querylog;
 mod startup;

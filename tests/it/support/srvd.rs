@@ -261,12 +261,14 @@ impl SrvdProcess {
         }
     }
 
-    /// Sends SIGTERM or SIGINT by PID (no `kill` binary needed: minimal machines lack procps).
+    /// Sends SIGTERM, SIGINT, SIGHUP or SIGUSR1 by PID (no `kill` binary needed: minimal machines lack procps).
     pub fn signal(&self, name: &str) {
         use rustix::process::{Pid, Signal, kill_process};
         let signal = match name {
             "TERM" => Signal::TERM,
             "INT" => Signal::INT,
+            "HUP" => Signal::HUP,
+            "USR1" => Signal::USR1,
             other => panic!("unsupported signal {other}"),
         };
         let pid = Pid::from_raw(self.child.id() as i32).expect("a child PID is positive");
