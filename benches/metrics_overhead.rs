@@ -7,6 +7,11 @@
 //!
 //! Run: `cargo bench --bench metrics_overhead` (under `cargo test` it runs a few small rounds,
 //! only to show it works).
+//!
+//! Instructions, which noise does not move: `--only A:on` (or `A:off`, `SRV:on`, `SRV:off`)
+//! answers that one query `--queries N` times and nothing else, for `perf stat`:
+//! `benches/load/metrics-instructions` runs each side at two counts and prints instructions per
+//! query (the difference of the two runs, so the set-up cancels out).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -20,7 +25,15 @@ use srvd::server::handler::Handler;
 use srvd::server::wire::Transport;
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let only = value("--only");
+    let full = args.iter().any(|a| a == "--bench");
     let (rounds, per_round) = if full { (40, 200_000) } else { (2, 1_000) };
     let zone = srvd::zonefile::embedded().expect("embedded zone");
     let (mut index, _) = srvd::daemon::build_index(vec![zone], None).expect("index");
@@ -41,6 +54,27 @@ fn main() {
         let mut out = Vec::with_capacity(1232);
         let mut scratch_on = counted.scratch(Transport::Udp, false);
         let mut scratch_off = plain.scratch(Transport::Udp, false);
+        if let Some(only) = &only {
+            let Some((name, side)) = only.split_once(':') else {
+                panic!("--only TYPE:on|off");
+            };
+            if name != label {
+                continue;
+            }
+            let queries: u64 =
+                value("--queries").map_or(1_000_000, |q| q.parse().expect("--queries N"));
+            let (handler, scratch) = match side {
+                "on" => (&counted, &mut scratch_on),
+                "off" => (&plain, &mut scratch_off),
+                other => panic!("--only {name}:{other}: expected on or off"),
+            };
+            for _ in 0..queries {
+                let sent =
+                    handler.respond(black_box(&request), Transport::Udp, peer, scratch, &mut out);
+                black_box((sent, out.len()));
+            }
+            continue;
+        }
         let (mut on, mut off) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             // Alternate which side goes first, so neither always follows the other.

@@ -104,6 +104,7 @@ fn time_bucket(duration: Duration) -> usize {
     (0..TIME_BUCKETS)
         .find(|i| nanos <= 250_000u128 << i)
         .unwrap_or(TIME_BUCKETS)
+        .min(TIME_BUCKETS)
 }
 
 fn size_bucket(size: usize) -> usize {
@@ -112,6 +113,7 @@ fn size_bucket(size: usize) -> usize {
         .iter()
         .position(|b| size <= *b)
         .unwrap_or(SIZE_BOUNDS.len())
+        .min(SIZE_BOUNDS.len())
 }
 
 /// The RCODE's name as CoreDNS writes it (miekg/dns `RcodeToString`).
@@ -196,58 +198,61 @@ pub struct LoopCounters {
     proto: Proto,
     /// Only one thread writes: plain load + store. Otherwise (TCP) atomic adds.
     single_writer: bool,
-    /// Zone slots covered, `dropped` (0) included.
-    zones: usize,
+    /// `ZONE_CELLS` per zone slot covered, `dropped` (0) first.
     cells: Box<[AtomicU64]>,
 }
 
 impl LoopCounters {
-    #[inline]
-    fn add(&self, cell: usize, n: u64) {
-        let Some(c) = self.cells.get(cell) else {
-            return;
-        };
-        if self.single_writer {
-            c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-        } else {
-            c.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
     /// Counts one query; false (nothing counted) when its zone slot is newer than these
     /// counters, which a reload that added a zone causes: the caller takes larger counters
     /// ([`DnsMetrics::counters`]) and records again.
     #[inline]
     #[must_use]
     pub fn record(&self, o: &Observation) -> bool {
-        if o.zone >= self.zones {
+        // One bounds check for the zone; the offsets below are in range by construction, which
+        // the fixed-size array lets the compiler see (no check per cell).
+        let Some(cells) = o
+            .zone
+            .checked_mul(ZONE_CELLS)
+            .and_then(|base| self.cells.get(base..base + ZONE_CELLS))
+            .and_then(|cells| <&[AtomicU64; ZONE_CELLS]>::try_from(cells).ok())
+        else {
             return false;
-        }
-        let base = o.zone * ZONE_CELLS;
-        let ty = o.qtype.map_or(MONITORED.len(), type_slot);
-        self.add(base + REQUESTS + usize::from(o.ipv6) * TYPES + ty, 1);
+        };
+        let add = |cell: &AtomicU64, n: u64| {
+            if self.single_writer {
+                cell.store(
+                    cell.load(Ordering::Relaxed).wrapping_add(n),
+                    Ordering::Relaxed,
+                );
+            } else {
+                cell.fetch_add(n, Ordering::Relaxed);
+            }
+        };
+        let ty = o.qtype.map_or(MONITORED.len(), type_slot).min(TYPES - 1);
+        add(&cells[REQUESTS + usize::from(o.ipv6) * TYPES + ty], 1);
         let rcode = usize::from(o.rcode).min(RCODES - 1);
         let plugin = usize::from(o.plugin).min(PLUGINS.len() - 1);
-        self.add(base + RESPONSES + rcode * PLUGINS.len() + plugin, 1);
+        add(&cells[RESPONSES + rcode * PLUGINS.len() + plugin], 1);
         if let Some(d) = o.duration {
-            self.add(base + DURATION + time_bucket(d), 1);
-            self.add(
-                base + DURATION + TIME_BUCKETS + 1,
+            add(&cells[DURATION + time_bucket(d)], 1);
+            add(
+                &cells[DURATION + TIME_BUCKETS + 1],
                 u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
             );
         }
-        self.add(base + REQUEST_SIZE + size_bucket(o.request_size), 1);
-        self.add(
-            base + REQUEST_SIZE + SIZE_BOUNDS.len() + 1,
+        add(&cells[REQUEST_SIZE + size_bucket(o.request_size)], 1);
+        add(
+            &cells[REQUEST_SIZE + SIZE_BOUNDS.len() + 1],
             o.request_size as u64,
         );
-        self.add(base + RESPONSE_SIZE + size_bucket(o.response_size), 1);
-        self.add(
-            base + RESPONSE_SIZE + SIZE_BOUNDS.len() + 1,
+        add(&cells[RESPONSE_SIZE + size_bucket(o.response_size)], 1);
+        add(
+            &cells[RESPONSE_SIZE + SIZE_BOUNDS.len() + 1],
             o.response_size as u64,
         );
         if o.dnssec_ok {
-            self.add(base + DO_BIT, 1);
+            add(&cells[DO_BIT], 1);
         }
         true
     }
@@ -357,7 +362,6 @@ impl DnsMetrics {
             server,
             proto,
             single_writer: !shared,
-            zones,
             cells: (0..zones * ZONE_CELLS).map(|_| AtomicU64::new(0)).collect(),
         });
         lock(&self.loops).live.push(counters.clone());
