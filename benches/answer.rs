@@ -148,7 +148,7 @@ fn bench_respond(c: &mut Criterion) {
     ));
     // `*_udp`: metrics on, as `srvd serve --metrics` runs, so the per-query counting is
     // included; `*_udp_no_metrics`: the same handler without them, for the difference.
-    let counted = Handler::new(index.clone()).with_ops(Some(metrics), false);
+    let counted = Handler::new(index.clone()).with_ops(Some(metrics), None);
     let plain = Handler::new(index);
     let peer = "127.0.0.1:40000".parse().expect("addr");
     let mut out = Vec::with_capacity(1232);

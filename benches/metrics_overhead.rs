@@ -35,7 +35,7 @@ fn main() {
         &["127.0.0.1:1053".parse().expect("addr")],
         zones,
     ));
-    let counted = Handler::new(index.clone()).with_ops(Some(metrics), false);
+    let counted = Handler::new(index.clone()).with_ops(Some(metrics), None);
     let plain = Handler::new(index);
     let peer = "127.0.0.1:40000".parse().expect("addr");
     for (label, qname, qtype) in [

@@ -233,7 +233,7 @@ impl ServeArgs {
             health,
             ready: self.ready,
             metrics: self.metrics,
-            log_queries: self.log_queries,
+            log_queries: self.log_queries.then(crate::config::QueryLog::all),
             listen: self.listen.clone(),
             zones: match &self.zones_dir {
                 Some(dir) => ZoneSource::Dir(dir.clone()),

@@ -455,7 +455,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         })
         .collect();
     let handler = Handler::new(handle.clone())
-        .with_ops(dns_metrics, config.log_queries)
+        .with_ops(dns_metrics, config.log_queries.clone())
         .with_listen_zones(listen_zones);
     let task = tokio::spawn(server::run(
         listeners,

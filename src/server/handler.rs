@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hickory_proto::op::{Edns, Header, Message, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -24,9 +24,10 @@ use tracing::trace;
 
 use super::wire::{self, RequestHeader, Response, Transport};
 use crate::answer::{self, Answer, AnswerBuffers, Question};
+use crate::config::QueryLog;
 use crate::index::IndexHandle;
 use crate::ops::metrics::{DURATION_SAMPLE, DnsMetrics, LoopCounters, Observation, Proto};
-use crate::ops::querylog::{self, QueryLine};
+use crate::ops::querylog::{self, QueryLine, ResponseType};
 
 thread_local! {
     /// RFC 2782 draws need speed, not unpredictability: one fast generator per thread, seeded once
@@ -56,7 +57,8 @@ type ZoneKeys = Arc<[Box<[u8]>]>;
 pub struct Handler {
     index: Arc<IndexHandle>,
     metrics: Option<Arc<DnsMetrics>>,
-    log_queries: bool,
+    /// The query log's rules; `None`: off, and nothing is gathered for it.
+    log_queries: Option<Arc<QueryLog>>,
     /// Per listen address (in `Listeners` order), the zones it serves; `None` (or no entry):
     /// every zone.
     listen_zones: Arc<Vec<Option<ZoneKeys>>>,
@@ -104,7 +106,7 @@ impl Handler {
         Self {
             index,
             metrics: None,
-            log_queries: false,
+            log_queries: None,
             listen_zones: Arc::default(),
         }
     }
@@ -131,11 +133,15 @@ impl Handler {
     }
 
     /// Counts every query into `metrics` (per listener, see [`Handler::scratch`]) and, with
-    /// `log_queries`, logs one line per query on the `srvd::query` target.
+    /// `log_queries`, logs the queries its rules select on the `srvd::query` target.
     #[must_use]
-    pub fn with_ops(mut self, metrics: Option<Arc<DnsMetrics>>, log_queries: bool) -> Self {
+    pub fn with_ops(
+        mut self,
+        metrics: Option<Arc<DnsMetrics>>,
+        log_queries: Option<QueryLog>,
+    ) -> Self {
         self.metrics = metrics;
-        self.log_queries = log_queries;
+        self.log_queries = log_queries.map(Arc::new);
         self
     }
 
@@ -178,10 +184,11 @@ impl Handler {
         out: &mut Vec<u8>,
     ) -> bool {
         // Nothing below is gathered unless counters or the query log want it.
-        let observe = scratch.counters.is_some() || self.log_queries;
+        let observe = scratch.counters.is_some() || self.log_queries.is_some();
         let timed = observe && {
             scratch.untimed += 1;
-            if self.log_queries || scratch.time_all || scratch.untimed >= DURATION_SAMPLE {
+            if self.log_queries.is_some() || scratch.time_all || scratch.untimed >= DURATION_SAMPLE
+            {
                 scratch.untimed = 0;
                 true
             } else {
@@ -232,7 +239,7 @@ impl Handler {
             self.observe(
                 request,
                 decoded.as_ref().ok(),
-                request_header.id,
+                request_header,
                 transport,
                 peer,
                 scratch,
@@ -252,7 +259,7 @@ impl Handler {
         &self,
         raw: &[u8],
         request: Option<&Request>,
-        id: u16,
+        header: RequestHeader,
         transport: Transport,
         peer: SocketAddr,
         scratch: &Scratch,
@@ -284,10 +291,22 @@ impl Handler {
                 duration,
             });
         }
-        if self.log_queries {
+        if let Some(log) = &self.log_queries {
+            let root = Name::root();
+            let Some(rule) = log.rule_for(question.map_or(&root, Query::name)) else {
+                return;
+            };
+            let sent = outcome.sent.then_some(out);
+            let opcode = u8::from(header.op_code);
+            let kind = (rule.filters() || rule.format.needs_type())
+                .then(|| ResponseType::of(opcode, sent));
+            if kind.is_some_and(|k| !rule.logs(k.class())) {
+                return;
+            }
             let line = QueryLine {
                 peer,
-                id,
+                id: header.id,
+                opcode,
                 question,
                 proto: match transport {
                     Transport::Udp => "udp",
@@ -301,6 +320,7 @@ impl Handler {
                 rsize,
                 duration: duration.unwrap_or_default(),
             };
+            let line = line.render(&rule.format, kind);
             tracing::info!(target: querylog::TARGET, "{line}");
         }
     }
