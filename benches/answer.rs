@@ -142,7 +142,7 @@ fn bench_respond(c: &mut Criterion) {
     let server = metrics.server_slot("127.0.0.1:1053".parse().expect("addr"));
     // `*_udp`: metrics on, as `srvd serve --metrics` runs, so the per-query counting is
     // included; `*_udp_no_metrics`: the same handler without them, for the difference.
-    let counted = Handler::new(index.clone()).with_ops(Some(metrics), server, false);
+    let counted = Handler::new(index.clone()).with_ops(Some(metrics), server, None);
     let plain = Handler::new(index);
     let peer = "127.0.0.1:40000".parse().expect("addr");
     let mut out = Vec::with_capacity(1232);

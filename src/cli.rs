@@ -233,7 +233,7 @@ impl ServeArgs {
             health,
             ready: self.ready,
             metrics: self.metrics,
-            log_queries: self.log_queries,
+            log_queries: self.log_queries.then(crate::config::QueryLog::all),
             listen: self.listen.clone(),
             zones: match &self.zones_dir {
                 Some(dir) => ZoneSource::Dir(dir.clone()),
@@ -352,6 +352,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Browse(args) => browse(&args),
         Command::Check(args) => check(&args),
         Command::Serve(args) => {
+            // The bytes the configuration is parsed from: a reload compares against these, so an
+            // edit made while srvd starts is not mistaken for the running configuration.
+            let parsed = args.conf.as_ref().and_then(|path| std::fs::read(path).ok());
             let config = args.to_config()?;
             let mut poll = None;
             if let Some(path) = &args.conf {
@@ -365,7 +368,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the tokio runtime")?;
-            runtime.block_on(serve(config, &args, poll))
+            runtime.block_on(serve(config, &args, poll, parsed))
         }
         Command::Register(args) => register(&args),
     }
@@ -414,13 +417,18 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config, args: &ServeArgs, poll: Reload) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    args: &ServeArgs,
+    poll: Reload,
+    parsed: Option<Vec<u8>>,
+) -> anyhow::Result<()> {
     // Install the handlers before anything is served: a SIGTERM that arrives just after the
     // "serving" line must stop srvd gracefully, not kill it with the default action.
     let signals = Signals::install()?;
     let mut running = crate::daemon::start(&config).await?;
     match &args.conf {
-        Some(path) => reload_until_stopped(&mut running, signals, path, args, poll).await?,
+        Some(path) => reload_until_stopped(&mut running, signals, path, args, poll, parsed).await?,
         None => signals.wait(&mut running).await,
     }
     // A reload may have changed them: the configuration served last decides.
@@ -447,8 +455,9 @@ async fn reload_until_stopped(
     path: &std::path::Path,
     args: &ServeArgs,
     poll: Reload,
+    parsed: Option<Vec<u8>>,
 ) -> anyhow::Result<()> {
-    let mut last = std::fs::read(path).ok();
+    let mut last = parsed;
     let mut reported: Option<Vec<u8>> = None;
     let mut rng = {
         use rand::SeedableRng;

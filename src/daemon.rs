@@ -90,7 +90,7 @@ struct Listening {
 struct HandlerSettings {
     zones: Option<Vec<hickory_proto::rr::Name>>,
     metrics: bool,
-    log_queries: bool,
+    log_queries: Option<crate::config::QueryLog>,
 }
 
 impl HandlerSettings {
@@ -102,7 +102,7 @@ impl HandlerSettings {
                 .find(|(a, _)| *a == addr)
                 .map(|(_, zones)| zones.clone()),
             metrics: config.metrics.is_some(),
-            log_queries: config.log_queries,
+            log_queries: config.log_queries.clone(),
         }
     }
 }
@@ -386,7 +386,7 @@ impl Running {
             .with_ops(
                 settings.metrics.then(|| self.dns_metrics.clone()),
                 slot,
-                settings.log_queries,
+                settings.log_queries.clone(),
             )
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use hickory_proto::rr::Name;
 
 use crate::index::leases::LeaseBounds;
+use crate::ops::querylog::{LogFormat, ResponseClass};
 use crate::server::TcpLimits;
 
 /// The default listen address: loopback, and not 5353, which the mDNS responder (avahi) owns.
@@ -137,12 +138,96 @@ pub struct Config {
     pub ready: Option<SocketAddr>,
     /// `/metrics` (CoreDNS `prometheus ADDR`): off when `None`; queries are counted only then.
     pub metrics: Option<SocketAddr>,
-    /// One log line per query on the `srvd::query` target (CoreDNS `log`).
-    pub log_queries: bool,
+    /// One log line per query on the `srvd::query` target (CoreDNS `log`): off when `None`.
+    pub log_queries: Option<QueryLog>,
     /// CoreDNS `errors`: srvd always logs what would make it answer SERVFAIL (an answer it
     /// cannot encode, at `warn`) and etcd trouble (once per outage), so this only records that
     /// the Corefile asked for it; it changes nothing.
     pub log_errors: bool,
+}
+
+/// CoreDNS `log`: which queries get a line, and in which format.
+///
+/// CoreDNS gives each server block its own `log` rules, and a query meets only the rules of the
+/// block that serves it; so the rules are kept per block, with the block's zones, and a query is
+/// matched to the block whose zone is the most specific for its name. Within a block the first
+/// rule whose name covers the query decides, as in CoreDNS: it logs the query when the response's
+/// class is one it names, and no later rule is tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryLog {
+    /// Per server block (with or without `log`), its zones and its rules in order.
+    pub servers: Vec<LogServer>,
+}
+
+/// One server block's zones and `log` rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogServer {
+    /// The block's zones (lower-case, absolute).
+    pub zones: Vec<Name>,
+    /// Its rules, one per name of each `log` line, in order.
+    pub rules: Vec<LogRule>,
+}
+
+/// One name of a `log` line: `log NAME FORMAT { class CLASSES }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRule {
+    /// Queries for this name or below it (lower-case, absolute; `.` for all).
+    pub name: Name,
+    /// The line's format.
+    pub format: LogFormat,
+    /// The response classes logged; empty means all (CoreDNS's `class all`, its default).
+    pub classes: Vec<ResponseClass>,
+}
+
+impl QueryLog {
+    /// Every query, in the common format: `log` alone, or `--log-queries`.
+    pub fn all() -> Self {
+        Self {
+            servers: vec![LogServer {
+                zones: vec![Name::root()],
+                rules: vec![LogRule {
+                    name: Name::root(),
+                    format: LogFormat::default(),
+                    classes: Vec::new(),
+                }],
+            }],
+        }
+    }
+
+    /// The rule that decides about a query for `name` (the root for a query without one), if
+    /// any.
+    pub fn rule_for(&self, name: &Name) -> Option<&LogRule> {
+        let server = self
+            .servers
+            .iter()
+            .filter_map(|s| {
+                s.zones
+                    .iter()
+                    .filter(|z| z.zone_of(name))
+                    .map(|z| z.num_labels())
+                    .max()
+                    .map(|labels| (labels, s))
+            })
+            // The first of the most specific: `max_by_key` keeps the last, so compare by hand.
+            .fold(None::<(u8, &LogServer)>, |best, (labels, s)| match best {
+                Some((b, _)) if b >= labels => best,
+                _ => Some((labels, s)),
+            })?
+            .1;
+        server.rules.iter().find(|r| r.name.zone_of(name))
+    }
+}
+
+impl LogRule {
+    /// Whether the response's class must be known to decide (a `class` other than `all`).
+    pub fn filters(&self) -> bool {
+        !self.classes.is_empty()
+    }
+
+    /// Whether a response of `class` is logged.
+    pub fn logs(&self, class: ResponseClass) -> bool {
+        self.classes.is_empty() || self.classes.contains(&class)
+    }
 }
 
 /// `/health` settings.
@@ -168,7 +253,7 @@ impl Default for Config {
             health: None,
             ready: None,
             metrics: None,
-            log_queries: false,
+            log_queries: None,
             log_errors: false,
         }
     }

@@ -4,7 +4,7 @@
 //! Config.health / ready / metrics ─► http::bind (one listener per distinct address; paths
 //!     of every endpoint sharing it) ─► http::serve ─► Ops (health flag, readiness, registry)
 //! server loops ─► Handler::respond ─► LoopCounters (per loop)  ◄── scrape: metrics::Collected
-//!                                 └─► querylog (only with --log-queries)
+//!                                 └─► querylog (only with a query log: --log-queries, `log`)
 //! ```
 //! The query path's only cost is `metrics::LoopCounters::record` (plain per-loop counters) and,
 //! when on, the log line; everything else runs when an endpoint is asked.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hickory_proto::op::{Edns, Header, Message, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -24,9 +24,10 @@ use tracing::trace;
 
 use super::wire::{self, RequestHeader, Response, Transport};
 use crate::answer::{self, Answer, AnswerBuffers, Question};
+use crate::config::QueryLog;
 use crate::index::IndexHandle;
 use crate::ops::metrics::{DURATION_SAMPLE, DnsMetrics, LoopCounters, Observation, Proto};
-use crate::ops::querylog::{self, QueryLine};
+use crate::ops::querylog::{self, QueryLine, ResponseType};
 
 thread_local! {
     /// RFC 2782 draws need speed, not unpredictability: one fast generator per thread, seeded once
@@ -57,7 +58,8 @@ pub struct Handler {
     metrics: Option<Arc<DnsMetrics>>,
     /// The address's slot in the metrics (its `server` label).
     server: usize,
-    log_queries: bool,
+    /// The query log's rules; `None`: off, and nothing is gathered for it.
+    log_queries: Option<Arc<QueryLog>>,
     /// The zones this address serves, when it serves only some.
     zones: Option<ZoneKeys>,
 }
@@ -106,7 +108,7 @@ impl Handler {
             index,
             metrics: None,
             server: 0,
-            log_queries: false,
+            log_queries: None,
             zones: None,
         }
     }
@@ -126,18 +128,18 @@ impl Handler {
     }
 
     /// Counts every query into `metrics` under server slot `server` (per loop, see
-    /// [`Handler::scratch`]) and, with `log_queries`, logs one line per query on the
+    /// [`Handler::scratch`]) and, with `log_queries`, logs the queries its rules select on the
     /// `srvd::query` target.
     #[must_use]
     pub fn with_ops(
         mut self,
         metrics: Option<Arc<DnsMetrics>>,
         server: usize,
-        log_queries: bool,
+        log_queries: Option<QueryLog>,
     ) -> Self {
         self.metrics = metrics;
         self.server = server;
-        self.log_queries = log_queries;
+        self.log_queries = log_queries.map(Arc::new);
         self
     }
 
@@ -177,10 +179,11 @@ impl Handler {
         out: &mut Vec<u8>,
     ) -> bool {
         // Nothing below is gathered unless counters or the query log want it.
-        let observe = scratch.counters.is_some() || self.log_queries;
+        let observe = scratch.counters.is_some() || self.log_queries.is_some();
         let timed = observe && {
             scratch.untimed += 1;
-            if self.log_queries || scratch.time_all || scratch.untimed >= DURATION_SAMPLE {
+            if self.log_queries.is_some() || scratch.time_all || scratch.untimed >= DURATION_SAMPLE
+            {
                 scratch.untimed = 0;
                 true
             } else {
@@ -231,7 +234,7 @@ impl Handler {
             self.observe(
                 request,
                 decoded.as_ref().ok(),
-                request_header.id,
+                request_header,
                 transport,
                 peer,
                 scratch,
@@ -251,7 +254,7 @@ impl Handler {
         &self,
         raw: &[u8],
         request: Option<&Request>,
-        id: u16,
+        header: RequestHeader,
         transport: Transport,
         peer: SocketAddr,
         scratch: &mut Scratch,
@@ -300,10 +303,22 @@ impl Handler {
                 scratch.counters = Some(grown);
             }
         }
-        if self.log_queries {
+        if let Some(log) = &self.log_queries {
+            let root = Name::root();
+            let Some(rule) = log.rule_for(question.map_or(&root, Query::name)) else {
+                return;
+            };
+            let sent = outcome.sent.then_some(out);
+            let opcode = u8::from(header.op_code);
+            let kind = (rule.filters() || rule.format.needs_type())
+                .then(|| ResponseType::of(opcode, sent));
+            if kind.is_some_and(|k| !rule.logs(k.class())) {
+                return;
+            }
             let line = QueryLine {
                 peer,
-                id,
+                id: header.id,
+                opcode,
                 question,
                 proto: match transport {
                     Transport::Udp => "udp",
@@ -317,6 +332,7 @@ impl Handler {
                 rsize,
                 duration: duration.unwrap_or_default(),
             };
+            let line = line.render(&rule.format, kind);
             tracing::info!(target: querylog::TARGET, "{line}");
         }
     }

@@ -567,3 +567,156 @@ async fn reload_binds_new_addresses_closes_dropped_ones_and_keeps_the_ones_that_
     assert!(asked > 0);
     assert_eq!(failed, 0, "no query failed across the reloads");
 }
+
+/// The answer lines of `dig`, and its status.
+fn dig_status(port: u16, server: &str, name: &str, qtype: &str) -> String {
+    let out = dig(&[&format!("@{server}"), "-p", &port.to_string(), name, qtype]);
+    out.split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("none")
+        .to_string()
+}
+
+/// The query log lines in `log`, without tracing's prefix.
+fn query_lines(log: &[String]) -> Vec<String> {
+    log.iter()
+        .filter_map(|l| l.split("srvd::query: ").nth(1))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `log NAMES FORMAT { class ... }` over real sockets: each block logs its own zones by its own
+/// rules; a denial-only rule skips a success and logs NXDOMAIN and NODATA, in the operator's
+/// format with CoreDNS's `{/log/class}` and `{/log/type}`; another block logs in `{combined}`.
+#[test]
+fn log_rules_pick_queries_by_name_and_class_and_write_the_format_given() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db.example.test"), ZONE).unwrap();
+    std::fs::write(dir.path().join("db.other.test"), ZONE).unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("Corefile"),
+        format!(
+            "example.test:{port} {{\n  bind 127.0.0.1\n  file db.example.test\n  log . \"{{proto}} {{name}} {{type}} {{rcode}} {{/log/class}} {{/log/type}} {{>opcode}}\" {{\n    class denial\n  }}\n}}\nother.test:{port} {{\n  bind 127.0.0.1\n  file db.other.test\n  log www.other.test {{combined}}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let mut process = spawn_serve(dir.path(), &["--conf", "Corefile"], "info");
+    for (name, qtype, status) in [
+        ("www.example.test", "A", "NOERROR"),
+        ("nope.example.test", "A", "NXDOMAIN"),
+        ("www.example.test", "TXT", "NOERROR"),
+        ("ns1.other.test", "A", "NOERROR"),
+        ("www.other.test", "A", "NOERROR"),
+    ] {
+        assert_eq!(
+            dig_status(port, "127.0.0.1", name, qtype),
+            status,
+            "{name} {qtype}"
+        );
+    }
+    process.log_until(std::time::Duration::from_secs(10), |log| {
+        query_lines(log).len() >= 3
+    });
+    let lines = query_lines(&process.log);
+    assert_eq!(
+        lines[..2],
+        [
+            "udp nope.example.test. A NXDOMAIN denial NXDOMAIN 0",
+            "udp www.example.test. TXT NOERROR denial NODATA 0",
+        ]
+    );
+    // {combined}: the common format, then the opcode; only the rule's name is logged.
+    let (peer, rest) = lines[2].split_once(" - ").unwrap();
+    assert!(peer.starts_with("127.0.0.1:"), "{}", lines[2]);
+    assert!(
+        rest.contains(" \"A IN www.other.test. udp ") && rest.ends_with("s \"0\""),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+}
+
+/// `bind IFACE { except ... }` over real sockets: `lo` less its IPv6 address listens on
+/// 127.0.0.1 alone; `lo` alone listens on every address of `lo` (127.0.0.1, and ::1 where the
+/// machine has it). `errors { consolidate ... }` is accepted beside it.
+#[test]
+fn bind_listens_on_an_interfaces_addresses_except_those_excluded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db.example.test"), ZONE).unwrap();
+    let lo_v6 = if_addrs::get_if_addrs()
+        .unwrap()
+        .iter()
+        .any(|i| i.name == "lo" && i.ip() == std::net::Ipv6Addr::LOCALHOST);
+    let serving = |bind: &str| {
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("Corefile"),
+            format!(
+                "example.test:{port} {{\n  {bind}\n  file db.example.test\n  errors {{\n    consolidate 5m \".* i/o timeout$\" warning\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        let process = spawn_serve(dir.path(), &["--conf", "Corefile"], "info");
+        let line = process
+            .log
+            .iter()
+            .find(|l| l.contains("srvd serving"))
+            .unwrap()
+            .clone();
+        (port, process, line)
+    };
+    let (port, process, line) = serving("bind lo {\n    except ::1\n  }");
+    assert!(
+        line.contains(&format!("listen=udp+tcp 127.0.0.1:{port} ")),
+        "{line}"
+    );
+    assert!(!line.contains("[::1]"), "{line}");
+    assert_eq!(
+        dig_status(port, "127.0.0.1", "www.example.test", "A"),
+        "NOERROR"
+    );
+    drop(process);
+    let (port, _process, line) = serving("bind lo");
+    assert!(
+        line.contains(&format!("udp+tcp 127.0.0.1:{port}")),
+        "{line}"
+    );
+    assert_eq!(
+        line.contains(&format!("udp+tcp [::1]:{port}")),
+        lo_v6,
+        "{line}"
+    );
+    assert_eq!(
+        dig_status(port, "127.0.0.1", "www.example.test", "A"),
+        "NOERROR"
+    );
+    if lo_v6 {
+        assert_eq!(dig_status(port, "::1", "www.example.test", "A"), "NOERROR");
+    }
+}
+
+/// `srvd check` names each mistake in the new forms with its file and line.
+#[test]
+fn check_names_the_line_of_bad_log_errors_and_bind_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db.example.test"), ZONE).unwrap();
+    let path = dir.path().join("Corefile");
+    std::fs::write(
+        &path,
+        "example.test:1053 {\n  bind nosuch0 {\n    except lo\n  }\n  file db.example.test\n  log . \"{type} {qname}\"\n  errors {\n    consolidate 5m \"[unclosed\"\n  }\n}\n",
+    )
+    .unwrap();
+    let out = srvd(&["check", "--conf", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = path.display();
+    for want in [
+        format!("{file}:2: bind: not a valid IP address or interface name: \"nosuch0\""),
+        format!("{file}:6: log: unknown placeholder {{qname}} in format \"{{type}} {{qname}}\""),
+        format!("{file}:8: errors: consolidate: \"[unclosed\" is not a regular expression"),
+    ] {
+        assert!(stderr.contains(&want), "{want}\nin\n{stderr}");
+    }
+}

@@ -26,8 +26,9 @@ use hickory_proto::rr::Name;
 
 use self::blocks::{Directive, Disk, Files, Parser, ServerBlock};
 use self::lexer::Token;
-use super::{EtcdConfig, duration};
+use super::{EtcdConfig, LogRule, LogServer, QueryLog, duration};
 use crate::index::leases::LeaseBounds;
+use crate::ops::querylog::{LogFormat, ResponseClass};
 
 /// An error in a Corefile: where, in which directive, and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,9 +92,9 @@ pub struct Corefile {
     pub ready: Option<SocketAddr>,
     /// `prometheus [ADDR]`.
     pub metrics: Option<SocketAddr>,
-    /// `log`.
-    pub log_queries: bool,
-    /// `errors`.
+    /// `log [NAMES...] [FORMAT] { class CLASSES... }`: `None` when no block has `log`.
+    pub log_queries: Option<QueryLog>,
+    /// `errors [stdout] { stacktrace; consolidate DURATION REGEXP [LEVEL] [show_first] }`.
     pub log_errors: bool,
     /// `reload [INTERVAL [JITTER]]`.
     pub reload: Option<(Duration, Duration)>,
@@ -120,6 +121,23 @@ impl Corefile {
             log_errors: self.log_errors,
             ..super::Config::default()
         }
+    }
+}
+
+/// CoreDNS's bound on a `consolidate` pattern's length.
+const MAX_REGEXP_LEN: usize = 10_000;
+/// The compiled size a `consolidate` pattern may reach (bounded memory for any input).
+const REGEXP_SIZE_LIMIT: usize = 1 << 20;
+
+/// The names in `interfaces`, for an error message.
+fn interface_names(interfaces: &[if_addrs::Interface]) -> String {
+    let mut names: Vec<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        "none found".into()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -260,7 +278,8 @@ struct Reader {
     health: Option<(SocketAddr, Duration)>,
     ready: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
-    log_queries: bool,
+    /// Per block, its zones and `log` rules (every block, so a query meets its own block's).
+    log_servers: Vec<LogServer>,
     log_errors: bool,
     reload: Option<(Duration, Duration)>,
     notes: Vec<String>,
@@ -319,22 +338,58 @@ impl Reader {
             .filter(|d| d.name.is("root"))
             .find_map(|d| d.args.first())
             .map(|a| PathBuf::from(&a.text));
-        let mut binds: Vec<IpAddr> = Vec::new();
+        let mut binds: Vec<SocketAddr> = Vec::new();
+        let mut bound: Option<&Token> = None;
+        let mut log_rules = Vec::new();
+        let mut errors_seen = false;
+        let errors_before = self.errors.len();
         self.declared.clear();
         for directive in &block.directives {
             if directive.name.is("bind") {
-                binds.extend(self.bind(directive));
+                bound = bound.or(Some(&directive.name));
+                for addr in self.bind(directive) {
+                    if !binds.contains(&addr) {
+                        binds.push(addr);
+                    }
+                }
+            } else if directive.name.is("log") {
+                log_rules.extend(self.log(directive));
+            } else if directive.name.is("errors") {
+                if errors_seen {
+                    // CoreDNS's plugin.ErrOnce.
+                    self.fail(error(
+                        &directive.name,
+                        "errors",
+                        "this plugin can only be used once per Server Block",
+                    ));
+                }
+                errors_seen = true;
+                self.errors_directive(directive);
             } else {
                 self.directive(directive, &zones, root.as_deref());
             }
         }
-        if binds.is_empty() {
+        self.log_servers.push(LogServer {
+            zones: zones.clone(),
+            rules: log_rules,
+        });
+        match bound {
             // CoreDNS listens on every interface without `bind`.
-            binds.push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            None => binds.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+            // Addresses that were given but all excepted (a bad address is reported already).
+            Some(first) if binds.is_empty() && errors_before == self.errors.len() => {
+                self.fail(error(
+                    first,
+                    "bind",
+                    "no address is left once `except` removes its addresses (expected at least one to listen on)",
+                ));
+            }
+            Some(_) => {}
         }
         for port in &ports {
-            for ip in &binds {
-                let addr = SocketAddr::new(*ip, *port);
+            for bind in &binds {
+                let mut addr = *bind;
+                addr.set_port(*port);
                 if !self.listen.contains(&addr) {
                     self.listen.push(addr);
                 }
@@ -347,46 +402,320 @@ impl Reader {
         }
     }
 
-    fn bind(&mut self, directive: &Directive) -> Vec<IpAddr> {
-        if directive.args.is_empty() || !directive.block.is_empty() {
-            self.fail(error(&directive.name, "bind", "expected one or more IP addresses (`except` and interface names are not supported yet)"));
+    /// `bind ADDRESS|IFACE... { except ADDRESS|IFACE... }`, as CoreDNS's `bind`: a name of a
+    /// network interface stands for every address it has now (a link-local IPv6 one with the
+    /// interface as its scope); names are looked up before addresses, as CoreDNS does.
+    fn bind(&mut self, directive: &Directive) -> Vec<SocketAddr> {
+        if directive.args.is_empty() {
+            self.fail(error(
+                &directive.name,
+                "bind",
+                "at least one address or interface name is expected",
+            ));
             return Vec::new();
         }
-        let mut ips = Vec::new();
-        for arg in &directive.args {
+        let interfaces = match if_addrs::get_if_addrs() {
+            Ok(list) => list,
+            Err(e) => {
+                // CoreDNS warns and goes on with addresses only; so does srvd, failing only
+                // when a name needs the list.
+                self.notes.push(format!(
+                    "{}:{}: bind: cannot list the network interfaces ({e}); interface names will not be found",
+                    directive.name.file, directive.name.line
+                ));
+                Vec::new()
+            }
+        };
+        let mut except = Vec::new();
+        for sub in &directive.block {
+            if !sub.name.is("except") {
+                self.fail(error(
+                    &sub.name,
+                    "bind",
+                    format!(
+                        "invalid option {:?} (expected except ADDRESS|IFACE...)",
+                        sub.name.text
+                    ),
+                ));
+            } else if sub.args.is_empty() {
+                self.fail(error(
+                    &sub.name,
+                    "bind",
+                    "at least one address or interface must be given to except subdirective",
+                ));
+            } else {
+                except.extend(self.bind_addresses(&sub.args, &interfaces));
+            }
+        }
+        let mut addrs = self.bind_addresses(&directive.args, &interfaces);
+        addrs.retain(|a| !except.iter().any(|e| e.ip() == a.ip()));
+        addrs
+    }
+
+    /// The addresses `args` name (port 0).
+    fn bind_addresses(
+        &mut self,
+        args: &[Token],
+        interfaces: &[if_addrs::Interface],
+    ) -> Vec<SocketAddr> {
+        let mut addrs = Vec::new();
+        for arg in args {
+            let mut found = false;
+            for iface in interfaces.iter().filter(|i| i.name == arg.text) {
+                found = true;
+                let ip = iface.ip();
+                let addr = match ip {
+                    IpAddr::V6(v6) if v6.is_unicast_link_local() => SocketAddr::V6(
+                        std::net::SocketAddrV6::new(v6, 0, 0, iface.index.unwrap_or(0)),
+                    ),
+                    _ => SocketAddr::new(ip, 0),
+                };
+                if !addrs.contains(&addr) {
+                    addrs.push(addr);
+                }
+            }
+            if found {
+                continue;
+            }
             match arg.text.parse::<IpAddr>() {
-                Ok(ip) => ips.push(ip),
+                Ok(ip) => addrs.push(SocketAddr::new(ip, 0)),
                 Err(_) => self.fail(error(
                     arg,
                     "bind",
                     format!(
-                        "{:?}: expected an IP address (interface names are not supported yet)",
+                        "not a valid IP address or interface name: {:?} (interfaces here: {})",
+                        arg.text,
+                        interface_names(interfaces)
+                    ),
+                )),
+            }
+        }
+        addrs
+    }
+
+    /// `log [NAMES...] [FORMAT] { class CLASSES... }`, read as CoreDNS's `logParse`: no
+    /// argument logs every name; one argument is a name; with more, the last is the format when
+    /// it has a `{`.
+    fn log(&mut self, d: &Directive) -> Vec<LogRule> {
+        let mut args: Vec<&Token> = d.args.iter().collect();
+        let mut format = LogFormat::default();
+        if let [only] = args.as_slice()
+            && only.text.contains('{')
+        {
+            // CoreDNS takes a lone argument as a name, so `log {combined}` logs nothing there;
+            // refusing says what was meant.
+            self.fail(error(
+                only,
+                "log",
+                format!(
+                    "{:?}: a single argument is a name to log; to choose the format for every name write `log . {}`",
+                    only.text, only.text
+                ),
+            ));
+            return Vec::new();
+        }
+        if args.len() >= 2
+            && let Some(last) = args.last()
+            && last.text.contains('{')
+        {
+            match LogFormat::parse(&last.text) {
+                Ok(parsed) => format = parsed,
+                Err(e) => self.fail(error(last, "log", e)),
+            }
+            args.pop();
+        }
+        let mut names = Vec::new();
+        for arg in &args {
+            match Name::from_ascii(&arg.text) {
+                Ok(mut name) => {
+                    name.set_fqdn(true);
+                    names.push(name.to_lowercase());
+                }
+                Err(e) => self.fail(error(
+                    arg,
+                    "log",
+                    format!(
+                        "{:?} is not a domain name: {e} (expected NAMES... [FORMAT])",
                         arg.text
                     ),
                 )),
             }
         }
-        ips
+        if args.is_empty() {
+            names.push(Name::root());
+        }
+        let mut classes = Vec::new();
+        let mut all = false;
+        for sub in &d.block {
+            if !sub.name.is("class") {
+                self.fail(error(
+                    &sub.name,
+                    "log",
+                    format!(
+                        "unknown property '{}' (expected class CLASSES...)",
+                        sub.name.text
+                    ),
+                ));
+                continue;
+            }
+            if sub.args.is_empty() {
+                self.fail(error(
+                    &sub.name,
+                    "log",
+                    "Wrong argument count or unexpected line ending after 'class'",
+                ));
+            }
+            for arg in &sub.args {
+                let class = match arg.text.as_str() {
+                    "all" => {
+                        all = true;
+                        continue;
+                    }
+                    "success" => ResponseClass::Success,
+                    "denial" => ResponseClass::Denial,
+                    "error" => ResponseClass::Error,
+                    other => {
+                        self.fail(error(
+                            arg,
+                            "log",
+                            format!(
+                                "invalid Class: {other} (expected all, success, denial or error)"
+                            ),
+                        ));
+                        continue;
+                    }
+                };
+                if !classes.contains(&class) {
+                    classes.push(class);
+                }
+            }
+        }
+        if all {
+            classes.clear();
+        }
+        names
+            .into_iter()
+            .map(|name| LogRule {
+                name,
+                format: format.clone(),
+                classes: classes.clone(),
+            })
+            .collect()
+    }
+
+    /// `errors [stdout] { stacktrace; consolidate DURATION REGEXP [LEVEL] [show_first] }`, read
+    /// and checked as CoreDNS's `errorsParse`. srvd logs no error per query that consolidating
+    /// would thin out (see docs/coredns.md), so a valid block changes nothing.
+    fn errors_directive(&mut self, d: &Directive) {
+        match d.args.as_slice() {
+            [] => {}
+            [out] if out.is("stdout") => {}
+            [out] => self.fail(error(
+                out,
+                "errors",
+                format!(
+                    "invalid log file: {} (expected stdout or nothing)",
+                    out.text
+                ),
+            )),
+            [_, extra, ..] => self.fail(error(
+                extra,
+                "errors",
+                "Wrong argument count or unexpected line ending after 'errors'",
+            )),
+        }
+        for sub in &d.block {
+            match sub.name.text.as_str() {
+                "stacktrace" => {}
+                "consolidate" => self.consolidate(sub),
+                other => self.fail(error(
+                    &sub.name,
+                    "errors",
+                    format!(
+                        "Unknown field {other} (expected stacktrace or consolidate DURATION REGEXP [LEVEL] [show_first])"
+                    ),
+                )),
+            }
+        }
+        self.log_errors = true;
+    }
+
+    /// `consolidate DURATION REGEXP [LEVEL] [show_first]`.
+    fn consolidate(&mut self, sub: &Directive) {
+        let args = &sub.args;
+        if !(2..=4).contains(&args.len()) {
+            self.fail(error(
+                &sub.name,
+                "errors",
+                "Wrong argument count or unexpected line ending after 'consolidate' (expected consolidate DURATION REGEXP [LEVEL] [show_first])",
+            ));
+            return;
+        }
+        // Go's time.ParseDuration, which CoreDNS uses here, wants a unit.
+        let period = &args[0];
+        if period.text.parse::<u64>().is_ok_and(|n| n != 0) {
+            self.fail(error(
+                period,
+                "errors",
+                format!(
+                    "time: missing unit in duration {:?} (expected e.g. 30s or 5m)",
+                    period.text
+                ),
+            ));
+        } else if let Err(e) = duration::parse(&period.text) {
+            self.fail(error(period, "errors", format!("consolidate {e}")));
+        }
+        let pattern = &args[1];
+        if pattern.text.len() > MAX_REGEXP_LEN {
+            self.fail(error(
+                pattern,
+                "errors",
+                format!(
+                    "regex pattern too long: {} > {MAX_REGEXP_LEN}",
+                    pattern.text.len()
+                ),
+            ));
+        } else if let Err(e) = regex::RegexBuilder::new(&pattern.text)
+            .size_limit(REGEXP_SIZE_LIMIT)
+            .build()
+        {
+            self.fail(error(
+                pattern,
+                "errors",
+                format!(
+                    "consolidate: {:?} is not a regular expression: {e}",
+                    pattern.text
+                ),
+            ));
+        }
+        let mut level = false;
+        let mut show_first = false;
+        for arg in &args[2..] {
+            let message = match arg.text.as_str() {
+                "warning" | "error" | "info" | "debug" if level => {
+                    "multiple log levels specified in consolidate"
+                }
+                "warning" | "error" | "info" | "debug" if show_first => {
+                    "log level must come before show_first in consolidate"
+                }
+                "warning" | "error" | "info" | "debug" => {
+                    level = true;
+                    continue;
+                }
+                "show_first" => {
+                    show_first = true;
+                    continue;
+                }
+                _ => {
+                    "unknown option in consolidate (expected warning, error, info, debug or show_first)"
+                }
+            };
+            self.fail(error(arg, "errors", format!("{}: {message}", arg.text)));
+        }
     }
 
     fn directive(&mut self, d: &Directive, block_zones: &[Name], root: Option<&Path>) {
         let name = d.name.text.as_str();
-        let no_args = |this: &mut Self| {
-            if let Some(arg) = d.args.first() {
-                this.fail(error(
-                    arg,
-                    name,
-                    format!("unexpected argument {:?} (not supported yet)", arg.text),
-                ));
-            }
-            if let Some(sub) = d.block.first() {
-                this.fail(error(
-                    &sub.name,
-                    name,
-                    format!("unexpected '{}' (not supported yet)", sub.name.text),
-                ));
-            }
-        };
         match name {
             "etcd" => self.etcd(d, block_zones),
             "file" => self.file(d, block_zones, root),
@@ -421,14 +750,6 @@ impl Reader {
                 if let Some(addr) = self.addr_arg(d, "localhost:9153") {
                     self.once(d, "prometheus", |r| &mut r.metrics, addr);
                 }
-            }
-            "log" => {
-                no_args(self);
-                self.log_queries = true;
-            }
-            "errors" => {
-                no_args(self);
-                self.log_errors = true;
             }
             "reload" => {
                 let mut values = [Duration::from_secs(30), Duration::from_secs(15)];
@@ -755,7 +1076,13 @@ impl Reader {
             health: self.health,
             ready: self.ready,
             metrics: self.metrics,
-            log_queries: self.log_queries,
+            log_queries: self
+                .log_servers
+                .iter()
+                .any(|s| !s.rules.is_empty())
+                .then_some(QueryLog {
+                    servers: self.log_servers,
+                }),
             log_errors: self.log_errors,
             reload: self.reload,
             notes: self.notes,
@@ -766,6 +1093,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::querylog;
 
     struct NoFiles;
 
@@ -904,7 +1232,10 @@ mod tests {
             Some("127.0.0.1:9153".parse().unwrap()),
             "CoreDNS's localhost:9153"
         );
-        assert!(corefile.log_queries && corefile.log_errors);
+        assert!(corefile.log_errors);
+        let log = corefile.log_queries.unwrap();
+        assert_eq!(log.servers.len(), 1);
+        assert_eq!(log.servers[0].rules, QueryLog::all().servers[0].rules);
         assert_eq!(
             corefile.reload,
             Some((Duration::from_secs(30), Duration::from_secs(15)))
@@ -943,7 +1274,7 @@ mod tests {
     #[test]
     fn errors_name_file_line_and_directive_and_all_are_reported() {
         let errors = read(
-            "service.local:1053 {\n  forward . 8.8.8.8\n  whoami\n  frobnicate\n  log stdout\n  health :80a\n  registry /services\n}\nother.test:1054 {\n  file db.other\n}\n",
+            "service.local:1053 {\n  forward . 8.8.8.8\n  whoami\n  frobnicate\n  log . \"{type} {nope}\"\n  health :80a\n  registry /services\n}\nother.test:1054 {\n  file db.other\n}\n",
         )
         .unwrap_err();
         assert_eq!(
@@ -952,7 +1283,7 @@ mod tests {
                 "Corefile:2: srvd does not have CoreDNS's forward plugin: srvd never recurses; keep a resolver in front for other names",
                 "Corefile:3: srvd does not have CoreDNS's whoami plugin: srvd is an authoritative server for etcd and zone files; remove it, or keep CoreDNS in front for it",
                 "Corefile:4: unknown directive 'frobnicate' (expected etcd, file, registry, bind, root, health, ready, prometheus, log, errors, reload or cache)",
-                "Corefile:5: log: unexpected argument \"stdout\" (not supported yet)",
+                "Corefile:5: log: unknown placeholder {nope} in format \"{type} {nope}\": expected one of {type} {name} {class} {proto} {remote} {port} {size} {>id} {>opcode} {>do} {>bufsize} {rcode} {rsize} {duration} {>rflags} {/log/class} {/log/type}, {common} or {combined}",
                 "Corefile:6: health: \":80a\": expected an address such as :8080, localhost:8080 or 127.0.0.1:8080",
                 "Corefile:7: registry: the registry is kept in etcd: it needs an etcd directive",
             ]
@@ -1007,5 +1338,282 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(zones, ["a.test.", "b.test."]);
+    }
+
+    fn names(list: &[&str]) -> Vec<Name> {
+        list.iter().map(|n| Name::from_ascii(n).unwrap()).collect()
+    }
+
+    /// `(name, format, classes)` of each rule of the one block of `text`.
+    fn log_rules(text: &str) -> Vec<(String, LogFormat, Vec<ResponseClass>)> {
+        let log = read(text).unwrap().log_queries.unwrap();
+        assert_eq!(log.servers.len(), 1);
+        log.servers[0]
+            .rules
+            .iter()
+            .map(|r| (r.name.to_string(), r.format.clone(), r.classes.clone()))
+            .collect()
+    }
+
+    /// CoreDNS's `log` forms (plugin/log README and setup): names, formats and classes.
+    #[test]
+    fn log_forms_read_as_coredns_reads_them() {
+        use ResponseClass::{Denial, Error, Success};
+        let block = |log: &str| format!("example.org:1053 {{\n{log}\n}}\n");
+        let common = LogFormat::parse(querylog::COMMON).unwrap();
+        let combined = LogFormat::parse(querylog::COMBINED).unwrap();
+        let custom = LogFormat::parse("{proto} Request: {name} {type} {>id}").unwrap();
+        for (log, want) in [
+            ("log", vec![(".", common.clone(), vec![])]),
+            (
+                "log example.org",
+                vec![("example.org.", common.clone(), vec![])],
+            ),
+            (
+                "log a.example.org B.example.org {combined}",
+                vec![
+                    ("a.example.org.", combined.clone(), vec![]),
+                    ("b.example.org.", combined.clone(), vec![]),
+                ],
+            ),
+            (
+                "log . \"{proto} Request: {name} {type} {>id}\"",
+                vec![(".", custom.clone(), vec![])],
+            ),
+            ("log . {common}", vec![(".", common.clone(), vec![])]),
+            (
+                "log example.org {\n class denial\n}",
+                vec![("example.org.", common.clone(), vec![Denial])],
+            ),
+            (
+                "log . {combined} {\n class denial error\n}",
+                vec![(".", combined.clone(), vec![Denial, Error])],
+            ),
+            (
+                "log . {\n class denial\n class success\n}",
+                vec![(".", common.clone(), vec![Denial, Success])],
+            ),
+            (
+                "log {\n class success all\n}",
+                vec![(".", common.clone(), vec![])],
+            ),
+            // Several `log` lines in a block: their rules in order (the first match decides).
+            (
+                "log sub.example.org {\n class error\n}\nlog",
+                vec![
+                    ("sub.example.org.", common.clone(), vec![Error]),
+                    (".", common.clone(), vec![]),
+                ],
+            ),
+        ] {
+            let want: Vec<_> = want
+                .into_iter()
+                .map(|(n, f, c)| (n.to_string(), f, c))
+                .collect();
+            assert_eq!(log_rules(&block(log)), want, "{log}");
+        }
+    }
+
+    #[test]
+    fn log_errors_name_the_line() {
+        let block = |log: &str| format!("example.org:1053 {{\n{log}\n}}\n");
+        for (log, want) in [
+            (
+                "log . \"{local} {type}\"",
+                "Corefile:2: log: unknown placeholder {local} in format \"{local} {type}\": srvd does not pass the local address to the query log yet",
+            ),
+            (
+                "log . \"{/geoip/city/name}\"",
+                "Corefile:2: log: unknown placeholder {/geoip/city/name} in format \"{/geoip/city/name}\": srvd has no metadata plugin; of the metadata only {/log/class} and {/log/type} exist",
+            ),
+            (
+                "log {combined}",
+                "Corefile:2: log: \"{combined}\": a single argument is a name to log; to choose the format for every name write `log . {combined}`",
+            ),
+            (
+                "log {\n class denial weird\n}",
+                "Corefile:3: log: invalid Class: weird (expected all, success, denial or error)",
+            ),
+            (
+                "log {\n class\n}",
+                "Corefile:3: log: Wrong argument count or unexpected line ending after 'class'",
+            ),
+            (
+                "log {\n format {common}\n}",
+                "Corefile:3: log: unknown property 'format' (expected class CLASSES...)",
+            ),
+            (
+                "log a..b",
+                "Corefile:2: log: \"a..b\" is not a domain name: Malformed label:  (expected NAMES... [FORMAT])",
+            ),
+        ] {
+            assert_eq!(read(&block(log)).unwrap_err(), [want], "{log}");
+        }
+    }
+
+    /// A query meets the rules of the block that serves it (the most specific zone), and the
+    /// first of them whose name covers it decides.
+    #[test]
+    fn a_query_meets_the_log_rules_of_its_own_block() {
+        let log = read(
+            "a.test:1053 {\n  log b.a.test {\n    class denial\n  }\n  log\n}\nsub.a.test:1053 {\n  file db.sub\n}\nc.test:1053 {\n  log . {combined}\n}\n",
+        )
+        .unwrap()
+        .log_queries
+        .unwrap();
+        assert_eq!(
+            log.servers
+                .iter()
+                .map(|s| s.zones.clone())
+                .collect::<Vec<_>>(),
+            [
+                names(&["a.test."]),
+                names(&["sub.a.test."]),
+                names(&["c.test."])
+            ]
+        );
+        let rule = |name: &str| {
+            log.rule_for(&Name::from_ascii(name).unwrap())
+                .map(|r| (r.name.to_string(), r.classes.clone()))
+        };
+        assert_eq!(
+            rule("x.B.a.test."),
+            Some(("b.a.test.".into(), vec![ResponseClass::Denial]))
+        );
+        assert_eq!(rule("x.a.test."), Some((".".into(), vec![])));
+        assert_eq!(rule("x.sub.a.test."), None, "its block has no log");
+        assert_eq!(rule("c.test."), Some((".".into(), vec![])));
+        assert_eq!(rule("d.test."), None, "no block serves it");
+        assert!(
+            read("a.test:1053 {\n  file db.a\n}\n")
+                .unwrap()
+                .log_queries
+                .is_none()
+        );
+    }
+
+    /// CoreDNS's `errors` block: accepted when valid, each mistake named with its line.
+    #[test]
+    fn errors_blocks_are_checked_as_coredns_checks_them() {
+        let block = |errors: &str| format!("example.org:1053 {{\n{errors}\n}}\n");
+        for errors in [
+            "errors",
+            "errors stdout",
+            "errors {\n stacktrace\n consolidate 5m \".* i/o timeout$\" warning\n consolidate 30s \"^Failed to .+\"\n consolidate 1m ^x debug show_first\n consolidate 1m ^y show_first\n}",
+        ] {
+            assert!(read(&block(errors)).unwrap().log_errors, "{errors}");
+        }
+        for (errors, want) in [
+            (
+                "errors {\n consolidate 5m \"(unclosed\"\n}",
+                "Corefile:3: errors: consolidate: \"(unclosed\" is not a regular expression: regex parse error:\n    (unclosed\n    ^\nerror: unclosed group",
+            ),
+            (
+                "errors {\n consolidate 30 x\n}",
+                "Corefile:3: errors: time: missing unit in duration \"30\" (expected e.g. 30s or 5m)",
+            ),
+            (
+                "errors {\n consolidate 5m\n}",
+                "Corefile:3: errors: Wrong argument count or unexpected line ending after 'consolidate' (expected consolidate DURATION REGEXP [LEVEL] [show_first])",
+            ),
+            (
+                "errors {\n consolidate 5m x loud\n}",
+                "Corefile:3: errors: loud: unknown option in consolidate (expected warning, error, info, debug or show_first)",
+            ),
+            (
+                "errors {\n consolidate 5m x show_first warning\n}",
+                "Corefile:3: errors: warning: log level must come before show_first in consolidate",
+            ),
+            (
+                "errors {\n consolidate 5m x info error\n}",
+                "Corefile:3: errors: error: multiple log levels specified in consolidate",
+            ),
+            (
+                "errors {\n frob\n}",
+                "Corefile:3: errors: Unknown field frob (expected stacktrace or consolidate DURATION REGEXP [LEVEL] [show_first])",
+            ),
+            (
+                "errors stderr",
+                "Corefile:2: errors: invalid log file: stderr (expected stdout or nothing)",
+            ),
+            (
+                "errors\nerrors",
+                "Corefile:3: errors: this plugin can only be used once per Server Block",
+            ),
+        ] {
+            assert_eq!(read(&block(errors)).unwrap_err(), [want], "{errors}");
+        }
+        let long = format!("errors {{\n consolidate 5m {}\n}}", "a".repeat(10_001));
+        assert_eq!(
+            read(&block(&long)).unwrap_err(),
+            ["Corefile:3: errors: regex pattern too long: 10001 > 10000"]
+        );
+    }
+
+    /// `bind IFACE` and `except`, with the real loopback interface (its IPv6 address may or may
+    /// not be there, so the expected list is read from the system too).
+    #[test]
+    fn bind_takes_interface_names_and_except() {
+        let lo: Vec<IpAddr> = if_addrs::get_if_addrs()
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.name == "lo")
+            .map(|i| i.ip())
+            .collect();
+        assert!(lo.contains(&IpAddr::from([127, 0, 0, 1])), "{lo:?}");
+        let listen = |bind: &str| {
+            read(&format!("example.org:1053 {{\n{bind}\n}}\n")).map(|c| {
+                c.listen
+                    .iter()
+                    .map(|a| {
+                        assert_eq!(a.port(), 1053);
+                        a.ip()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(listen("bind lo").unwrap(), lo);
+        assert_eq!(listen("bind 127.0.0.1 lo").unwrap(), lo, "no address twice");
+        assert_eq!(
+            listen("bind lo 192.0.2.1 {\n except 127.0.0.1\n}").unwrap(),
+            lo.iter()
+                .copied()
+                .filter(|ip| !ip.is_ipv4())
+                .chain([IpAddr::from([192, 0, 2, 1])])
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            listen("bind 127.0.0.1 {\n except lo\n}\nbind ::1").unwrap(),
+            [IpAddr::from(std::net::Ipv6Addr::LOCALHOST)],
+            "except applies to its own bind line"
+        );
+        let unknown = listen("bind 127.0.0.1 nosuch0").unwrap_err();
+        assert_eq!(unknown.len(), 1);
+        assert!(
+            unknown[0].starts_with(
+                "Corefile:2: bind: not a valid IP address or interface name: \"nosuch0\" (interfaces here: "
+            ) && unknown[0].contains("lo"),
+            "{unknown:?}"
+        );
+        for (bind, want) in [
+            (
+                "bind 127.0.0.1 {\n except lo\n}",
+                "Corefile:2: bind: no address is left once `except` removes its addresses (expected at least one to listen on)",
+            ),
+            (
+                "bind 127.0.0.1 {\n except\n}",
+                "Corefile:3: bind: at least one address or interface must be given to except subdirective",
+            ),
+            (
+                "bind 127.0.0.1 {\n only lo\n}",
+                "Corefile:3: bind: invalid option \"only\" (expected except ADDRESS|IFACE...)",
+            ),
+            (
+                "bind",
+                "Corefile:2: bind: at least one address or interface name is expected",
+            ),
+        ] {
+            assert_eq!(listen(bind).unwrap_err(), [want], "{bind}");
+        }
     }
 }
