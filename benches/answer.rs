@@ -139,7 +139,7 @@ fn bench_respond(c: &mut Criterion) {
     let mut index = index();
     index.set_metrics_slots(|origin| metrics.zone_slot(&origin.to_string()));
     let index = Arc::new(IndexHandle::new(index));
-    let server = metrics.server_slot("127.0.0.1:1053".parse().expect("addr"));
+    let server = metrics.server_slot("dns://127.0.0.1:1053");
     // `*_udp`: metrics on, as `srvd serve --metrics` runs, so the per-query counting is
     // included; `*_udp_no_metrics`: the same handler without them, for the difference.
     let counted = Handler::new(index.clone()).with_ops(Some(metrics), server, None);

@@ -40,7 +40,7 @@ fn main() {
     let metrics = Arc::new(DnsMetrics::new());
     index.set_metrics_slots(|origin| metrics.zone_slot(&origin.to_string()));
     let index = Arc::new(IndexHandle::new(index));
-    let server = metrics.server_slot("127.0.0.1:1053".parse().expect("addr"));
+    let server = metrics.server_slot("dns://127.0.0.1:1053");
     let counted = Handler::new(index.clone()).with_ops(Some(metrics), server, None);
     let plain = Handler::new(index);
     let peer = "127.0.0.1:40000".parse().expect("addr");

@@ -118,6 +118,17 @@ struct HttpListening {
     stop: CancellationToken,
 }
 
+/// The `server` label of a listen address, as CoreDNS writes it: `dns://IP:PORT`, or
+/// `dns://:PORT` for every interface (a block without `bind`, configured as `[::]`, even where
+/// the host has no IPv6 and `0.0.0.0` was bound).
+fn server_label(configured: SocketAddr, bound: SocketAddr) -> String {
+    if configured.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+        format!("dns://:{}", bound.port())
+    } else {
+        format!("dns://{bound}")
+    }
+}
+
 /// Zones loaded and indexed from a configuration, not yet served.
 struct Prepared {
     index: Index,
@@ -213,11 +224,7 @@ async fn bind_http(
         let listener = if kept {
             None
         } else {
-            Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Bind { addr, source })?,
-            )
+            Some(server::bind_tcp(addr).map_err(|source| StartError::Bind { addr, source })?)
         };
         out.push((addr, paths, listener));
     }
@@ -309,7 +316,7 @@ impl Running {
                     };
                     let stop = self
                         .server
-                        .serve(&sockets, &self.handler(&settings, &sockets));
+                        .serve(&sockets, &self.handler(*addr, &settings, &sockets));
                     old.stop.cancel();
                     Listening {
                         stop,
@@ -323,7 +330,7 @@ impl Running {
                     };
                     let stop = self
                         .server
-                        .serve(&sockets, &self.handler(&settings, &sockets));
+                        .serve(&sockets, &self.handler(*addr, &settings, &sockets));
                     Listening {
                         configured,
                         sockets: sockets.downgrade(),
@@ -379,8 +386,15 @@ impl Running {
     }
 
     /// The handler for one listen address.
-    fn handler(&self, settings: &HandlerSettings, sockets: &Sockets) -> Handler {
-        let slot = self.dns_metrics.server_slot(sockets.addr);
+    fn handler(
+        &self,
+        configured: SocketAddr,
+        settings: &HandlerSettings,
+        sockets: &Sockets,
+    ) -> Handler {
+        let slot = self
+            .dns_metrics
+            .server_slot(&server_label(configured, sockets.addr));
         Handler::new(self.index.clone())
             .with_zones(settings.zones.as_deref())
             .with_ops(
@@ -420,7 +434,9 @@ impl Running {
         let index = self.index.load_full();
         let mut enabled = Vec::new();
         for l in &self.listening {
-            let server = self.dns_metrics.server_slot(l.sockets.addr);
+            let server = self
+                .dns_metrics
+                .server_slot(&server_label(l.configured, l.sockets.addr));
             let settings = HandlerSettings::of(config, l.configured);
             for zone in index.zones() {
                 if settings
@@ -689,7 +705,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         let settings = HandlerSettings::of(config, configured);
         let stop = running
             .server
-            .serve(&sockets, &running.handler(&settings, &sockets));
+            .serve(&sockets, &running.handler(configured, &settings, &sockets));
         running.listening.push(Listening {
             configured,
             sockets: sockets.downgrade(),
@@ -773,4 +789,36 @@ fn spawn_sync(
     };
     let task = tokio::spawn(sync::run(setup, status_tx, shutdown));
     (handle, task, status_rx, leases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_labels_are_written_as_coredns_writes_them() {
+        let label = |configured: &str, bound: &str| {
+            server_label(configured.parse().unwrap(), bound.parse().unwrap())
+        };
+        assert_eq!(
+            label("[::]:53", "[::]:53"),
+            "dns://:53",
+            "every interface (no `bind`)"
+        );
+        assert_eq!(
+            label("[::]:0", "0.0.0.0:1053"),
+            "dns://:1053",
+            "the IPv4-only fallback"
+        );
+        assert_eq!(
+            label("0.0.0.0:53", "0.0.0.0:53"),
+            "dns://0.0.0.0:53",
+            "`bind 0.0.0.0`"
+        );
+        assert_eq!(
+            label("127.0.0.1:0", "127.0.0.1:1053"),
+            "dns://127.0.0.1:1053"
+        );
+        assert_eq!(label("[::1]:53", "[::1]:53"), "dns://[::1]:53");
+    }
 }

@@ -263,6 +263,9 @@ impl Handler {
         start: Option<Instant>,
     ) {
         let duration = start.map(|s| s.elapsed());
+        // A dual-stack socket (a block without `bind`) sees IPv4 clients as ::ffff:a.b.c.d;
+        // CoreDNS counts and logs them as IPv4.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let question = request.and_then(|r| {
             if r.queries.len() == 1 {
                 r.queries.first()

@@ -369,31 +369,98 @@ async fn read_in_time(stream: &mut TcpStream, buf: &mut [u8], limit: Duration) -
         .map(|_| ())
 }
 
-/// Binds UDP and TCP on `addr`. With port 0, both get the same free port.
+/// Binds UDP and TCP on `addr`. With port 0, both get the same free port. `[::]` (a Corefile
+/// block without `bind`) means every interface, IPv4 included, as CoreDNS listens: the sockets
+/// are dual-stack, or IPv4 only (`0.0.0.0`) on a host without IPv6.
 ///
 /// # Errors
 /// The bind error, when the address is taken or not local.
 pub async fn bind(addr: SocketAddr) -> io::Result<Sockets> {
-    let sockets = |udp: UdpSocket, tcp: TcpListener| -> io::Result<Sockets> {
+    if addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+        match bind_pair(addr, true) {
+            Err(error) if no_ipv6(&error) => {
+                let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+                tracing::info!(%addr, %error, "no IPv6 on this host; listening on {v4}");
+                bind_pair(v4, false)
+            }
+            other => other,
+        }
+    } else {
+        bind_pair(addr, false)
+    }
+}
+
+/// A TCP listener on `addr` for HTTP, where `[::]` means every interface as in [`bind`].
+///
+/// # Errors
+/// The bind error, when the address is taken or not local.
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let listener = if addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+        match tcp_socket(addr, true) {
+            Err(error) if no_ipv6(&error) => {
+                tcp_socket(SocketAddr::from(([0, 0, 0, 0], addr.port())), false)?
+            }
+            other => other?,
+        }
+    } else {
+        tcp_socket(addr, false)?
+    };
+    TcpListener::from_std(listener)
+}
+
+/// Whether `error` says the host has no IPv6 (rather than that the port is taken).
+pub fn no_ipv6(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::AddrNotAvailable || error.raw_os_error() == Some(97) // EAFNOSUPPORT
+}
+
+fn bind_pair(addr: SocketAddr, dual_stack: bool) -> io::Result<Sockets> {
+    let sockets = |udp: std::net::UdpSocket, tcp: std::net::TcpListener| -> io::Result<Sockets> {
+        let tcp = TcpListener::from_std(tcp)?;
         Ok(Sockets {
             addr: tcp.local_addr()?,
-            udp: Arc::new(udp),
+            udp: Arc::new(UdpSocket::from_std(udp)?),
             tcp: Arc::new(tcp),
         })
     };
     if addr.port() != 0 {
-        let tcp = TcpListener::bind(addr).await?;
-        let udp = UdpSocket::bind(addr).await?;
+        let tcp = tcp_socket(addr, dual_stack)?;
+        let udp = udp_socket(addr, dual_stack)?;
         return sockets(udp, tcp);
     }
     let mut last_error = None;
     for _ in 0..16 {
-        let tcp = TcpListener::bind(addr).await?;
+        let tcp = tcp_socket(addr, dual_stack)?;
         let bound = tcp.local_addr()?;
-        match UdpSocket::bind(bound).await {
+        match udp_socket(bound, dual_stack) {
             Ok(udp) => return sockets(udp, tcp),
             Err(error) => last_error = Some(error),
         }
     }
     Err(last_error.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
+}
+
+/// A non-blocking socket of `kind` for `addr`, IPV6_V6ONLY off when `dual_stack`.
+fn socket(addr: SocketAddr, kind: socket2::Type, dual_stack: bool) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, None)?;
+    if dual_stack {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// As `std::net::TcpListener::bind` does (SO_REUSEADDR, so a restart does not wait out
+/// TIME_WAIT), with tokio's backlog.
+fn tcp_socket(addr: SocketAddr, dual_stack: bool) -> io::Result<std::net::TcpListener> {
+    let socket = socket(addr, socket2::Type::STREAM, dual_stack)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+fn udp_socket(addr: SocketAddr, dual_stack: bool) -> io::Result<std::net::UdpSocket> {
+    let socket = socket(addr, socket2::Type::DGRAM, dual_stack)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }

@@ -17,7 +17,7 @@ pub mod lexer;
 pub mod zones;
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +78,7 @@ pub struct ZoneFileSpec {
 /// What a Corefile configures.
 #[derive(Debug, Clone)]
 pub struct Corefile {
-    /// The DNS addresses (each block's ports on its `bind` addresses, or on all IPv4 interfaces).
+    /// The DNS addresses (each block's ports on its `bind` addresses, or `[::]`: every interface).
     pub listen: Vec<SocketAddr>,
     /// When ports serve different zones: each address with the zones it serves.
     pub zones_by_listen: Vec<(SocketAddr, Vec<Name>)>,
@@ -296,7 +296,8 @@ fn http_addr(text: &str) -> Result<SocketAddr, String> {
     let (host, port) = text.rsplit_once(':').ok_or_else(expected)?;
     let port: u16 = port.parse().map_err(|_| expected())?;
     let ip = match host.trim_start_matches('[').trim_end_matches(']') {
-        "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        // Every interface, IPv6 and IPv4, as Go's `:8080` means.
+        "" => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
         other => other.parse().map_err(|_| expected())?,
     };
@@ -374,8 +375,8 @@ impl Reader {
             rules: log_rules,
         });
         match bound {
-            // CoreDNS listens on every interface without `bind`.
-            None => binds.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+            // CoreDNS listens on every interface without `bind`: IPv6 and IPv4 (dual-stack).
+            None => binds.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)),
             // Addresses that were given but all excepted (a bad address is reported already).
             Some(first) if binds.is_empty() && errors_before == self.errors.len() => {
                 self.fail(error(
@@ -1224,7 +1225,7 @@ mod tests {
         assert_eq!(etcd.registry_ttl, 10);
         assert_eq!(
             corefile.health,
-            Some(("0.0.0.0:8080".parse().unwrap(), Duration::from_secs(5)))
+            Some(("[::]:8080".parse().unwrap(), Duration::from_secs(5)))
         );
         assert_eq!(corefile.ready, Some("127.0.0.1:8181".parse().unwrap()));
         assert_eq!(
@@ -1253,7 +1254,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             corefile.listen,
-            ["0.0.0.0:1053".parse::<SocketAddr>().unwrap()]
+            ["[::]:1053".parse::<SocketAddr>().unwrap()]
         );
         assert_eq!(
             corefile.files,
@@ -1328,7 +1329,7 @@ mod tests {
         let corefile = read("a.test:1053 {\n  etcd\n}\nb.test:1053 {\n  etcd\n}\n").unwrap();
         assert_eq!(
             corefile.listen,
-            ["0.0.0.0:1053".parse::<SocketAddr>().unwrap()]
+            ["[::]:1053".parse::<SocketAddr>().unwrap()]
         );
         let zones: Vec<String> = corefile
             .etcd
