@@ -20,6 +20,14 @@ fn srvd(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Replaces `path` as editors and configuration managers do (a new file renamed over it), so a
+/// reload polling the file never reads half of an edit.
+fn write_atomically(path: &std::path::Path, text: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let next = path.with_extension("next");
+    std::fs::write(&next, text)?;
+    std::fs::rename(&next, path)
+}
+
 /// A loopback port that is free now.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -252,7 +260,7 @@ async fn reload_switches_to_a_changed_corefile_without_failing_a_query() {
             "example.test:{port} other.test:{port} {{\n  bind 127.0.0.1\n  reload 1s 0s\n  file db.example.test example.test\n{extra}}}\n"
         )
     };
-    std::fs::write(&corefile, block("")).unwrap();
+    write_atomically(&corefile, block("")).unwrap();
     let mut process = spawn_serve(dir.path(), &["--conf", "Corefile"], "info");
     let addr = process.addr;
     assert_eq!(
@@ -281,7 +289,7 @@ async fn reload_switches_to_a_changed_corefile_without_failing_a_query() {
     });
 
     // A valid change, picked up by polling: a second zone appears.
-    std::fs::write(&corefile, block("  file db.other.test other.test\n")).unwrap();
+    write_atomically(&corefile, block("  file db.other.test other.test\n")).unwrap();
     crate::support::eventually(
         std::time::Duration::from_secs(10),
         "other.test served",
@@ -295,7 +303,7 @@ async fn reload_switches_to_a_changed_corefile_without_failing_a_query() {
     .await;
 
     // An invalid edit: reported once, the running configuration keeps serving.
-    std::fs::write(
+    write_atomically(
         &corefile,
         block("  file db.other.test other.test\n  frobnicate\n"),
     )
@@ -317,7 +325,7 @@ async fn reload_switches_to_a_changed_corefile_without_failing_a_query() {
         ZONE.replace("192.0.2.80", "198.51.100.81"),
     )
     .unwrap();
-    std::fs::write(&corefile, block("  file db.other.test other.test\n")).unwrap();
+    write_atomically(&corefile, block("  file db.other.test other.test\n")).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
     crate::support::eventually(
         std::time::Duration::from_secs(10),
