@@ -13,7 +13,7 @@ use crate::config::{Config, DEFAULT_ZONES_DIR, EtcdConfig, ZoneSource};
 use crate::index::leases::LeaseTable;
 use crate::index::{BaseIndex, EtcdData, EtcdZone, Index, IndexHandle, RegistryZone, Zone};
 use crate::ops::{self, Ops, metrics};
-use crate::server::{self, Server, Sockets, WeakSockets, handler::Handler};
+use crate::server::{self, HandlerSlot, Server, Sockets, handler::Handler};
 use crate::sync::{self, SyncSetup, SyncStatus, etcd::Etcd};
 use crate::zonefile::{self, ZoneFile, ZoneFileError};
 
@@ -77,10 +77,14 @@ pub struct Running {
 struct Listening {
     /// As configured (port 0 stays 0: a reload keeps the port it got).
     configured: SocketAddr,
-    /// Kept open by the loops serving them (so that a shutdown closes them at once).
-    sockets: WeakSockets,
-    /// What its handler was built from: a reload restarts the loops only when this changes.
+    /// The bound address. The loops own the sockets (so that a shutdown closes them at once
+    /// and a reload keeps them while the address stays).
+    addr: SocketAddr,
+    /// What its handler was built from: a reload gives the loops a new one only when this
+    /// changes.
     settings: HandlerSettings,
+    /// The handler its loops answer with.
+    handler: Arc<HandlerSlot>,
     /// Stops the loops serving the sockets now.
     stop: CancellationToken,
 }
@@ -236,8 +240,8 @@ impl Running {
     /// (no re-read) when its settings did not change and restarted otherwise (the running
     /// snapshot serves until its first read). A listen or HTTP address that stays keeps its
     /// sockets; new ones are bound before anything changes, and removed ones are closed after
-    /// their answers in flight. An address whose zones, metrics or log setting changed gets new
-    /// loops on its sockets before the old ones stop, so no query finds no reader.
+    /// their answers in flight. An address whose zones, metrics or log setting changed keeps its
+    /// loops, which answer with the new handler from their next query on.
     ///
     /// # Errors
     /// Why `new` was not applied (the running configuration keeps serving, unchanged).
@@ -310,31 +314,25 @@ impl Running {
             let entry = match kept {
                 Some(old) if old.settings == settings => old,
                 Some(old) => {
-                    // Loops hold the sockets until shutdown; gone only if srvd is stopping.
-                    let Some(sockets) = old.sockets.upgrade() else {
-                        continue;
-                    };
-                    let stop = self
-                        .server
-                        .serve(&sockets, &self.handler(*addr, &settings, &sockets));
-                    old.stop.cancel();
-                    Listening {
-                        stop,
-                        settings,
-                        ..old
-                    }
+                    // The same loops, on the same sockets, from their next query on.
+                    old.handler.set(self.handler(*addr, &settings, old.addr));
+                    Listening { settings, ..old }
                 }
                 None => {
                     let Some((configured, sockets)) = new_dns.next() else {
                         continue;
                     };
-                    let stop = self
-                        .server
-                        .serve(&sockets, &self.handler(*addr, &settings, &sockets));
+                    let handler = Arc::new(HandlerSlot::new(self.handler(
+                        *addr,
+                        &settings,
+                        sockets.addr,
+                    )));
+                    let stop = self.server.serve(&sockets, &handler);
                     Listening {
                         configured,
-                        sockets: sockets.downgrade(),
+                        addr: sockets.addr,
                         settings,
+                        handler,
                         stop,
                     }
                 }
@@ -342,10 +340,10 @@ impl Running {
             listening.push(entry);
         }
         for removed in std::mem::replace(&mut self.listening, listening) {
-            info!(addr = %removed.sockets.addr, "reload: no longer listening");
+            info!(addr = %removed.addr, "reload: no longer listening");
             removed.stop.cancel();
         }
-        self.addrs = self.listening.iter().map(|l| l.sockets.addr).collect();
+        self.addrs = self.listening.iter().map(|l| l.addr).collect();
 
         let mut http = Vec::new();
         for (addr, paths, listener) in new_http {
@@ -390,11 +388,11 @@ impl Running {
         &self,
         configured: SocketAddr,
         settings: &HandlerSettings,
-        sockets: &Sockets,
+        bound: SocketAddr,
     ) -> Handler {
         let slot = self
             .dns_metrics
-            .server_slot(&server_label(configured, sockets.addr));
+            .server_slot(&server_label(configured, bound));
         Handler::new(self.index.clone())
             .with_zones(settings.zones.as_deref())
             .with_ops(
@@ -436,7 +434,7 @@ impl Running {
         for l in &self.listening {
             let server = self
                 .dns_metrics
-                .server_slot(&server_label(l.configured, l.sockets.addr));
+                .server_slot(&server_label(l.configured, l.addr));
             let settings = HandlerSettings::of(config, l.configured);
             for zone in index.zones() {
                 if settings
@@ -703,17 +701,21 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     running.http_addrs = running.http.iter().map(|h| h.bound).collect();
     for (configured, sockets) in dns {
         let settings = HandlerSettings::of(config, configured);
-        let stop = running
-            .server
-            .serve(&sockets, &running.handler(configured, &settings, &sockets));
+        let handler = Arc::new(HandlerSlot::new(running.handler(
+            configured,
+            &settings,
+            sockets.addr,
+        )));
+        let stop = running.server.serve(&sockets, &handler);
         running.listening.push(Listening {
             configured,
-            sockets: sockets.downgrade(),
+            addr: sockets.addr,
             settings,
+            handler,
             stop,
         });
     }
-    running.addrs = running.listening.iter().map(|l| l.sockets.addr).collect();
+    running.addrs = running.listening.iter().map(|l| l.addr).collect();
     running.set_plugins_enabled(config);
 
     let listen_summary = running

@@ -1,7 +1,7 @@
-//! The listeners: UDP receive loops and TCP accept loops over already-bound sockets.
+//! The listeners: UDP receive threads and TCP accept loops over already-bound sockets.
 //!
 //! ```text
-//! UdpSocket ─ recv ─► Handler::respond ─► send_to    (inline, one loop per runtime worker)
+//! UdpSocket ×cores (SO_REUSEPORT) ─ recv ─► Handler::respond ─► send_to   (a blocking thread each)
 //! TcpListener ─ accept (≤ max connections; under pressure close the quietest) ─►
 //!     connection task: [len][msg] … ─► respond ─► write
 //! ```
@@ -9,14 +9,20 @@
 //! connections, spawns a task per UDP datagram and logs at `info` per query; srvd needs the cap,
 //! and the query path must stay cheap and quiet. The handler is the same for both transports.
 //!
-//! Each UDP socket is read by as many receive loops as the runtime has worker threads, so one
-//! costly question occupies one loop while the others keep answering (and both cores serve).
-//! At the TCP bound, `pressure` picks a connection to close and throttles the warnings.
+//! UDP: one socket per core this process may use, all on the port (SO_REUSEPORT: the kernel
+//! spreads clients over them), each read by its own blocking thread that answers inline. No
+//! async runtime on this path (a readiness poll and a wake-up per datagram cost more than a
+//! cached answer), and no two threads contend for one queue; a costly question holds one thread
+//! while the others keep answering. Each socket asks for a 4 MiB receive buffer
+//! ([`UDP_RECEIVE_BUFFER`], past net.core.rmem_max when privileged), so a burst waits in the
+//! kernel instead of being dropped. At the TCP bound, `pressure` picks a connection to close and
+//! throttles the warnings.
 //!
 //! Shutdown ([`CancellationToken`]): loops stop receiving and accepting (listeners are dropped, so
-//! new connections are refused); a TCP connection that has started reading a query finishes it and
-//! writes the answer, then closes. A reload stops one address's loops the same way after new
-//! loops already serve its kept [`Sockets`], so no datagram and no connection finds no reader.
+//! new connections are refused; an idle UDP thread notices within 100 ms); a TCP connection that
+//! has started reading a query finishes it and writes the answer, then closes. A reload that
+//! changes what an address serves stores a new handler in its [`HandlerSlot`]: the same loops
+//! on the same sockets take it before their next query, so no datagram finds no reader.
 
 pub mod handler;
 pub mod pressure;
@@ -28,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -68,46 +74,67 @@ impl Default for TcpLimits {
 /// How long the accept loop waits for the slot of a connection it closed under pressure.
 const SLOT_WAIT: Duration = Duration::from_secs(1);
 
-/// The sockets of one listen address (UDP and TCP on the same port). They outlive the loops
-/// serving them: a reload gives an address that stays new loops on the same sockets, so there is
-/// no moment without a socket and no race to bind the port again.
+/// The sockets of one listen address (UDP and TCP on the same port), bound before anything is
+/// served and then owned by the loops serving them: an address that stays across a reload keeps
+/// them, so there is no moment without a socket and no race to bind the port again.
 #[derive(Debug, Clone)]
 pub struct Sockets {
     /// The bound address (the configured one, with port 0 resolved).
     pub addr: SocketAddr,
-    udp: Arc<UdpSocket>,
+    /// One per receive thread, on the same port (SO_REUSEPORT: the kernel spreads clients over
+    /// them, so no two threads contend for one socket's queue).
+    udp: Vec<Arc<std::net::UdpSocket>>,
     tcp: Arc<TcpListener>,
 }
 
-impl Sockets {
-    /// A handle that does not keep the sockets open: the loops serving them do, so a shutdown
-    /// closes them without waiting for whoever keeps this.
-    pub fn downgrade(&self) -> WeakSockets {
-        WeakSockets {
-            addr: self.addr,
-            udp: Arc::downgrade(&self.udp),
-            tcp: Arc::downgrade(&self.tcp),
+/// The handler an address answers with now. A reload that changes what the address serves
+/// stores a new one; every loop of the address takes it before its next query (a generation
+/// number says when: one relaxed load per query, no reference count touched).
+#[derive(Debug)]
+pub struct HandlerSlot {
+    generation: std::sync::atomic::AtomicU64,
+    handler: arc_swap::ArcSwap<Handler>,
+}
+
+/// A loop's copy of the slot's handler, with the loop's buffers and counters for it.
+struct Current {
+    generation: u64,
+    handler: Arc<Handler>,
+    scratch: Scratch,
+}
+
+impl HandlerSlot {
+    /// A slot holding `handler`.
+    pub fn new(handler: Handler) -> Self {
+        Self {
+            generation: std::sync::atomic::AtomicU64::new(0),
+            handler: arc_swap::ArcSwap::from_pointee(handler),
         }
     }
-}
 
-/// [`Sockets`] that are open only while some loop serves them.
-#[derive(Debug, Clone)]
-pub struct WeakSockets {
-    /// The bound address.
-    pub addr: SocketAddr,
-    udp: std::sync::Weak<UdpSocket>,
-    tcp: std::sync::Weak<TcpListener>,
-}
+    /// Answers with `handler` from every loop's next query on.
+    pub fn set(&self, handler: Handler) {
+        self.handler.store(Arc::new(handler));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
 
-impl WeakSockets {
-    /// The sockets, while loops still serve them.
-    pub fn upgrade(&self) -> Option<Sockets> {
-        Some(Sockets {
-            addr: self.addr,
-            udp: self.udp.upgrade()?,
-            tcp: self.tcp.upgrade()?,
-        })
+    fn current(&self, transport: Transport, shared: bool) -> Current {
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let handler = self.handler.load_full();
+        Current {
+            generation,
+            scratch: handler.scratch(transport, shared),
+            handler,
+        }
+    }
+
+    /// Takes the newest handler (and new counters for it) when the slot changed.
+    #[inline]
+    fn refresh(&self, current: &mut Current, transport: Transport, shared: bool) {
+        if self.generation.load(std::sync::atomic::Ordering::Acquire) != current.generation {
+            *current = self.current(transport, shared);
+        }
     }
 }
 
@@ -138,29 +165,34 @@ impl Server {
         }
     }
 
-    /// Starts serving `sockets` with `handler`: as many UDP receive loops as the runtime has
-    /// workers, and one TCP accept loop. Cancelling the returned token stops just these loops
-    /// (TCP connections they accepted finish the query in flight, then close); the sockets close
-    /// when the last loop holding them ends, unless the caller keeps them for new loops.
-    pub fn serve(&self, sockets: &Sockets, handler: &Handler) -> CancellationToken {
+    /// Starts serving `sockets` with the handler in `handler` (whatever it holds at each query):
+    /// a receive thread per UDP socket, and one TCP accept loop. Cancelling the returned token
+    /// stops just these loops (TCP connections they accepted finish the query in flight, then
+    /// close); the sockets close when the last loop ends.
+    pub fn serve(&self, sockets: &Sockets, handler: &Arc<HandlerSlot>) -> CancellationToken {
         let stop = self.shutdown.child_token();
-        let loops_per_socket = tokio::runtime::Handle::current().metrics().num_workers();
-        for _ in 0..loops_per_socket.max(1) {
-            // Each loop owns its counters: the query path never shares a cache line.
-            let scratch = handler.scratch(Transport::Udp, false);
-            self.tracker.spawn(serve_udp(
-                sockets.udp.clone(),
-                handler.clone(),
-                scratch,
-                stop.clone(),
-            ));
+        for (i, socket) in sockets.udp.iter().enumerate() {
+            let (socket, handler, loop_stop) = (socket.clone(), handler.clone(), stop.clone());
+            let (done, finished) = tokio::sync::oneshot::channel::<()>();
+            let spawned = std::thread::Builder::new()
+                .name(format!("srvd-udp-{i}"))
+                .spawn(move || {
+                    serve_udp(&socket, &handler, &loop_stop);
+                    drop(done);
+                });
+            match spawned {
+                // `wait` covers the thread: its end resolves `finished`.
+                Ok(_) => {
+                    self.tracker.spawn(async move {
+                        let _ = finished.await;
+                    });
+                }
+                Err(error) => warn!(%error, "cannot start a UDP receive thread"),
+            }
         }
-        // One listener's connections share its counters (atomic adds: TCP is the rare path).
-        let scratch = handler.scratch(Transport::Tcp, true);
         self.tracker.spawn(serve_tcp(
             sockets.tcp.clone(),
             handler.clone(),
-            scratch,
             self.limits,
             self.tcp.clone(),
             self.tracker.clone(),
@@ -176,36 +208,47 @@ impl Server {
     }
 }
 
-async fn serve_udp(
-    socket: Arc<UdpSocket>,
-    handler: Handler,
-    mut scratch: Scratch,
-    shutdown: CancellationToken,
-) {
+/// How often an idle receive thread looks at its stop token.
+const UDP_STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// One receive thread: a blocking loop on its own socket, answering inline. No async runtime
+/// on this path: a readiness poll and a task wake-up per datagram cost more than the answer.
+fn serve_udp(socket: &std::net::UdpSocket, slot: &HandlerSlot, stop: &CancellationToken) {
+    // Each loop owns its counters: the query path never shares a cache line.
+    let mut current = slot.current(Transport::Udp, false);
     // 4096 covers any query a client sends over UDP; a longer datagram is cut by the kernel and
     // then fails to decode (FORMERR), which is the right answer for it.
     let mut request = vec![0u8; 4096];
     let mut response = Vec::with_capacity(usize::from(wire::MAX_UDP_PAYLOAD));
-    loop {
-        let (len, peer) = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            received = socket.recv_from(&mut request) => match received {
-                Ok(received) => received,
-                Err(error) => {
-                    // ICMP errors from earlier sends surface here on some systems; keep serving.
-                    debug!(%error, "udp receive error");
-                    continue;
-                }
-            },
+    // A datagram already received is answered; then the stop token wins.
+    while !stop.is_cancelled() {
+        let (len, peer) = match socket.recv_from(&mut request) {
+            Ok(received) => received,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(error) => {
+                // ICMP errors from earlier sends surface here on some systems; keep serving.
+                debug!(%error, "udp receive error");
+                continue;
+            }
         };
+        slot.refresh(&mut current, Transport::Udp, false);
+        let (handler, scratch) = (&current.handler, &mut current.scratch);
         if handler.respond(
             &request[..len],
             Transport::Udp,
             peer,
-            &mut scratch,
+            scratch,
             &mut response,
-        ) && let Err(error) = socket.send_to(&response, peer).await
+        ) && let Err(error) = socket.send_to(&response, peer)
         {
             debug!(%error, %peer, "udp send error");
         }
@@ -224,13 +267,13 @@ struct TcpShared {
 
 async fn serve_tcp(
     listener: Arc<TcpListener>,
-    handler: Handler,
-    scratch: Scratch,
+    handlers: Arc<HandlerSlot>,
     limits: TcpLimits,
     tcp: Arc<TcpShared>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    let mut listener_current = handlers.current(Transport::Tcp, true);
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -259,13 +302,19 @@ async fn serve_tcp(
             continue;
         };
         let connection = tcp.connections.add();
-        let handler = handler.clone();
-        let scratch = Handler::scratch_like(&scratch);
+        // One listener's connections share its counters (atomic adds: TCP is the rare path).
+        handlers.refresh(&mut listener_current, Transport::Tcp, true);
+        let current = Current {
+            generation: listener_current.generation,
+            handler: listener_current.handler.clone(),
+            scratch: Handler::scratch_like(&listener_current.scratch),
+        };
+        let handlers = handlers.clone();
         let shutdown = shutdown.clone();
         let tcp = tcp.clone();
         tracker.spawn(async move {
             tokio::select! {
-                result = serve_connection(stream, peer, &handler, scratch, limits, &shutdown, &tcp.connections, &connection) => {
+                result = serve_connection(stream, peer, &handlers, current, limits, &shutdown, &tcp.connections, &connection) => {
                     if let Err(error) = result {
                         debug!(%error, %peer, "tcp connection ended");
                     }
@@ -305,8 +354,8 @@ async fn slot(tcp: &TcpShared, limits: TcpLimits) -> Option<OwnedSemaphorePermit
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    handler: &Handler,
-    mut scratch: Scratch,
+    handlers: &HandlerSlot,
+    mut current: Current,
     limits: TcpLimits,
     shutdown: &CancellationToken,
     connections: &ConnectionTable,
@@ -345,7 +394,9 @@ async fn serve_connection(
         read_in_time(&mut stream, &mut request, limits.idle_timeout).await?;
         connections.progress(connection);
 
-        if !handler.respond(&request, Transport::Tcp, peer, &mut scratch, &mut response) {
+        handlers.refresh(&mut current, Transport::Tcp, true);
+        let (handler, scratch) = (&current.handler, &mut current.scratch);
+        if !handler.respond(&request, Transport::Tcp, peer, scratch, &mut response) {
             // Nothing to say to garbage on a stream: close it.
             return Ok(());
         }
@@ -414,29 +465,87 @@ pub fn no_ipv6(error: &io::Error) -> bool {
 }
 
 fn bind_pair(addr: SocketAddr, dual_stack: bool) -> io::Result<Sockets> {
-    let sockets = |udp: std::net::UdpSocket, tcp: std::net::TcpListener| -> io::Result<Sockets> {
-        let tcp = TcpListener::from_std(tcp)?;
-        Ok(Sockets {
-            addr: tcp.local_addr()?,
-            udp: Arc::new(UdpSocket::from_std(udp)?),
-            tcp: Arc::new(tcp),
-        })
-    };
-    if addr.port() != 0 {
-        let tcp = tcp_socket(addr, dual_stack)?;
-        let udp = udp_socket(addr, dual_stack)?;
-        return sockets(udp, tcp);
-    }
-    let mut last_error = None;
-    for _ in 0..16 {
-        let tcp = tcp_socket(addr, dual_stack)?;
-        let bound = tcp.local_addr()?;
+    // TCP first and without SO_REUSEPORT: a second server on the port fails here, rather than
+    // sharing the UDP port with this one.
+    let tcp = TcpListener::from_std(tcp_socket(addr, dual_stack)?)?;
+    let bound = tcp.local_addr()?;
+    let threads = udp_threads();
+    let mut udp = Vec::with_capacity(threads);
+    for _ in 0..threads {
         match udp_socket(bound, dual_stack) {
-            Ok(udp) => return sockets(udp, tcp),
-            Err(error) => last_error = Some(error),
+            Ok(socket) => udp.push(Arc::new(socket)),
+            // Port 0: the port TCP got may be taken for UDP; try another.
+            Err(error) if addr.port() == 0 && udp.is_empty() => {
+                return bind_pair_retry(addr, dual_stack, error);
+            }
+            Err(error) => return Err(error),
         }
     }
-    Err(last_error.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
+    report_receive_buffer(&udp[0], bound);
+    Ok(Sockets {
+        addr: bound,
+        udp,
+        tcp: Arc::new(tcp),
+    })
+}
+
+/// [`bind_pair`] again for port 0, a bounded number of times.
+fn bind_pair_retry(addr: SocketAddr, dual_stack: bool, first: io::Error) -> io::Result<Sockets> {
+    let mut last_error = first;
+    for _ in 0..15 {
+        let tcp = TcpListener::from_std(tcp_socket(addr, dual_stack)?)?;
+        let bound = tcp.local_addr()?;
+        let mut udp = Vec::new();
+        let mut failed = None;
+        for _ in 0..udp_threads() {
+            match udp_socket(bound, dual_stack) {
+                Ok(socket) => udp.push(Arc::new(socket)),
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
+            }
+        }
+        match failed {
+            None => {
+                report_receive_buffer(&udp[0], bound);
+                return Ok(Sockets {
+                    addr: bound,
+                    udp,
+                    tcp: Arc::new(tcp),
+                });
+            }
+            Some(error) => last_error = error,
+        }
+    }
+    Err(last_error)
+}
+
+/// One UDP receive thread per core this process may run on (`taskset` and cgroup limits
+/// count): more would only take turns.
+fn udp_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// What srvd asks for each UDP socket's receive buffer: a burst of 4 MiB of queries waits in
+/// the kernel instead of being dropped (the default, about 208 KiB, lost queries at saturation).
+pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Says once per address when the kernel gave less receive buffer than asked (an unprivileged
+/// process is capped at net.core.rmem_max).
+fn report_receive_buffer(socket: &std::net::UdpSocket, addr: SocketAddr) {
+    // Linux reports twice what was set (the other half is its bookkeeping).
+    let got = socket2::SockRef::from(socket)
+        .recv_buffer_size()
+        .map_or(0, |n| n / 2);
+    if got < UDP_RECEIVE_BUFFER {
+        tracing::info!(
+            %addr,
+            asked_kib = UDP_RECEIVE_BUFFER >> 10,
+            got_kib = got >> 10,
+            "UDP receive buffer capped by net.core.rmem_max (raise it, or run with CAP_NET_ADMIN, to absorb larger bursts)"
+        );
+    }
 }
 
 /// A non-blocking socket of `kind` for `addr`, IPV6_V6ONLY off when `dual_stack`.
@@ -461,6 +570,15 @@ fn tcp_socket(addr: SocketAddr, dual_stack: bool) -> io::Result<std::net::TcpLis
 
 fn udp_socket(addr: SocketAddr, dual_stack: bool) -> io::Result<std::net::UdpSocket> {
     let socket = socket(addr, socket2::Type::DGRAM, dual_stack)?;
+    socket.set_reuse_port(true)?;
+    // Past rmem_max when privileged; otherwise as much as rmem_max allows.
+    if rustix::net::sockopt::set_socket_recv_buffer_size_force(&socket, UDP_RECEIVE_BUFFER).is_err()
+    {
+        socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER)?;
+    }
     socket.bind(&addr.into())?;
+    // Blocking, with a timeout, so an idle receive thread still sees its stop token.
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(UDP_STOP_CHECK))?;
     Ok(socket.into())
 }
