@@ -164,14 +164,13 @@ impl Mirror {
     }
 
     /// Every entry whose key starts with `prefix` (byte-wise, as etcd's prefix read), in key order.
-    pub fn with_prefix<'a>(
-        &'a self,
-        prefix: &str,
-    ) -> impl Iterator<Item = &'a Arc<ServiceEntry>> + use<'a> {
-        let owned = prefix.to_owned();
+    pub fn with_prefix<'m, 'p>(
+        &'m self,
+        prefix: &'p str,
+    ) -> impl Iterator<Item = &'m Arc<ServiceEntry>> + use<'m, 'p> {
         self.entries
             .range::<_, str>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(move |(k, _)| k.starts_with(owned.as_str()))
+            .take_while(move |(k, _)| k.starts_with(prefix))
             .map(|(_, v)| v)
     }
 

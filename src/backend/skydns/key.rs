@@ -13,21 +13,30 @@ pub fn root_path(prefix: &str) -> String {
     format!("/{}", segments.join("/"))
 }
 
-/// The lower-cased labels of `name`, root first.
-fn reversed_labels(name: &Name) -> impl Iterator<Item = String> + '_ {
-    name.iter()
-        .rev()
-        .map(|label| String::from_utf8_lossy(label).to_ascii_lowercase())
+/// Appends `/label`, lower-cased (a label that is not UTF-8 is appended as `from_utf8_lossy`
+/// writes it, as Go's string conversion does), to `out`; returns where the label starts. No
+/// allocation per label: a query builds a path for every read.
+fn push_label(out: &mut String, label: &[u8]) -> usize {
+    if !out.ends_with('/') {
+        out.push('/');
+    }
+    let start = out.len();
+    out.push_str(&String::from_utf8_lossy(label));
+    out[start..].make_ascii_lowercase();
+    start
+}
+
+/// The capacity a path for `name` needs (labels, separators, the root).
+fn path_capacity(name: &Name, root: &str) -> usize {
+    root.len() + name.len() + 2
 }
 
 /// `Path`: the key of `name` under `root` (from [`root_path`]).
 pub fn path(name: &Name, root: &str) -> String {
-    let mut out = String::from(root);
-    for label in reversed_labels(name) {
-        if !out.ends_with('/') {
-            out.push('/');
-        }
-        out.push_str(&label);
+    let mut out = String::with_capacity(path_capacity(name, root));
+    out.push_str(root);
+    for label in name.iter().rev() {
+        push_label(&mut out, label);
     }
     out
 }
@@ -37,7 +46,10 @@ pub fn subtree_prefix(path: &str) -> String {
     if path.ends_with('/') {
         path.to_string()
     } else {
-        format!("{path}/")
+        let mut out = String::with_capacity(path.len() + 1);
+        out.push_str(path);
+        out.push('/');
+        out
     }
 }
 
@@ -49,15 +61,15 @@ pub fn is_wildcard(label: &str) -> bool {
 /// `PathWithWildcard`: the key to read for `name`, cut before its first wildcard label, and
 /// whether there was one.
 pub fn path_with_wildcard(name: &Name, root: &str) -> (String, bool) {
-    let mut out = String::from(root);
-    for label in reversed_labels(name) {
-        if is_wildcard(&label) {
+    let mut out = String::with_capacity(path_capacity(name, root) + 1);
+    out.push_str(root);
+    for label in name.iter().rev() {
+        let before = out.len();
+        let start = push_label(&mut out, label);
+        if is_wildcard(&out[start..]) {
+            out.truncate(before);
             return (out, true);
         }
-        if !out.ends_with('/') {
-            out.push('/');
-        }
-        out.push_str(&label);
     }
     (out, false)
 }
