@@ -24,9 +24,9 @@ use futures_util::FutureExt;
 
 /// Most keys per page of the listing; pages shrink below this when their values are large.
 /// etcd 3.4 walks the rest of the range for every page (to count it), so a listing of n keys in
-/// pages of k costs about n²/2k key visits in etcd: 700,000 keys took 11 s in pages of 5,000 and
-/// 3.3 s in pages of 50,000 (pages sized to half the 16 MiB decode limit were slower again: 4.3 s,
-/// one large response decoded at a time).
+/// pages of k costs about n²/2k key visits in etcd: 700,000 keys took 13.3–13.7 s in pages of
+/// 5,000 and 4.1–5.2 s in pages of 50,000, in alternating runs (pages sized to half the 16 MiB
+/// decode limit were not faster: one large response decoded at a time).
 const PAGE_SIZE: i64 = 50_000;
 /// The default decode limit for one etcd response: etcd's recommended maximum
 /// `--max-request-bytes` (10 MiB) bounds one key and one watch fragment; 16 MiB leaves headroom
