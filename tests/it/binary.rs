@@ -123,3 +123,44 @@ async fn dig_gets_an_authoritative_srv_answer_with_glue() {
         "{out}"
     );
 }
+
+/// UDP sockets share their port with SO_REUSEPORT (one per core), which must not let a second
+/// server share it: a second srvd on a port in use stops at start naming the address, and the
+/// first keeps every query. A port taken by another program's UDP socket stops srvd too.
+#[tokio::test]
+async fn a_second_server_on_a_port_in_use_stops_at_start_and_takes_no_queries() {
+    use crate::support::dns::udp;
+    use crate::support::srvd::run_command_expecting_failure;
+
+    let dir = fixture_zones();
+    let first = spawn_binary(&dir, &["--zones-dir", "."]);
+    let port = first.addr.port().to_string();
+    let taken = format!("127.0.0.1:{port}");
+    let (code, stderr) =
+        run_command_expecting_failure(&dir, &["serve", "--listen", &taken, "--zones-dir", "."]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {taken}")),
+        "{stderr}"
+    );
+    for _ in 0..50 {
+        let reply = udp(first.addr, &query("a.svc.example.test.", RecordType::A)).await;
+        assert_eq!(
+            reply.answers.len(),
+            1,
+            "the first server answers every query"
+        );
+    }
+
+    // Only UDP taken, by a socket without SO_REUSEPORT: srvd's TCP bind succeeds, its UDP
+    // bind fails, and nothing is left listening.
+    let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_only = held.local_addr().unwrap().to_string();
+    let (code, stderr) =
+        run_command_expecting_failure(&dir, &["serve", "--listen", &udp_only, "--zones-dir", "."]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {udp_only}")),
+        "{stderr}"
+    );
+}
