@@ -18,14 +18,31 @@
 //!
 //! `--sample` writes `name type` lines (every kind of question, spread over the set) for the
 //! sanity pass that compares the servers' answers before anything is measured.
+//!
+//! Three more modes measure a running srvd against the same etcd (a Rust loop, because a
+//! Python loop around `etcdctl` would measure process start-up, not srvd):
+//!
+//! - `--propagation N --etcd URL --server ADDR`: N times, put a new address for one target's A
+//!   key and ask `ADDR` over UDP until the answer carries it; prints p50/p99/max of
+//!   put-returned → answer-seen.
+//! - `--storm OPS_PER_SEC --seconds S --etcd URL`: puts and deletes at that rate in transactions
+//!   of 100 on the set's A and TXT keys (new addresses; TXT keys deleted and re-created), a few
+//!   transactions in flight, as a busy registrar writes.
+//! - `--verify --etcd URL --server ADDR`: for every A and TXT name of the set, compares srvd's
+//!   answer with etcd's current value; prints the number of names checked and of mismatches.
+//!
+//! Each prints one `key=value` result line on stdout for the script to read.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
-use std::time::Instant;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, Txn, TxnOp};
+use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnOp};
 
 const ZONE: &str = "service.local";
 const PREFIX: &str = "/skydns/local/service";
@@ -163,8 +180,7 @@ fn write_sample(path: &str, services: u32, count: u32) -> std::io::Result<()> {
 }
 
 async fn load_etcd(url: &str, services: u32) -> Result<(), etcd_client::Error> {
-    let options = ConnectOptions::new().with_connect_timeout(std::time::Duration::from_secs(10));
-    let mut client = Client::connect([url], Some(options)).await?;
+    let mut client = connect(url).await?;
     let started = Instant::now();
     let mut ops = Vec::with_capacity(TXN_OPS);
     let mut written = 0usize;
@@ -202,6 +218,394 @@ fn number<T: std::str::FromStr>(args: &[String], flag: &str, default: T) -> T {
     }
 }
 
+async fn connect(url: &str) -> Result<Client, etcd_client::Error> {
+    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(10));
+    Client::connect([url], Some(options)).await
+}
+
+/// The measuring modes' outcome: any error is printed once by `main`, which exits non-zero.
+type ModeResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+// ---------------------------------------------------------------- DNS over UDP, by hand
+
+/// A query for `name`/`qtype` with ID `id`, no EDNS (the answers here are small).
+fn dns_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(64);
+    msg.extend_from_slice(&id.to_be_bytes());
+    msg.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        msg.push(label.len() as u8);
+        msg.extend_from_slice(label.as_bytes());
+    }
+    msg.push(0);
+    msg.extend_from_slice(&qtype.to_be_bytes());
+    msg.extend_from_slice(&1u16.to_be_bytes());
+    msg
+}
+
+/// The offset just past the (possibly compressed) name at `at`, or None when truncated.
+fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *msg.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xc0 == 0xc0 => return Some(at + 2),
+            l => at += 1 + l as usize,
+        }
+    }
+}
+
+/// (ID, rcode, the answer section's records of type `qtype` as rdata), or None when malformed.
+fn dns_answers(msg: &[u8], qtype: u16) -> Option<(u16, u8, Vec<Vec<u8>>)> {
+    if msg.len() < 12 {
+        return None;
+    }
+    let id = u16::from_be_bytes([msg[0], msg[1]]);
+    let rcode = msg[3] & 0x0f;
+    let qd = u16::from_be_bytes([msg[4], msg[5]]);
+    let an = u16::from_be_bytes([msg[6], msg[7]]);
+    let mut at = 12;
+    for _ in 0..qd {
+        at = skip_name(msg, at)? + 4;
+    }
+    let mut out = Vec::new();
+    for _ in 0..an {
+        at = skip_name(msg, at)?;
+        let head = msg.get(at..at + 10)?;
+        let rtype = u16::from_be_bytes([head[0], head[1]]);
+        let rdlen = u16::from_be_bytes([head[8], head[9]]) as usize;
+        let rdata = msg.get(at + 10..at + 10 + rdlen)?;
+        if rtype == qtype {
+            out.push(rdata.to_vec());
+        }
+        at += 10 + rdlen;
+    }
+    Some((id, rcode, out))
+}
+
+/// One UDP socket asking one server; replies to earlier, timed-out questions are skipped by ID.
+struct Asker {
+    socket: UdpSocket,
+    id: u16,
+}
+
+impl Asker {
+    fn new(server: SocketAddr) -> std::io::Result<Self> {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        socket.connect(server)?;
+        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+        Ok(Asker { socket, id: 0 })
+    }
+
+    /// The rdata of the answer's `qtype` records and the rcode; None after two 100 ms timeouts.
+    fn ask(&mut self, name: &str, qtype: u16) -> Option<(u8, Vec<Vec<u8>>)> {
+        let mut buf = [0u8; 4096];
+        for _ in 0..2 {
+            self.id = self.id.wrapping_add(1);
+            self.socket.send(&dns_query(self.id, name, qtype)).ok()?;
+            let deadline = Instant::now() + Duration::from_millis(100);
+            while Instant::now() < deadline {
+                let Ok(n) = self.socket.recv(&mut buf) else {
+                    break;
+                };
+                if let Some((id, rcode, records)) = dns_answers(&buf[..n], qtype)
+                    && id == self.id
+                {
+                    return Some((rcode, records));
+                }
+            }
+        }
+        None
+    }
+}
+
+const TYPE_A: u16 = 1;
+const TYPE_TXT: u16 = 16;
+
+/// p50, p99 and max of `samples` (nearest rank), in milliseconds.
+fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
+    samples.sort();
+    let rank = |q: f64| {
+        let i = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1e3
+    };
+    (rank(0.50), rank(0.99), rank(1.0))
+}
+
+fn dotted(address: &str) -> Vec<u8> {
+    address.split('.').map(|o| o.parse().unwrap_or(0)).collect()
+}
+
+// ---------------------------------------------------------------- --propagation
+
+/// N updates, one at a time: put a new address for `h1.svc<i>` (i spread over the set), then ask
+/// srvd until its A answer is that address. The clock starts when `put` returns, as a registrar
+/// would see it, and stops at the first answer that carries the new value; a question is one
+/// loopback round trip, so the figure includes at most one round trip of polling granularity.
+async fn propagation(url: &str, server: SocketAddr, services: u32, count: u32) -> ModeResult {
+    let mut client = connect(url).await?;
+    let mut asker = Asker::new(server)?;
+    let mut delays = Vec::with_capacity(count as usize);
+    let mut missed = 0u32;
+    for j in 0..count {
+        let i = (j * 7919) % services;
+        // 10.200.0.0/16 and up: never one of the set's own addresses (10.0.0.0/9 at 4M services).
+        let new = format!(
+            "10.{}.{}.{}",
+            200 + (j >> 16) % 50,
+            (j >> 8) & 0xff,
+            j & 0xff
+        );
+        let name = format!("h1.svc{i}.{ZONE}");
+        client
+            .put(
+                format!("{PREFIX}/svc{i}/h1"),
+                format!(r#"{{"host":"{new}"}}"#),
+                None,
+            )
+            .await?;
+        let put_returned = Instant::now();
+        let want = dotted(&new);
+        let mut seen = false;
+        while put_returned.elapsed() < Duration::from_secs(2) {
+            if let Some((_, records)) = asker.ask(&name, TYPE_A)
+                && records.contains(&want)
+            {
+                delays.push(put_returned.elapsed());
+                seen = true;
+                break;
+            }
+        }
+        if !seen {
+            missed += 1;
+        }
+    }
+    if delays.is_empty() {
+        println!("propagation count=0 missed={missed}");
+        return Ok(());
+    }
+    let seen = delays.len();
+    let (p50, p99, max) = percentiles(&mut delays);
+    println!(
+        "propagation count={seen} missed={missed} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- --storm
+
+/// Ops per storm transaction (a registrar batching its changes).
+const STORM_TXN_OPS: usize = 100;
+/// Storm transactions in flight at once.
+const STORM_IN_FLIGHT: usize = 4;
+
+/// The storm's keys: per service, the three A keys (rewritten) and the TXT key (deleted and
+/// re-created in turn). `generation` counts each key's writes, so every op changes its key (a
+/// new address, or the TXT key's presence) and the final state is whatever etcd holds last.
+struct Storm {
+    services: u32,
+    cursor: u64,
+    generation: HashMap<u64, u32>,
+}
+
+impl Storm {
+    /// The next `STORM_TXN_OPS` ops, on distinct keys (etcd rejects a key twice in one txn).
+    fn next_txn(&mut self) -> Vec<TxnOp> {
+        let slots = u64::from(self.services) * 4;
+        let mut ops = Vec::with_capacity(STORM_TXN_OPS);
+        for _ in 0..STORM_TXN_OPS.min(slots as usize) {
+            let slot = self.cursor % slots;
+            self.cursor += 1;
+            let generation = self.generation.entry(slot).or_insert(0);
+            *generation += 1;
+            let g = *generation;
+            let i = (slot / 4) as u32;
+            ops.push(match slot % 4 {
+                k @ 0..3 => TxnOp::put(
+                    format!("{PREFIX}/svc{i}/h{}", k + 1),
+                    format!(
+                        r#"{{"host":"10.{}.{}.{}"}}"#,
+                        100 + (g % 100),
+                        (i >> 8) & 0xff,
+                        i & 0xff
+                    ),
+                    None,
+                ),
+                _ if g % 2 == 1 => TxnOp::delete(format!("{PREFIX}/svc{i}/info"), None),
+                _ => TxnOp::put(
+                    format!("{PREFIX}/svc{i}/info"),
+                    format!(r#"{{"text":"version={g} path=/svc{i}"}}"#),
+                    None,
+                ),
+            });
+        }
+        ops
+    }
+}
+
+/// `ops_per_sec` puts and deletes for `seconds`, paced by a ticker (one transaction per tick,
+/// at most `STORM_IN_FLIGHT` in flight; when etcd cannot keep up the ticker waits, and the
+/// achieved rate says so).
+async fn storm(url: &str, services: u32, ops_per_sec: u32, seconds: u32) -> ModeResult {
+    let client = connect(url).await?;
+    let mut plan = Storm {
+        services,
+        cursor: 0,
+        generation: HashMap::new(),
+    };
+    let per_txn = STORM_TXN_OPS.min(services as usize * 4) as f64;
+    let mut ticker =
+        tokio::time::interval(Duration::from_secs_f64(per_txn / f64::from(ops_per_sec)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let slots = Arc::new(tokio::sync::Semaphore::new(STORM_IN_FLIGHT));
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    let mut ops_sent = 0usize;
+    let mut latencies = Vec::new();
+    while started.elapsed() < Duration::from_secs(u64::from(seconds)) {
+        ticker.tick().await;
+        let permit = slots.clone().acquire_owned().await?;
+        let ops = plan.next_txn();
+        ops_sent += ops.len();
+        let mut kv = client.kv_client();
+        tasks.spawn(async move {
+            let begun = Instant::now();
+            let result = kv.txn(Txn::new().and_then(ops)).await;
+            drop(permit);
+            result.map(|_| begun.elapsed())
+        });
+        while let Some(done) = tasks.try_join_next() {
+            latencies.push(done??);
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        latencies.push(done??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (p50, p99, max) = if latencies.is_empty() {
+        (0.0, 0.0, 0.0)
+    } else {
+        percentiles(&mut latencies)
+    };
+    println!(
+        "storm ops={ops_sent} seconds={elapsed:.2} ops_per_sec={:.0} txn_ops={per_txn} \
+         txn_p50_ms={p50:.2} txn_p99_ms={p99:.2} txn_max_ms={max:.2}",
+        ops_sent as f64 / elapsed
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- --verify
+
+/// Every A and TXT name of the set, asked of srvd and compared with etcd's values now: an A name
+/// must answer exactly the address in its key, a TXT name its text when the key exists and no
+/// TXT record when it does not.
+async fn verify(url: &str, server: SocketAddr, services: u32) -> ModeResult {
+    let mut client = connect(url).await?;
+    let prefix = format!("{PREFIX}/");
+    let response = client
+        .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+        .await?;
+    let mut values: HashMap<String, serde_json::Value> = HashMap::new();
+    for kv in response.kvs() {
+        values.insert(
+            kv.key_str()?.to_owned(),
+            serde_json::from_slice(kv.value()).unwrap_or(serde_json::Value::Null),
+        );
+    }
+    let mut asker = Asker::new(server)?;
+    let (mut checked, mut mismatches) = (0u32, 0u32);
+    let mut report = |what: String| {
+        if mismatches < 10 {
+            eprintln!("bench_data: mismatch: {what}");
+        }
+        mismatches += 1;
+    };
+    for i in 0..services {
+        for k in 1..=3 {
+            let name = format!("h{k}.svc{i}.{ZONE}");
+            let want = values
+                .get(&format!("{PREFIX}/svc{i}/h{k}"))
+                .and_then(|v| v["host"].as_str())
+                .map(dotted);
+            let got = asker.ask(&name, TYPE_A).map(|(_, r)| r);
+            checked += 1;
+            let ok = match (&want, &got) {
+                (Some(w), Some(g)) => g.len() == 1 && g[0] == *w,
+                (None, Some(g)) => g.is_empty(),
+                _ => false,
+            };
+            if !ok {
+                report(format!("{name} A: etcd {want:?}, srvd {got:?}"));
+            }
+        }
+        let name = format!("info.svc{i}.{ZONE}");
+        let want = values
+            .get(&format!("{PREFIX}/svc{i}/info"))
+            .and_then(|v| v["text"].as_str())
+            .map(|t| {
+                let mut rdata = vec![t.len() as u8];
+                rdata.extend_from_slice(t.as_bytes());
+                rdata
+            });
+        let got = asker.ask(&name, TYPE_TXT).map(|(_, r)| r);
+        checked += 1;
+        let ok = match (&want, &got) {
+            (Some(w), Some(g)) => g.len() == 1 && g[0] == *w,
+            (None, Some(g)) => g.is_empty(),
+            _ => false,
+        };
+        if !ok {
+            report(format!("{name} TXT: etcd {want:?}, srvd {got:?}"));
+        }
+    }
+    println!("verify checked={checked} mismatches={mismatches}");
+    Ok(())
+}
+
+fn server_arg(args: &[String]) -> SocketAddr {
+    let Some(v) = arg(args, "--server") else {
+        eprintln!("bench_data: this mode needs --server ADDR");
+        std::process::exit(2)
+    };
+    v.parse().unwrap_or_else(|_| {
+        eprintln!("bench_data: --server wants IP:PORT, got {v:?}");
+        std::process::exit(2)
+    })
+}
+
+fn etcd_arg(args: &[String]) -> String {
+    arg(args, "--etcd").unwrap_or_else(|| {
+        eprintln!("bench_data: this mode needs --etcd URL");
+        std::process::exit(2)
+    })
+}
+
+/// `--propagation`, `--storm` or `--verify` when one is given: they act on a loaded set.
+async fn run_mode(args: &[String], services: u32) -> Option<ModeResult> {
+    if args.iter().any(|a| a == "--propagation") {
+        let count: u32 = number(args, "--propagation", 200);
+        if !(1..=100_000).contains(&count) {
+            eprintln!("bench_data: --propagation wants 1..=100000 updates");
+            std::process::exit(2);
+        }
+        return Some(propagation(&etcd_arg(args), server_arg(args), services, count).await);
+    }
+    if args.iter().any(|a| a == "--storm") {
+        let rate: u32 = number(args, "--storm", 10_000);
+        let seconds: u32 = number(args, "--seconds", 10);
+        if !(1..=1_000_000).contains(&rate) || !(1..=600).contains(&seconds) {
+            eprintln!("bench_data: --storm wants 1..=1000000 ops/s and --seconds 1..=600");
+            std::process::exit(2);
+        }
+        return Some(storm(&etcd_arg(args), services, rate, seconds).await);
+    }
+    if args.iter().any(|a| a == "--verify") {
+        return Some(verify(&etcd_arg(args), server_arg(args), services).await);
+    }
+    None
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -209,6 +613,13 @@ async fn main() {
     if services == 0 || services > 4_000_000 {
         eprintln!("bench_data: --services must be 1..=4000000");
         std::process::exit(2);
+    }
+    if let Some(result) = run_mode(&args, services).await {
+        if let Err(e) = result {
+            eprintln!("bench_data: {e}");
+            std::process::exit(1);
+        }
+        return;
     }
     if let Some(path) = arg(&args, "--zone-file") {
         write_zone(&path, services).expect("write the zone file");
