@@ -174,6 +174,60 @@ impl Mirror {
             .map(|(_, v)| v)
     }
 
+    /// CoreDNS's read of a name that is not a wildcard: the entries strictly below `path`
+    /// (keys starting `path/`, at most `limit`, in key order), or when there are none, the entry
+    /// at `path` itself. One seek where two reads would take two: keys that start with `path`
+    /// and sort before `path/` (`path-x`, `path.x`) are stepped over, and past a few of them the
+    /// subtree gets its own seek, so a crowd of such siblings costs no more than before.
+    pub fn subtree_or_exact(&self, path: &str, limit: usize) -> Vec<&Arc<ServiceEntry>> {
+        const STEPS: usize = 8;
+        let mut exact = None;
+        let mut below = Vec::new();
+        let mut range = self
+            .entries
+            .range::<_, str>((Bound::Included(path), Bound::Unbounded));
+        let mut steps = 0;
+        while let Some((key, entry)) = range.next() {
+            let Some(rest) = key.strip_prefix(path) else {
+                break;
+            };
+            match rest.as_bytes().first() {
+                None => exact = Some(entry),
+                Some(b'/') => {
+                    below.push(entry);
+                    below.extend(
+                        range
+                            .by_ref()
+                            .take_while(|(k, _)| {
+                                k.strip_prefix(path).is_some_and(|r| r.starts_with('/'))
+                            })
+                            .map(|(_, v)| v)
+                            .take(limit.saturating_sub(1)),
+                    );
+                    break;
+                }
+                // A sibling sorting before the subtree: step over a few, then seek.
+                Some(byte) if *byte < b'/' => {
+                    steps += 1;
+                    if steps > STEPS {
+                        let mut prefix = String::with_capacity(path.len() + 1);
+                        prefix.push_str(path);
+                        prefix.push('/');
+                        below.extend(self.with_prefix(&prefix).take(limit));
+                        break;
+                    }
+                }
+                // Past where the subtree would be.
+                Some(_) => break,
+            }
+        }
+        below.truncate(limit);
+        if below.is_empty() {
+            below.extend(exact);
+        }
+        below
+    }
+
     /// Every entry, in key order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<ServiceEntry>> {
         self.entries.values()
@@ -192,6 +246,57 @@ mod tests {
 
     fn entry(key: &str) -> Arc<ServiceEntry> {
         Arc::new(decode(key, br#"{"host":"10.0.0.1"}"#, 0).unwrap())
+    }
+
+    /// The one-seek read equals the two reads it replaces (subtree, else exact) over keys that
+    /// crowd the path: siblings before and after the subtree, a subtree with and without the
+    /// exact key, and more siblings than the steps it takes before seeking.
+    #[test]
+    fn subtree_or_exact_is_the_subtree_else_the_exact_key() {
+        let two_reads = |m: &Mirror, path: &str, limit: usize| -> Vec<String> {
+            let below: Vec<String> = m
+                .with_prefix(&format!("{path}/"))
+                .take(limit)
+                .map(|e| e.key.clone())
+                .collect();
+            if below.is_empty() {
+                m.exact(path).map(|e| e.key.clone()).into_iter().collect()
+            } else {
+                below
+            }
+        };
+        let mut keys = vec![
+            "/s/t/h1",
+            "/s/t/h1-a",
+            "/s/t/h1.b",
+            "/s/t/h1/x",
+            "/s/t/h1/y/z",
+            "/s/t/h10",
+            "/s/t/h2",
+            "/s/t/h2-a",
+            "/s/t/h3/x",
+            "/s/t/h4-a",
+            "/s/t/h4/x",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        keys.extend((0..20).map(|i| format!("/s/t/h5-{i:02}")));
+        keys.extend(["/s/t/h5".into(), "/s/t/h5/x".into(), "/s/t/h5/y".into()]);
+        let mut m = Mirror::new(&[], 1);
+        m.apply(2, keys.iter().map(|k| Change::Put(entry(k))));
+        for path in [
+            "/s/t/h1", "/s/t/h2", "/s/t/h3", "/s/t/h4", "/s/t/h5", "/s/t/h6", "/s/t", "/s/t/h",
+        ] {
+            for limit in [0, 1, 2, usize::MAX] {
+                let one: Vec<String> = m
+                    .subtree_or_exact(path, limit)
+                    .iter()
+                    .map(|e| e.key.clone())
+                    .collect();
+                assert_eq!(one, two_reads(&m, path, limit), "{path} limit {limit}");
+            }
+        }
     }
 
     #[test]

@@ -28,17 +28,27 @@ pub fn services<'m>(
     tests::count_lookup();
     let (path, star) = key::path_with_wildcard(name, root);
     let mut found: Vec<&ServiceEntry> = Vec::new();
-    if !exact {
-        let prefix = key::subtree_prefix(&path);
+    if exact {
+        found.extend(mirror.exact(&path).map(AsRef::as_ref));
+    } else if path.ends_with('/') {
+        // A path that is its own subtree prefix (the root `/`): the subtree, else the key.
         found.extend(
             mirror
-                .with_prefix(&prefix)
+                .with_prefix(&path)
                 .take(budget.saturating_add(1))
                 .map(AsRef::as_ref),
         );
-    }
-    if found.is_empty() {
-        found.extend(mirror.exact(&path).map(AsRef::as_ref));
+        if found.is_empty() {
+            found.extend(mirror.exact(&path).map(AsRef::as_ref));
+        }
+    } else {
+        // Subtree, else the key itself: CoreDNS's two reads, in one seek.
+        found.extend(
+            mirror
+                .subtree_or_exact(&path, budget.saturating_add(1))
+                .into_iter()
+                .map(AsRef::as_ref),
+        );
     }
     if found.len() > *budget {
         *budget = 0;
