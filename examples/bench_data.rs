@@ -202,6 +202,29 @@ async fn load_etcd(url: &str, services: u32) -> Result<(), etcd_client::Error> {
     Ok(())
 }
 
+/// `--echo-limit PORT [--seconds S]`: the limit of the UDP path, a responder that never parses.
+/// Each datagram goes back as it came with the QR bit set (a "response" carrying the question):
+/// one recv and one send per query on one blocking socket, the floor under any server's cost on
+/// this kernel. Ends after S seconds (bounded even if nobody stops it).
+fn echo_limit(port: &str, seconds: u64) {
+    let socket = std::net::UdpSocket::bind(format!("127.0.0.1:{port}")).unwrap_or_else(|e| {
+        eprintln!("bench_data: --echo-limit {port}: {e}");
+        std::process::exit(1)
+    });
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(100)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        let Ok((len, peer)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        if len >= 12 {
+            buf[2] |= 0x80;
+            let _ = socket.send_to(&buf[..len], peer);
+        }
+    }
+}
+
 fn arg(args: &[String], flag: &str) -> Option<String> {
     args.iter()
         .position(|a| a == flag)
@@ -609,6 +632,10 @@ async fn run_mode(args: &[String], services: u32) -> Option<ModeResult> {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(port) = arg(&args, "--echo-limit") {
+        echo_limit(&port, number(&args, "--seconds", 3600u64));
+        return;
+    }
     let services: u32 = number(&args, "--services", 1000);
     if services == 0 || services > 4_000_000 {
         eprintln!("bench_data: --services must be 1..=4000000");
