@@ -238,8 +238,26 @@ impl Etcd {
         prefix: &[u8],
         revision: i64,
     ) -> Result<Listing, SyncError> {
-        let end = prefix_end(prefix);
         let mut kvs = Vec::new();
+        let revision = self
+            .list_prefix_each(prefix, revision, |kv| kvs.push(kv))
+            .await?;
+        Ok(Listing { revision, kvs })
+    }
+
+    /// [`Etcd::list_prefix`], handing each key to `each` as its page arrives, so that only one
+    /// page of raw bytes is held at a time (700,000 keys are about 150 MB of them). Returns the
+    /// revision every key was read at.
+    ///
+    /// # Errors
+    /// As [`Etcd::list_prefix`]; keys already handed over belong to a listing that failed.
+    pub async fn list_prefix_each(
+        &mut self,
+        prefix: &[u8],
+        revision: i64,
+        mut each: impl FnMut(RawKv),
+    ) -> Result<i64, SyncError> {
+        let end = prefix_end(prefix);
         let mut from = prefix.to_vec();
         let mut revision = revision;
         let mut limit = PAGE_SIZE;
@@ -263,7 +281,7 @@ impl Etcd {
             if revision == 0 {
                 revision = page.header().map_or(0, |h| h.revision());
             }
-            kvs.extend(page.kvs().iter().map(raw));
+            page.kvs().iter().map(raw).for_each(&mut each);
             match (page.more(), page.kvs().last()) {
                 (true, Some(last)) => {
                     from = last.key().to_vec();
@@ -273,7 +291,7 @@ impl Etcd {
             }
             limit = (limit * 2).min(PAGE_SIZE);
         }
-        Ok(Listing { revision, kvs })
+        Ok(revision)
     }
 
     /// The error for a page of one key that is still too large, naming that key when etcd

@@ -311,36 +311,33 @@ impl Syncer {
     /// Reads every prefix at one revision and swaps the new mirror in whole: the first prefix's
     /// first page fixes the revision R, and every other page of every prefix is pinned to R.
     async fn relist(&mut self) -> Result<(), SyncError> {
-        let listing = self
+        // Decoded page by page: the raw listing is never held whole.
+        let mut entries = Vec::new();
+        let revision = self
             .etcd
-            .list_prefix(self.feeds[0].prefix.as_bytes(), 0)
-            .await?;
-        let revision = listing.revision;
-        let mut entries = Vec::with_capacity(listing.kvs.len());
-        for kv in &listing.kvs {
-            match decode(kv) {
+            .list_prefix_each(self.feeds[0].prefix.as_bytes(), 0, |kv| match decode(&kv) {
                 Ok(entry) => entries.push((Arc::new(entry), kv.mod_revision)),
                 Err((key, reason)) => skip(&key, &reason),
-            }
-        }
+            })
+            .await?;
         let mut registry = Vec::new();
         for feed in &self.feeds[1..] {
             let Layout::Registry(root) = &feed.layout else {
                 continue;
             };
-            let listing = self
-                .etcd
-                .list_prefix(feed.prefix.as_bytes(), revision)
+            self.etcd
+                .list_prefix_each(
+                    feed.prefix.as_bytes(),
+                    revision,
+                    |kv| match decode_registry(root, &kv) {
+                        Ok(entry) => {
+                            dropped_metadata(&entry);
+                            registry.push(Arc::new(entry));
+                        }
+                        Err((key, reason)) => skip(&key, &reason),
+                    },
+                )
                 .await?;
-            for kv in &listing.kvs {
-                match decode_registry(root, kv) {
-                    Ok(entry) => {
-                        dropped_metadata(&entry);
-                        registry.push(Arc::new(entry));
-                    }
-                    Err((key, reason)) => skip(&key, &reason),
-                }
-            }
         }
         let first = self.mirror.is_none();
         let mut mirror =
