@@ -1,6 +1,7 @@
 //! The etcd mirror: every decoded key under the prefix, at one etcd revision.
 //!
-//! A persistent ordered map keyed by the etcd key, so iteration is etcd's own key order (which
+//! A persistent ordered set of entries ordered by their etcd key (held once, in the entry), so
+//! iteration is etcd's own key order (which
 //! CoreDNS's answers and groups depend on), a subtree is one range, and applying a change copies
 //! O(log n) nodes while sharing the rest with the snapshot readers still hold.
 //!
