@@ -186,37 +186,32 @@ fn etcd_zone_names(index: &Index) -> Vec<String> {
 }
 
 /// Binds the DNS addresses of `config` not in `keep` (matched by configured address).
-async fn bind_dns(
-    config: &Config,
-    keep: &[Listening],
-) -> Result<Vec<(SocketAddr, Sockets)>, StartError> {
+fn bind_dns(config: &Config, keep: &[Listening]) -> Result<Vec<(SocketAddr, Sockets)>, StartError> {
     let mut bound = Vec::new();
     for addr in &config.listen {
         if keep.iter().any(|l| l.configured == *addr) {
             continue;
         }
-        let sockets = server::bind(*addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: *addr,
-                source,
-            })?;
+        let sockets = server::bind(*addr).map_err(|source| StartError::Bind {
+            addr: *addr,
+            source,
+        })?;
         bound.push((*addr, sockets));
     }
     Ok(bound)
 }
 
 /// Binds the HTTP addresses of `config` not in `keep`; returns every group with its listener
-/// when it was bound now.
+/// and bound address when it was bound now.
 #[allow(clippy::type_complexity)]
-async fn bind_http(
+fn bind_http(
     config: &Config,
     keep: &[HttpListening],
 ) -> Result<
     Vec<(
         SocketAddr,
         ops::http::Paths,
-        Option<tokio::net::TcpListener>,
+        Option<(Arc<tokio::net::TcpListener>, SocketAddr)>,
     )>,
     StartError,
 > {
@@ -228,7 +223,10 @@ async fn bind_http(
         let listener = if kept {
             None
         } else {
-            Some(server::bind_tcp(addr).map_err(|source| StartError::Bind { addr, source })?)
+            let bind = |source| StartError::Bind { addr, source };
+            let listener = server::bind_tcp(addr).map_err(bind)?;
+            let bound = listener.local_addr().map_err(bind)?;
+            Some((Arc::new(listener), bound))
         };
         out.push((addr, paths, listener));
     }
@@ -256,12 +254,8 @@ impl Running {
             (Some(etcd), true) => Some(connect_sync(etcd).await.map_err(|e| e.to_string())?),
             _ => None,
         };
-        let new_dns = bind_dns(new, &self.listening)
-            .await
-            .map_err(|e| e.to_string())?;
-        let new_http = bind_http(new, &self.http)
-            .await
-            .map_err(|e| e.to_string())?;
+        let new_dns = bind_dns(new, &self.listening).map_err(|e| e.to_string())?;
+        let new_http = bind_http(new, &self.http).map_err(|e| e.to_string())?;
 
         let etcd_zones = etcd_zone_names(&prepared.index);
         let summary = zones_summary(&prepared.index);
@@ -322,19 +316,7 @@ impl Running {
                     let Some((configured, sockets)) = new_dns.next() else {
                         continue;
                     };
-                    let handler = Arc::new(HandlerSlot::new(self.handler(
-                        *addr,
-                        &settings,
-                        sockets.addr,
-                    )));
-                    let stop = self.server.serve(&sockets, &handler);
-                    Listening {
-                        configured,
-                        addr: sockets.addr,
-                        settings,
-                        handler,
-                        stop,
-                    }
+                    self.serve_dns(configured, &sockets, settings)
                 }
             };
             listening.push(entry);
@@ -347,31 +329,28 @@ impl Running {
 
         let mut http = Vec::new();
         for (addr, paths, listener) in new_http {
-            let kept = match listener {
-                Some(_) => None,
-                None => self
-                    .http
-                    .iter()
-                    .position(|h| h.configured == addr)
-                    .map(|i| self.http.swap_remove(i)),
+            if let Some((listener, bound)) = listener {
+                http.push(self.serve_http(addr, listener, bound, paths));
+                continue;
+            }
+            let Some(old) = self
+                .http
+                .iter()
+                .position(|h| h.configured == addr)
+                .map(|i| self.http.swap_remove(i))
+            else {
+                continue;
             };
-            let entry = match (kept, listener) {
-                (Some(old), _) if old.paths == paths => old,
-                (Some(old), _) => {
-                    // The serving task holds the listener until shutdown.
-                    let Some(listener) = old.listener.upgrade() else {
-                        continue;
-                    };
-                    old.stop.cancel();
-                    self.serve_http(addr, listener, old.bound, paths)
-                }
-                (None, Some(listener)) => {
-                    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-                    self.serve_http(addr, Arc::new(listener), bound, paths)
-                }
-                (None, None) => continue,
+            if old.paths == paths {
+                http.push(old);
+                continue;
+            }
+            // The serving task holds the listener until shutdown.
+            let Some(listener) = old.listener.upgrade() else {
+                continue;
             };
-            http.push(entry);
+            old.stop.cancel();
+            http.push(self.serve_http(addr, listener, old.bound, paths));
         }
         for removed in std::mem::replace(&mut self.http, http) {
             removed.stop.cancel();
@@ -400,6 +379,28 @@ impl Running {
                 slot,
                 settings.log_queries.clone(),
             )
+    }
+
+    /// Starts the loops of a newly bound listen address.
+    fn serve_dns(
+        &self,
+        configured: SocketAddr,
+        sockets: &Sockets,
+        settings: HandlerSettings,
+    ) -> Listening {
+        let handler = Arc::new(HandlerSlot::new(self.handler(
+            configured,
+            &settings,
+            sockets.addr,
+        )));
+        let stop = self.server.serve(sockets, &handler);
+        Listening {
+            configured,
+            addr: sockets.addr,
+            settings,
+            handler,
+            stop,
+        }
     }
 
     fn serve_http(
@@ -632,8 +633,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         Some(etcd) => Some(connect_sync(etcd).await?),
         None => None,
     };
-    let dns = bind_dns(config, &[]).await?;
-    let http = bind_http(config, &[]).await?;
+    let dns = bind_dns(config, &[])?;
+    let http = bind_http(config, &[])?;
 
     let summary = zones_summary(&prepared.index);
     let etcd_zones = etcd_zone_names(&prepared.index);
@@ -689,31 +690,16 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         sync_metrics,
     };
     for (configured, paths, listener) in http {
-        if let Some(listener) = listener {
-            let bound = listener.local_addr().map_err(|source| StartError::Bind {
-                addr: configured,
-                source,
-            })?;
-            let entry = running.serve_http(configured, Arc::new(listener), bound, paths);
+        if let Some((listener, bound)) = listener {
+            let entry = running.serve_http(configured, listener, bound, paths);
             running.http.push(entry);
         }
     }
     running.http_addrs = running.http.iter().map(|h| h.bound).collect();
     for (configured, sockets) in dns {
         let settings = HandlerSettings::of(config, configured);
-        let handler = Arc::new(HandlerSlot::new(running.handler(
-            configured,
-            &settings,
-            sockets.addr,
-        )));
-        let stop = running.server.serve(&sockets, &handler);
-        running.listening.push(Listening {
-            configured,
-            addr: sockets.addr,
-            settings,
-            handler,
-            stop,
-        });
+        let entry = running.serve_dns(configured, &sockets, settings);
+        running.listening.push(entry);
     }
     running.addrs = running.listening.iter().map(|l| l.addr).collect();
     running.set_plugins_enabled(config);

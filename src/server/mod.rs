@@ -229,7 +229,7 @@ fn serve_udp(socket: &std::net::UdpSocket, slot: &HandlerSlot, stop: &Cancellati
     let mut current = slot.current(Transport::Udp, false);
     // 4096 covers any query a client sends over UDP; a longer datagram is cut by the kernel and
     // then fails to decode (FORMERR), which is the right answer for it.
-    let mut requests = vec![[0u8; 4096]; UDP_BATCH];
+    let mut requests: Box<[[u8; 4096]; UDP_BATCH]> = Box::new([[0u8; 4096]; UDP_BATCH]);
     let mut responses: Vec<Vec<u8>> = (0..UDP_BATCH)
         .map(|_| Vec::with_capacity(usize::from(wire::MAX_UDP_PAYLOAD)))
         .collect();
@@ -240,8 +240,8 @@ fn serve_udp(socket: &std::net::UdpSocket, slot: &HandlerSlot, stop: &Cancellati
     while !stop.is_cancelled() {
         received.clear();
         {
-            let mut buffers: Vec<[IoSliceMut<'_>; 1]> =
-                requests.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+            // On the stack: nothing is allocated per system call.
+            let mut buffers = requests.each_mut().map(|b| [IoSliceMut::new(b)]);
             match recvmmsg(
                 socket.as_raw_fd(),
                 &mut headers,
@@ -497,19 +497,8 @@ async fn read_in_time(stream: &mut TcpStream, buf: &mut [u8], limit: Duration) -
 ///
 /// # Errors
 /// The bind error, when the address is taken or not local.
-pub async fn bind(addr: SocketAddr) -> io::Result<Sockets> {
-    if addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
-        match bind_pair(addr, true) {
-            Err(error) if no_ipv6(&error) => {
-                let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
-                tracing::info!(%addr, %error, "no IPv6 on this host; listening on {v4}");
-                bind_pair(v4, false)
-            }
-            other => other,
-        }
-    } else {
-        bind_pair(addr, false)
-    }
+pub fn bind(addr: SocketAddr) -> io::Result<Sockets> {
+    on_every_interface(addr, bind_pair)
 }
 
 /// A TCP listener on `addr` for HTTP, where `[::]` means every interface as in [`bind`].
@@ -517,79 +506,60 @@ pub async fn bind(addr: SocketAddr) -> io::Result<Sockets> {
 /// # Errors
 /// The bind error, when the address is taken or not local.
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
-    let listener = if addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
-        match tcp_socket(addr, true) {
-            Err(error) if no_ipv6(&error) => {
-                tcp_socket(SocketAddr::from(([0, 0, 0, 0], addr.port())), false)?
-            }
-            other => other?,
+    TcpListener::from_std(on_every_interface(addr, tcp_socket)?)
+}
+
+/// Binds with `bind(addr, dual_stack)`: dual-stack for `[::]`, falling back to `0.0.0.0` on a
+/// host without IPv6; as given otherwise.
+fn on_every_interface<T>(
+    addr: SocketAddr,
+    bind: impl Fn(SocketAddr, bool) -> io::Result<T>,
+) -> io::Result<T> {
+    if addr.ip() != std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+        return bind(addr, false);
+    }
+    match bind(addr, true) {
+        Err(error) if no_ipv6(&error) => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            tracing::info!(%addr, %error, "no IPv6 on this host; listening on {v4}");
+            bind(v4, false)
         }
-    } else {
-        tcp_socket(addr, false)?
-    };
-    TcpListener::from_std(listener)
+        other => other,
+    }
 }
 
 /// Whether `error` says the host has no IPv6 (rather than that the port is taken).
-pub fn no_ipv6(error: &io::Error) -> bool {
+fn no_ipv6(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::AddrNotAvailable || error.raw_os_error() == Some(97) // EAFNOSUPPORT
 }
 
 fn bind_pair(addr: SocketAddr, dual_stack: bool) -> io::Result<Sockets> {
-    // TCP first and without SO_REUSEPORT: a second server on the port fails here, rather than
-    // sharing the UDP port with this one.
-    let tcp = TcpListener::from_std(tcp_socket(addr, dual_stack)?)?;
-    let bound = tcp.local_addr()?;
-    let threads = udp_threads();
-    let mut udp = Vec::with_capacity(threads);
-    for _ in 0..threads {
-        match udp_socket(bound, dual_stack) {
-            Ok(socket) => udp.push(Arc::new(socket)),
-            // Port 0: the port TCP got may be taken for UDP; try another.
-            Err(error) if addr.port() == 0 && udp.is_empty() => {
-                return bind_pair_retry(addr, dual_stack, error);
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    report_receive_buffer(&udp[0], bound);
-    Ok(Sockets {
-        addr: bound,
-        udp,
-        tcp: Arc::new(tcp),
-    })
-}
-
-/// [`bind_pair`] again for port 0, a bounded number of times.
-fn bind_pair_retry(addr: SocketAddr, dual_stack: bool, first: io::Error) -> io::Result<Sockets> {
-    let mut last_error = first;
-    for _ in 0..15 {
+    // Port 0: the port TCP got may be taken for UDP; then another, a bounded number of times.
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        // TCP first and without SO_REUSEPORT: a second server on the port fails here, rather
+        // than sharing the UDP port with this one.
         let tcp = TcpListener::from_std(tcp_socket(addr, dual_stack)?)?;
         let bound = tcp.local_addr()?;
-        let mut udp = Vec::new();
-        let mut failed = None;
-        for _ in 0..udp_threads() {
-            match udp_socket(bound, dual_stack) {
-                Ok(socket) => udp.push(Arc::new(socket)),
-                Err(error) => {
-                    failed = Some(error);
-                    break;
+        let udp: io::Result<Vec<_>> = (0..udp_threads())
+            .map(|_| udp_socket(bound, dual_stack).map(Arc::new))
+            .collect();
+        match udp {
+            Ok(udp) => {
+                if let Some(first) = udp.first() {
+                    report_receive_buffer(first, bound);
                 }
-            }
-        }
-        match failed {
-            None => {
-                report_receive_buffer(&udp[0], bound);
                 return Ok(Sockets {
                     addr: bound,
                     udp,
                     tcp: Arc::new(tcp),
                 });
             }
-            Some(error) => last_error = error,
+            Err(error) => last_error = Some(error),
         }
     }
-    Err(last_error)
+    Err(last_error.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
 }
 
 /// One UDP receive thread per core this process may run on (`taskset` and cgroup limits
