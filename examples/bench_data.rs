@@ -538,31 +538,31 @@ async fn verify(url: &str, server: SocketAddr, services: u32) -> ModeResult {
     }
     let mut asker = Asker::new(server)?;
     let (mut checked, mut mismatches) = (0u32, 0u32);
-    let mut report = |what: String| {
-        if mismatches < 10 {
-            eprintln!("bench_data: mismatch: {what}");
+    // One name: srvd's records of `qtype` must be exactly the one etcd holds (or none).
+    let mut check = |name: String, qtype: u16, want: Option<Vec<u8>>| {
+        let got = asker.ask(&name, qtype).map(|(_, r)| r);
+        checked += 1;
+        let ok = match (&want, &got) {
+            (Some(w), Some(g)) => g.len() == 1 && g[0] == *w,
+            (None, Some(g)) => g.is_empty(),
+            _ => false,
+        };
+        if !ok {
+            if mismatches < 10 {
+                let kind = if qtype == TYPE_A { "A" } else { "TXT" };
+                eprintln!("bench_data: mismatch: {name} {kind}: etcd {want:?}, srvd {got:?}");
+            }
+            mismatches += 1;
         }
-        mismatches += 1;
     };
     for i in 0..services {
         for k in 1..=3 {
-            let name = format!("h{k}.svc{i}.{ZONE}");
             let want = values
                 .get(&format!("{PREFIX}/svc{i}/h{k}"))
                 .and_then(|v| v["host"].as_str())
                 .map(dotted);
-            let got = asker.ask(&name, TYPE_A).map(|(_, r)| r);
-            checked += 1;
-            let ok = match (&want, &got) {
-                (Some(w), Some(g)) => g.len() == 1 && g[0] == *w,
-                (None, Some(g)) => g.is_empty(),
-                _ => false,
-            };
-            if !ok {
-                report(format!("{name} A: etcd {want:?}, srvd {got:?}"));
-            }
+            check(format!("h{k}.svc{i}.{ZONE}"), TYPE_A, want);
         }
-        let name = format!("info.svc{i}.{ZONE}");
         let want = values
             .get(&format!("{PREFIX}/svc{i}/info"))
             .and_then(|v| v["text"].as_str())
@@ -571,16 +571,7 @@ async fn verify(url: &str, server: SocketAddr, services: u32) -> ModeResult {
                 rdata.extend_from_slice(t.as_bytes());
                 rdata
             });
-        let got = asker.ask(&name, TYPE_TXT).map(|(_, r)| r);
-        checked += 1;
-        let ok = match (&want, &got) {
-            (Some(w), Some(g)) => g.len() == 1 && g[0] == *w,
-            (None, Some(g)) => g.is_empty(),
-            _ => false,
-        };
-        if !ok {
-            report(format!("{name} TXT: etcd {want:?}, srvd {got:?}"));
-        }
+        check(format!("info.svc{i}.{ZONE}"), TYPE_TXT, want);
     }
     println!("verify checked={checked} mismatches={mismatches}");
     Ok(())

@@ -134,15 +134,16 @@ async fn a_second_server_on_a_port_in_use_stops_at_start_and_takes_no_queries() 
 
     let dir = fixture_zones();
     let first = spawn_binary(&dir, &["--zones-dir", "."]);
-    let port = first.addr.port().to_string();
-    let taken = format!("127.0.0.1:{port}");
-    let (code, stderr) =
-        run_command_expecting_failure(&dir, &["serve", "--listen", &taken, "--zones-dir", "."]);
-    assert_eq!(code, 1, "{stderr}");
-    assert!(
-        stderr.contains(&format!("cannot listen on {taken}")),
-        "{stderr}"
-    );
+    let stops_at_start = |addr: &str| {
+        let (code, stderr) =
+            run_command_expecting_failure(&dir, &["serve", "--listen", addr, "--zones-dir", "."]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("cannot listen on {addr}")),
+            "{stderr}"
+        );
+    };
+    stops_at_start(&first.addr.to_string());
     for _ in 0..50 {
         let reply = udp(first.addr, &query("a.svc.example.test.", RecordType::A)).await;
         assert_eq!(
@@ -153,14 +154,7 @@ async fn a_second_server_on_a_port_in_use_stops_at_start_and_takes_no_queries() 
     }
 
     // Only UDP taken, by a socket without SO_REUSEPORT: srvd's TCP bind succeeds, its UDP
-    // bind fails, and nothing is left listening.
+    // bind fails.
     let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let udp_only = held.local_addr().unwrap().to_string();
-    let (code, stderr) =
-        run_command_expecting_failure(&dir, &["serve", "--listen", &udp_only, "--zones-dir", "."]);
-    assert_eq!(code, 1, "{stderr}");
-    assert!(
-        stderr.contains(&format!("cannot listen on {udp_only}")),
-        "{stderr}"
-    );
+    stops_at_start(&held.local_addr().unwrap().to_string());
 }

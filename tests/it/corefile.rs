@@ -4,6 +4,8 @@
 use std::io::ErrorKind;
 use std::net::TcpListener;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::support::dns::dig;
 use crate::support::etcd::EtcdServer;
@@ -11,6 +13,79 @@ use crate::support::srvd::spawn_serve;
 
 /// A zone file for `example.test.` named as CoreDNS users name them (`db.<zone>`).
 const ZONE: &str = "$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 30\n@ IN NS ns1\nns1 IN A 192.0.2.53\nwww IN A 192.0.2.80\n";
+
+/// A directory with `db.example.test` (www 192.0.2.80) and `db.other.test` (www 198.51.100.80).
+fn two_zones() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db.example.test"), ZONE).unwrap();
+    std::fs::write(
+        dir.path().join("db.other.test"),
+        ZONE.replace("192.0.2.80", "198.51.100.80"),
+    )
+    .unwrap();
+    dir
+}
+
+/// `www.example.test. A` asked of one address over and over (at most 100,000 times) while
+/// reloads happen, counting the questions and those without their one address.
+struct QueryLoop {
+    stop: Arc<AtomicBool>,
+    asked: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl QueryLoop {
+    /// Starts asking `addr`: over UDP, or over UDP and TCP in turn with `tcp_too`.
+    fn start(addr: std::net::SocketAddr, tcp_too: bool) -> Self {
+        use crate::support::dns::{query, tcp, udp};
+        use hickory_proto::rr::RecordType;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (asked, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let task = tokio::spawn({
+            let (stop, asked, failed) = (stop.clone(), asked.clone(), failed.clone());
+            async move {
+                for _ in 0..100_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let message = query("www.example.test.", RecordType::A);
+                    let reply = if tcp_too && asked.load(Ordering::Relaxed) % 2 == 1 {
+                        tcp(addr, &message).await
+                    } else {
+                        udp(addr, &message).await
+                    };
+                    asked.fetch_add(1, Ordering::Relaxed);
+                    if reply.answers.len() != 1 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        Self {
+            stop,
+            asked,
+            failed,
+            task,
+        }
+    }
+
+    /// Questions asked so far.
+    fn asked(&self) -> usize {
+        self.asked.load(Ordering::Relaxed)
+    }
+
+    /// Stops the loop; (asked, failed).
+    async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        (
+            self.asked.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
 
 fn srvd(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_srvd"))
@@ -208,12 +283,7 @@ async fn each_port_answers_only_the_zones_of_its_blocks() {
     let _process = spawn_serve(dir.path(), &["--conf", "Corefile"], "info");
     let ask = |port: u16, name: &str| {
         let out = dig(&["@127.0.0.1", "-p", &port.to_string(), name, "A"]);
-        let status = out
-            .split("status: ")
-            .nth(1)
-            .and_then(|s| s.split(',').next())
-            .unwrap_or("none")
-            .to_string();
+        let status = status_of(&out);
         let answer = out
             .lines()
             .find(|l| !l.starts_with(';') && l.contains(" IN A "))
@@ -240,19 +310,9 @@ async fn each_port_answers_only_the_zones_of_its_blocks() {
 /// the running configuration and is reported once.
 #[tokio::test]
 async fn reload_switches_to_a_changed_corefile_without_failing_a_query() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use crate::support::dns::a_of;
 
-    use crate::support::dns::{a_of, query, udp};
-    use hickory_proto::rr::RecordType;
-
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("db.example.test"), ZONE).unwrap();
-    std::fs::write(
-        dir.path().join("db.other.test"),
-        ZONE.replace("192.0.2.80", "198.51.100.80"),
-    )
-    .unwrap();
+    let dir = two_zones();
     let port = free_port();
     let corefile = dir.path().join("Corefile");
     let block = |extra: &str| {
@@ -270,23 +330,7 @@ async fn reload_switches_to_a_changed_corefile_without_failing_a_query() {
     );
 
     // A bounded loop of queries for the zone that stays, through every switch below.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (asked, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load = tokio::spawn({
-        let (stop, asked, failed) = (stop.clone(), asked.clone(), failed.clone());
-        async move {
-            for _ in 0..100_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let reply = udp(addr, &query("www.example.test.", RecordType::A)).await;
-                asked.fetch_add(1, Ordering::Relaxed);
-                if reply.answers.len() != 1 {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    });
+    let load = QueryLoop::start(addr, false);
 
     // A valid change, picked up by polling: a second zone appears.
     write_atomically(&corefile, block("  file db.other.test other.test\n")).unwrap();
@@ -339,18 +383,13 @@ async fn reload_switches_to_a_changed_corefile_without_failing_a_query() {
     process.log_until(std::time::Duration::from_secs(10), |log| {
         log.iter().filter(|l| l.contains("reloaded")).count() >= 2
     });
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    let (asked, failed) = load.finish().await;
     let invalid = process
         .log
         .iter()
         .filter(|l| l.contains("reload: the Corefile is not valid"))
         .count();
     assert_eq!(invalid, 1, "reported once: {:#?}", process.log);
-    let (asked, failed) = (
-        asked.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed),
-    );
     eprintln!("{asked} queries during the reloads, {failed} failed");
     assert!(asked > 0);
     assert_eq!(failed, 0, "no query failed across the reloads");
@@ -420,22 +459,13 @@ async fn reload_keeps_an_unchanged_etcd_backend_without_reading_etcd_again() {
 /// the address that left are still reported afterwards (counters never go back).
 #[tokio::test]
 async fn reload_binds_new_addresses_closes_dropped_ones_and_keeps_the_ones_that_stay() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::Duration;
 
     use crate::ops::endpoints::{counter, fetch_metrics};
-    use crate::support::dns::{a_of, query, tcp, udp};
+    use crate::support::dns::a_of;
     use crate::support::http::get;
-    use hickory_proto::rr::RecordType;
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("db.example.test"), ZONE).unwrap();
-    std::fs::write(
-        dir.path().join("db.other.test"),
-        ZONE.replace("192.0.2.80", "198.51.100.80"),
-    )
-    .unwrap();
+    let dir = two_zones();
     let (stays, added, health, metrics) = (free_port(), free_port(), free_port(), free_port());
     let corefile = dir.path().join("Corefile");
     // 1. One block; /health only.
@@ -455,30 +485,9 @@ async fn reload_binds_new_addresses_closes_dropped_ones_and_keeps_the_ones_that_
     let reloads =
         |n: usize| move |log: &[String]| log.iter().filter(|l| l.contains("reloaded")).count() >= n;
 
-    // A bounded query loop on the address that stays, through both reloads.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (asked, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load = tokio::spawn({
-        let (stop, asked, failed) = (stop.clone(), asked.clone(), failed.clone());
-        async move {
-            for _ in 0..100_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let message = query("www.example.test.", RecordType::A);
-                // UDP and TCP in turn: both kinds of loop are replaced.
-                let reply = if asked.load(Ordering::Relaxed) % 2 == 0 {
-                    udp(first, &message).await
-                } else {
-                    tcp(first, &message).await
-                };
-                asked.fetch_add(1, Ordering::Relaxed);
-                if reply.answers.len() != 1 {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    });
+    // A bounded query loop on the address that stays, through both reloads: UDP and TCP in
+    // turn, so both kinds of loop take the new handlers.
+    let load = QueryLoop::start(first, true);
 
     // 2. A second block on a new port, /metrics instead of /health. Then the first block's
     // `log` goes on and off: each switch gives its address new loops on the same sockets.
@@ -490,7 +499,7 @@ async fn reload_binds_new_addresses_closes_dropped_ones_and_keeps_the_ones_that_
     };
     const SWITCHES: usize = 20;
     for switch in 0..=SWITCHES {
-        let seen = asked.load(Ordering::Relaxed);
+        let seen = load.asked();
         std::fs::write(
             &corefile,
             stage2(if switch % 2 == 1 { "  log\n" } else { "" }),
@@ -500,8 +509,8 @@ async fn reload_binds_new_addresses_closes_dropped_ones_and_keeps_the_ones_that_
         process.log_until(Duration::from_secs(10), reloads(switch + 1));
         // Queries run between switches, so every switch happens under load.
         crate::support::eventually(Duration::from_secs(10), "queries between switches", || {
-            let asked = asked.clone();
-            async move { (asked.load(Ordering::Relaxed) >= seen + 5).then_some(()) }
+            let asked = load.asked();
+            async move { (asked >= seen + 5).then_some(()) }
         })
         .await;
     }
@@ -545,8 +554,7 @@ async fn reload_binds_new_addresses_closes_dropped_ones_and_keeps_the_ones_that_
         ),
     )
     .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    let (asked, failed) = load.finish().await;
     process.signal("USR1");
     process.log_until(Duration::from_secs(10), reloads(SWITCHES + 2));
     // Its accept loop ends on its own task right after the switch: poll, bounded.
@@ -582,10 +590,6 @@ async fn reload_binds_new_addresses_closes_dropped_ones_and_keeps_the_ones_that_
         kept >= counted,
         "the dropped address's counter did not go back: {counted} then {kept}"
     );
-    let (asked, failed) = (
-        asked.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed),
-    );
     eprintln!("{asked} queries on the address that stayed, {failed} failed");
     assert!(asked > 0);
     assert_eq!(failed, 0, "no query failed across the reloads");
@@ -593,7 +597,17 @@ async fn reload_binds_new_addresses_closes_dropped_ones_and_keeps_the_ones_that_
 
 /// The answer lines of `dig`, and its status.
 fn dig_status(port: u16, server: &str, name: &str, qtype: &str) -> String {
-    let out = dig(&[&format!("@{server}"), "-p", &port.to_string(), name, qtype]);
+    status_of(&dig(&[
+        &format!("@{server}"),
+        "-p",
+        &port.to_string(),
+        name,
+        qtype,
+    ]))
+}
+
+/// The RCODE in `dig`'s header line (`status: NOERROR`), or `none` when it printed none.
+fn status_of(out: &str) -> String {
     out.split("status: ")
         .nth(1)
         .and_then(|s| s.split(',').next())
