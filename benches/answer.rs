@@ -141,8 +141,11 @@ fn bench_respond(c: &mut Criterion) {
     let index = Arc::new(IndexHandle::new(index));
     let server = metrics.server_slot("dns://127.0.0.1:1053");
     // `*_udp`: metrics on, as `srvd serve --metrics` runs, so the per-query counting is
-    // included; `*_udp_no_metrics`: the same handler without them, for the difference.
+    // included; `*_udp_no_metrics`: the same handler without them, for the difference. Both
+    // answer a repeated question from its prepared response; `*_udp_from_scratch` builds
+    // every answer (`--answer-cache-mib 0`, and the first asking after any change).
     let counted = Handler::new(index.clone()).with_ops(Some(metrics), server, None);
+    let scratch_only = Handler::new(index.clone()).with_prepared_bytes(0);
     let plain = Handler::new(index);
     let peer = "127.0.0.1:40000".parse().expect("addr");
     let mut out = Vec::with_capacity(1232);
@@ -154,7 +157,11 @@ fn bench_respond(c: &mut Criterion) {
         let mut message = Message::new(1, MessageType::Query, OpCode::Query);
         message.add_query(Query::query(Name::from_ascii(qname).expect("name"), qtype));
         let request = message.to_vec().expect("encode");
-        for (suffix, handler) in [("", &counted), ("_no_metrics", &plain)] {
+        for (suffix, handler) in [
+            ("", &counted),
+            ("_no_metrics", &plain),
+            ("_from_scratch", &scratch_only),
+        ] {
             let mut scratch = handler.scratch(Transport::Udp, false);
             group.bench_function(format!("{label}{suffix}"), |b| {
                 b.iter(|| {

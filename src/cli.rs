@@ -111,7 +111,7 @@ pub struct ExitError {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Take the configuration from this Corefile (CoreDNS's format) instead of the flags below
-    /// (the TCP limits and --etcd-max-response-bytes still apply).
+    /// (the TCP limits, --answer-cache-mib and --etcd-max-response-bytes still apply).
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "listen", "zones_dir", "etcd", "zones", "etcd_prefix", "min_lease_ttl", "max_lease_ttl",
         "registry", "registry_zone", "registry_ttl",
@@ -179,6 +179,11 @@ pub struct ServeArgs {
     /// Log one line per query, in CoreDNS's `log` format, on the `srvd::query` target.
     #[arg(long)]
     pub log_queries: bool,
+    /// Memory for prepared responses, per listen address, in MiB: a question asked again in
+    /// the same snapshot is answered by a look-up and a copy. 0 answers every query from
+    /// scratch.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub answer_cache_mib: usize,
 }
 
 impl ServeArgs {
@@ -192,7 +197,12 @@ impl ServeArgs {
             max_connections: self.tcp_max_connections,
             ..TcpLimits::default()
         };
+        config.answer_cache_bytes = self.answer_cache_bytes();
         config
+    }
+
+    fn answer_cache_bytes(&self) -> usize {
+        self.answer_cache_mib.saturating_mul(1 << 20)
     }
 
     /// The validated configuration.
@@ -244,6 +254,7 @@ impl ServeArgs {
                 max_connections: self.tcp_max_connections,
                 ..TcpLimits::default()
             },
+            answer_cache_bytes: self.answer_cache_bytes(),
             ..Config::default()
         })
     }

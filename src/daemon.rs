@@ -95,6 +95,7 @@ struct HandlerSettings {
     zones: Option<Vec<hickory_proto::rr::Name>>,
     metrics: bool,
     log_queries: Option<crate::config::QueryLog>,
+    answer_cache_bytes: usize,
 }
 
 impl HandlerSettings {
@@ -107,6 +108,7 @@ impl HandlerSettings {
                 .map(|(_, zones)| zones.clone()),
             metrics: config.metrics.is_some(),
             log_queries: config.log_queries.clone(),
+            answer_cache_bytes: config.answer_cache_bytes,
         }
     }
 }
@@ -373,6 +375,7 @@ impl Running {
             .dns_metrics
             .server_slot(&server_label(configured, bound));
         Handler::new(self.index.clone())
+            .with_prepared_bytes(settings.answer_cache_bytes)
             .with_zones(settings.zones.as_deref())
             .with_ops(
                 settings.metrics.then(|| self.dns_metrics.clone()),

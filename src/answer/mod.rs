@@ -121,6 +121,9 @@ pub struct Answer<'a> {
     /// The additional section: every record here may be dropped to fit a size limit without
     /// setting TC (RFC 2181 §9), whole RRsets first.
     pub additional: Vec<Rr<'a>>,
+    /// Some TTL came from a lease's remaining time, so the same question asked later gets other
+    /// TTLs from the same snapshot: this answer must not be prepared for reuse.
+    pub clocked: bool,
 }
 
 /// The allocations behind an [`Answer`], kept by a listener between queries.
@@ -152,6 +155,7 @@ impl<'a> Answer<'a> {
             answers: recycle(buffers.answers),
             authority: recycle(buffers.authority),
             additional: recycle(buffers.additional),
+            clocked: false,
         }
     }
 
@@ -166,6 +170,7 @@ impl<'a> Answer<'a> {
 
     fn clear(&mut self) {
         self.rcode = ResponseCode::NoError;
+        self.clocked = false;
         self.answers.clear();
         self.authority.clear();
         self.additional.clear();
@@ -190,7 +195,11 @@ pub fn answer<'a, R: Rng + ?Sized>(
     let mut registry_name = false;
     if let (Some(registry), Some((_, data))) = (zone.registry(), etcd) {
         match registry::answer(zone, registry, data, question, cap, rng, out) {
-            registry::Found::Answered => return,
+            registry::Found::Answered => {
+                // Registry records are leased: their TTLs follow the clock.
+                out.clocked = true;
+                return;
+            }
             registry::Found::Exists => registry_name = true,
             registry::Found::Absent => {}
         }

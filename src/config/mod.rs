@@ -132,6 +132,8 @@ pub struct Config {
     pub tcp: TcpLimits,
     /// How long shutdown waits for in-flight TCP answers.
     pub shutdown_grace: Duration,
+    /// Bytes of prepared responses kept per listen address (`server::prepared`); 0: none.
+    pub answer_cache_bytes: usize,
     /// `/health` (CoreDNS `health ADDR { lameduck D }`): off when `None`.
     pub health: Option<HealthConfig>,
     /// `/ready` (CoreDNS `ready ADDR`): off when `None`.
@@ -250,6 +252,7 @@ impl Default for Config {
             etcd: None,
             tcp: TcpLimits::default(),
             shutdown_grace: Duration::from_secs(5),
+            answer_cache_bytes: crate::server::handler::DEFAULT_PREPARED_BYTES,
             health: None,
             ready: None,
             metrics: None,

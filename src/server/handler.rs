@@ -9,6 +9,10 @@
 //!
 //! The handler is synchronous and shared by every listener: the UDP loop and each TCP
 //! connection call [`Handler::respond`] with their own reusable [`Scratch`].
+//!
+//! A repeat of a question already answered in the current snapshot is answered from its
+//! prepared response (`prepared`) before anything is decoded; the reference path below prepares
+//! it the first time.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -22,10 +26,11 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tracing::trace;
 
+use super::prepared::{self, Found, PlainQuery, Prepared, PreparedAnswers};
 use super::wire::{self, RequestHeader, Response, Transport};
 use crate::answer::{self, Answer, AnswerBuffers, Question};
 use crate::config::QueryLog;
-use crate::index::IndexHandle;
+use crate::index::{Index, IndexHandle};
 use crate::ops::metrics::{DURATION_SAMPLE, DnsMetrics, LoopCounters, Observation, Proto};
 use crate::ops::querylog::{self, QueryLine, ResponseType};
 
@@ -45,6 +50,11 @@ pub struct Scratch {
     /// Time every query: a TCP connection often carries one query, so sampling per connection
     /// would time none.
     time_all: bool,
+    /// The prepared-response key of the query being answered.
+    key: Vec<u8>,
+    /// Encoding and drawing buffers of the prepared path.
+    encode: Vec<u8>,
+    order: Vec<prepared::Piece>,
 }
 
 /// The keys of the zones one listen address serves.
@@ -62,7 +72,12 @@ pub struct Handler {
     log_queries: Option<Arc<QueryLog>>,
     /// The zones this address serves, when it serves only some.
     zones: Option<ZoneKeys>,
+    /// Responses prepared in the current snapshot; `None`: every query answered from scratch.
+    prepared: Option<Arc<PreparedAnswers>>,
 }
+
+/// The default bound on one address's prepared responses.
+pub const DEFAULT_PREPARED_BYTES: usize = 64 << 20;
 
 /// What a query came to, for the counters and the query log.
 struct Outcome {
@@ -110,7 +125,21 @@ impl Handler {
             server: 0,
             log_queries: None,
             zones: None,
+            prepared: Some(Arc::new(PreparedAnswers::new(DEFAULT_PREPARED_BYTES))),
         }
+    }
+
+    /// The prepared responses, when this handler keeps them.
+    #[cfg(test)]
+    pub(crate) fn prepared(&self) -> Option<&PreparedAnswers> {
+        self.prepared.as_deref()
+    }
+
+    /// Keeps at most `bytes` of prepared responses; 0 answers every query from scratch.
+    #[must_use]
+    pub fn with_prepared_bytes(mut self, bytes: usize) -> Self {
+        self.prepared = (bytes > 0).then(|| Arc::new(PreparedAnswers::new(bytes)));
+        self
     }
 
     /// Serves only the zones `zones` names here (a Corefile whose blocks put different zones on
@@ -191,6 +220,38 @@ impl Handler {
             }
         };
         let start = timed.then(Instant::now);
+        let index = self.index.load();
+        let mut prepare = false;
+        if let Some(cache) = &self.prepared
+            && self.log_queries.is_none()
+            && let Some(query) = PlainQuery::parse(request)
+        {
+            query.key(transport, &mut scratch.key);
+            let found = RNG.with_borrow_mut(|rng| {
+                cache.respond(&index, &scratch.key, &query, rng, &mut scratch.order, out)
+            });
+            match found {
+                Found::Sent(outcome) => {
+                    if scratch.counters.is_some() {
+                        let observation = Observation {
+                            zone: outcome.zone,
+                            ipv6: peer.ip().to_canonical().is_ipv6(),
+                            qtype: Some(RecordType::from(query.qtype)),
+                            rcode: u16::from(outcome.rcode),
+                            plugin: outcome.plugin,
+                            dnssec_ok: query.edns.is_some_and(|(_, dnssec_ok)| dnssec_ok),
+                            request_size: request.len(),
+                            response_size: out.len(),
+                            duration: start.map(|s| s.elapsed()),
+                        };
+                        self.count(transport, scratch, &observation);
+                    }
+                    return true;
+                }
+                Found::FromScratch => {}
+                Found::Missing => prepare = true,
+            }
+        }
         let mut decoder = BinDecoder::new(request);
         let Ok(header) = Header::read(&mut decoder) else {
             trace!(len = request.len(), "dropped: no DNS header");
@@ -213,7 +274,7 @@ impl Handler {
                 self.refuse(request_header, None, false, Refusal::FormErr, out)
             }
             Ok(request) => match self.check(request, transport) {
-                Ok(()) => self.answer(request, transport, scratch, out),
+                Ok(()) => self.answer(request, transport, &index, prepare, scratch, out),
                 Err(refusal) => {
                     let question = if request.queries.len() == 1 {
                         request.queries.first()
@@ -276,7 +337,7 @@ impl Handler {
         let edns = request.and_then(|r| r.edns.as_ref());
         let dnssec_ok = edns.is_some_and(|e| e.flags().dnssec_ok);
         let rsize = if outcome.sent { out.len() } else { 0 };
-        if let Some(counters) = &scratch.counters {
+        if scratch.counters.is_some() {
             let observation = Observation {
                 zone: outcome.zone,
                 ipv6: peer.is_ipv6(),
@@ -288,23 +349,7 @@ impl Handler {
                 response_size: rsize,
                 duration,
             };
-            if !counters.record(&observation)
-                && let Some(metrics) = &self.metrics
-            {
-                // A zone added by a reload: counters covering it, from now on.
-                let proto = match transport {
-                    Transport::Udp => Proto::Udp,
-                    Transport::Tcp => Proto::Tcp,
-                };
-                let grown = metrics.counters_covering(
-                    self.server,
-                    proto,
-                    scratch.time_all,
-                    observation.zone,
-                );
-                let _ = grown.record(&observation);
-                scratch.counters = Some(grown);
-            }
+            self.count(transport, scratch, &observation);
         }
         if let Some(log) = &self.log_queries {
             let root = Name::root();
@@ -340,6 +385,26 @@ impl Handler {
         }
     }
 
+    /// Counts one query into the loop's counters (which must exist).
+    fn count(&self, transport: Transport, scratch: &mut Scratch, observation: &Observation) {
+        let Some(counters) = &scratch.counters else {
+            return;
+        };
+        if !counters.record(observation)
+            && let Some(metrics) = &self.metrics
+        {
+            // A zone added by a reload: counters covering it, from now on.
+            let proto = match transport {
+                Transport::Udp => Proto::Udp,
+                Transport::Tcp => Proto::Tcp,
+            };
+            let grown =
+                metrics.counters_covering(self.server, proto, scratch.time_all, observation.zone);
+            let _ = grown.record(observation);
+            scratch.counters = Some(grown);
+        }
+    }
+
     fn check(&self, request: &Request, _transport: Transport) -> Result<(), Refusal> {
         if request.header.op_code != OpCode::Query {
             return Err(Refusal::NotImp);
@@ -360,16 +425,19 @@ impl Handler {
         Ok(())
     }
 
+    /// Answers from scratch; with `prepare`, also keeps the answer for `scratch.key` in that
+    /// snapshot (which must be `index`).
     fn answer(
         &self,
         request: &Request,
         transport: Transport,
+        index: &Arc<Index>,
+        prepare: bool,
         scratch: &mut Scratch,
         out: &mut Vec<u8>,
     ) -> Outcome {
         let query = &request.queries[0];
         let question = Question::new(query.name(), query.query_type());
-        let index = self.index.load();
         // The most specific zone holding the name, among those this address serves.
         let served = |zone: &crate::index::Zone| {
             self.zones
@@ -393,7 +461,7 @@ impl Handler {
         let limit = wire::payload_limit(transport, request.edns.as_ref());
         let mut answer = Answer::with_buffers(std::mem::take(&mut scratch.answer));
         RNG.with_borrow_mut(|rng| {
-            answer::answer(&index, zone, &question, limit, rng, &mut answer);
+            answer::answer(index, zone, &question, limit, rng, &mut answer);
         });
         let response = Response {
             header: request.header,
@@ -416,14 +484,39 @@ impl Handler {
                 wire::encode(out, &failed, None).is_ok()
             }
         };
-        scratch.answer = answer.into_buffers();
-        Outcome {
+        let outcome = Outcome {
             sent,
             rcode,
             zone: zone.metrics_slot(),
             // CoreDNS names the plugin that wrote the answer; a zone with etcd counts as etcd.
             plugin: if zone.etcd().is_some() { 2 } else { 1 },
+        };
+        if prepare
+            && sent
+            && let Some(cache) = &self.prepared
+        {
+            // The key ends with the limit (2 bytes) and the EDNS flag (1).
+            let question_bytes = &scratch.key[..scratch.key.len() - 3];
+            let entry = if rcode == answer.rcode {
+                Prepared::build(
+                    query,
+                    question_bytes,
+                    &response,
+                    &answer,
+                    prepared::Outcome {
+                        rcode,
+                        zone: outcome.zone,
+                        plugin: outcome.plugin,
+                    },
+                    &mut scratch.encode,
+                )
+            } else {
+                None
+            };
+            cache.insert(&self.index, index, &scratch.key, entry);
         }
+        scratch.answer = answer.into_buffers();
+        outcome
     }
 
     fn refuse(

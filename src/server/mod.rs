@@ -26,6 +26,7 @@
 //! on the same sockets take it before their next query, so no datagram finds no reader.
 
 pub mod handler;
+pub mod prepared;
 pub mod pressure;
 pub mod wire;
 

@@ -13,7 +13,7 @@
 use hickory_proto::ProtoError;
 use hickory_proto::op::{Edns, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
 use crate::answer::{Answer, Rr};
 
@@ -130,7 +130,8 @@ pub fn encode(
     Ok(())
 }
 
-fn header_flags(response: &Response<'_>, truncated: bool) -> u16 {
+/// The header flags of `response`.
+pub fn header_flags(response: &Response<'_>, truncated: bool) -> u16 {
     let mut flags: u16 = 0x8000; // QR
     flags |= u16::from(u8::from(response.header.op_code) & 0x0f) << 11;
     if response.authoritative {
@@ -222,6 +223,46 @@ fn emit_rr(
     rr.record.data.emit(encoder)?;
     let len = encoder.len_since_place(&place);
     place.replace(encoder, len as u16)
+}
+
+/// Appends `rr` to `out` as it would follow `question` in a response, placeable anywhere after
+/// the question: its owner is compressed against the question only, and the names in its RDATA
+/// are not compressed (a pointer into the record itself, or into an earlier record, would point
+/// elsewhere once the record moves). That is what a prepared response needs to reorder SRV
+/// records per response, as long as the same question bytes sit at offset 12. `scratch` is
+/// reused between calls.
+///
+/// # Errors
+/// A record that cannot be encoded.
+pub fn encode_detached(
+    question: &Query,
+    rr: &Rr<'_>,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<(), ProtoError> {
+    scratch.clear();
+    let mut encoder = BinEncoder::new(scratch);
+    encoder.emit_vec(&[0; HEADER_LEN])?;
+    question.emit(&mut encoder)?;
+    let start = encoder.offset();
+    rr.owner_name(question.name()).emit(&mut encoder)?;
+    encoder.set_name_encoding(NameEncoding::Uncompressed);
+    rr.record.record_type().emit(&mut encoder)?;
+    rr.record.dns_class.emit(&mut encoder)?;
+    encoder.emit_u32(rr.ttl)?;
+    let place = encoder.place::<u16>()?;
+    rr.record.data.emit(&mut encoder)?;
+    let len = encoder.len_since_place(&place);
+    place.replace(&mut encoder, len as u16)?;
+    out.extend_from_slice(&scratch[start..]);
+    Ok(())
+}
+
+/// The OPT record [`encode`] appends for `rcode`.
+pub fn opt_record(rcode: ResponseCode) -> [u8; OPT_LEN] {
+    let payload = MAX_UDP_PAYLOAD.to_be_bytes();
+    let [high, ..] = (u32::from(rcode.high()) << 24).to_be_bytes();
+    [0, 0, 41, payload[0], payload[1], high, 0, 0, 0, 0, 0]
 }
 
 /// RFC 6891 §6.1.2: root owner, type OPT, class = our payload size, TTL = extended RCODE, version 0,

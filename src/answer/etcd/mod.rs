@@ -87,6 +87,8 @@ pub(super) struct Ctx<'a> {
     pub answer_left: Cell<usize>,
     /// Additional records the question may still build.
     pub extra_left: Cell<usize>,
+    /// Whether some TTL came from a lease (see [`Answer::clocked`]).
+    pub clocked: Cell<bool>,
 }
 
 impl<'a> Ctx<'a> {
@@ -106,6 +108,7 @@ impl<'a> Ctx<'a> {
             visits: RefCell::new(SmallMap::default()),
             answer_left: Cell::new(cap),
             extra_left: Cell::new(cap),
+            clocked: Cell::new(false),
         }
     }
 
@@ -191,6 +194,7 @@ impl<'a> Ctx<'a> {
     /// The TTL of records built from `entry` (CoreDNS `plugin/etcd/etcd.go`).
     pub fn ttl(&self, entry: &ServiceEntry) -> u32 {
         if entry.lease != 0 {
+            self.clocked.set(true);
             self.data.leases.ttl(entry.lease, entry.ttl)
         } else if entry.ttl == 0 {
             DEFAULT_TTL_SECS
@@ -291,6 +295,7 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
         }
         Ok(()) => out.rcode = ResponseCode::NoError,
     }
+    out.clocked |= ctx.clocked.get();
     Outcome::Answered
 }
 
