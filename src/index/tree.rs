@@ -58,11 +58,14 @@ pub struct ZoneTree {
 }
 
 impl ZoneTree {
-    /// Builds the tree from records already validated to lie inside the zone.
+    /// Builds the tree from records already validated to lie inside the zone, in file order.
+    ///
+    /// As an RRset is a set (RFC 2181 §5), a record whose data repeats an earlier one at the same
+    /// name replaces it (its TTL wins), and a later CNAME replaces an earlier one. Every record at
+    /// a name takes the spelling of that name's first record, so that an RRset has one owner.
     pub fn from_records(records: impl IntoIterator<Item = Record>) -> Self {
         let mut tree = Self::default();
-        for record in records {
-            tree.record_count += 1;
+        for mut record in records {
             let node = tree
                 .nodes
                 .entry(owned_key(&record.name))
@@ -70,9 +73,22 @@ impl ZoneTree {
                     name: record.name.clone(),
                     rrsets: Vec::new(),
                 });
+            if !node.name.eq_case(&record.name) {
+                record.name.clone_from(&node.name);
+            }
             let rtype = record.record_type();
             match node.rrsets.iter_mut().find(|set| set.rtype == rtype) {
-                Some(set) => set.records.push(record),
+                Some(set) => {
+                    let same = if rtype == RecordType::CNAME {
+                        Some(0)
+                    } else {
+                        set.records.iter().position(|r| r.data == record.data)
+                    };
+                    match same {
+                        Some(at) => set.records[at] = record,
+                        None => set.records.push(record),
+                    }
+                }
                 None => {
                     node.rrsets.push(RrSet {
                         rtype,
@@ -82,6 +98,12 @@ impl ZoneTree {
                 }
             }
         }
+        tree.record_count = tree
+            .nodes
+            .values()
+            .flat_map(|node| &node.rrsets)
+            .map(|set| set.records.len())
+            .sum();
         tree
     }
 
@@ -135,5 +157,38 @@ impl ZoneTree {
     /// Every node, in key order (used at load time for validation and statistics).
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_record_replaces_the_earlier_and_a_name_keeps_its_first_spelling() {
+        let text = "$TTL 60\n@ SOA ns h 1 2 3 4 5\nWww A 192.0.2.1\nwww 30 A 192.0.2.1\n\
+                    WWW A 192.0.2.2\nc CNAME a\nc CNAME b\n";
+        let zone = crate::zonefile::parse(text, "z.test.", "t.zone", None).unwrap();
+        let tree = ZoneTree::from_records(zone.records);
+        assert_eq!(tree.record_count(), 4);
+        let at = |name: &str, rtype: RecordType| -> Vec<String> {
+            let key = owned_key(&Name::from_ascii(name).unwrap());
+            tree.node(&key)
+                .unwrap()
+                .rrset(rtype)
+                .unwrap()
+                .records
+                .iter()
+                .map(|r| format!("{} {} {}", r.name, r.ttl, r.data))
+                .collect()
+        };
+        assert_eq!(
+            at("www.z.test.", RecordType::A),
+            ["Www.z.test. 30 192.0.2.1", "Www.z.test. 60 192.0.2.2"]
+        );
+        assert_eq!(
+            at("c.z.test.", RecordType::CNAME),
+            ["c.z.test. 60 b.z.test."]
+        );
     }
 }
