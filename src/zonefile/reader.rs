@@ -449,7 +449,7 @@ impl Reader {
                 "no TTL: expected a $TTL directive or a TTL in the record".to_string()
             })?,
         };
-        let rdata = self.rdata(rtype, rest, origin, &owner, ttl)?;
+        let rdata = self.rdata(rtype, rest, origin, ttl)?;
         let mut record = Record::from_rdata(owner, ttl, rdata);
         record.dns_class = self.class;
         Ok(Some(record))
@@ -460,7 +460,6 @@ impl Reader {
         rtype: RecordType,
         tokens: &[Token<'_>],
         origin: &Name,
-        owner: &Name,
         ttl: u32,
     ) -> Result<RData, String> {
         Ok(match rtype {
@@ -564,7 +563,7 @@ impl Reader {
                     .collect::<Result<Vec<_>, String>>()?;
                 RData::TXT(TXT::from_bytes(strings.iter().map(AsRef::as_ref).collect()))
             }
-            _ => self.other_rdata(rtype, tokens, origin, owner, ttl)?,
+            _ => self.other_rdata(rtype, tokens, origin, ttl)?,
         })
     }
 
@@ -574,10 +573,9 @@ impl Reader {
         rtype: RecordType,
         tokens: &[Token<'_>],
         origin: &Name,
-        owner: &Name,
         ttl: u32,
     ) -> Result<RData, String> {
-        let mut text = format!("{owner} {ttl} {} {rtype}", self.class);
+        let mut text = format!("@ {ttl} {} {rtype}", self.class);
         for token in tokens {
             text.push(' ');
             if token.quoted {
