@@ -74,8 +74,9 @@ pub(super) fn read(
         owner: None,
         stack: path.map(Path::to_path_buf).into_iter().collect(),
         includes: 0,
-        buf: String::new(),
-        origin_text: (origin.clone(), origin.to_ascii()),
+        owner_text: String::new(),
+        owner_generation: 0,
+        origin_generation: 1,
     };
     reader.read_file(text, origin.clone(), 0, path)?;
     Ok(reader.read)
@@ -241,10 +242,12 @@ struct Reader {
     /// The files being read, outermost first (a file may not include one of them).
     stack: Vec<PathBuf>,
     includes: usize,
-    /// Scratch space for building absolute names.
-    buf: String,
-    /// The last origin a relative name was read under, and its text.
-    origin_text: (Name, String),
+    /// The owner token of the last entry that named one, and the origin generation it was read
+    /// under: consecutive records of one owner (an RRset) parse its name once.
+    owner_text: String,
+    owner_generation: u64,
+    /// Changes whenever the origin may have (a `$ORIGIN`, entering or leaving a `$INCLUDE`).
+    origin_generation: u64,
 }
 
 impl Reader {
@@ -308,6 +311,7 @@ impl Reader {
                 Ok(name) => *origin = name,
                 Err(message) => return fail(self, message),
             }
+            self.origin_generation += 1;
         } else if word.eq_ignore_ascii_case("$TTL") {
             let [ttl] = args else {
                 return fail(self, "$TTL takes one TTL (seconds, or e.g. 1h30m)".into());
@@ -395,7 +399,9 @@ impl Reader {
         self.read.files.push(include.display().to_string());
         let index = self.read.files.len() - 1;
         self.stack.push(include.clone());
+        self.origin_generation += 1;
         let result = self.read_file(&text, origin, index, Some(&include));
+        self.origin_generation += 1;
         self.stack.pop();
         result
     }
@@ -409,8 +415,16 @@ impl Reader {
     ) -> Result<Option<Record>, String> {
         let mut rest = tokens;
         if !blank {
-            let owner = self.name(rest[0].text, origin)?;
-            self.owner = Some(owner);
+            let text = rest[0].text;
+            let again = self.owner.is_some()
+                && self.owner_generation == self.origin_generation
+                && self.owner_text == text;
+            if !again {
+                self.owner = Some(self.name(text, origin)?);
+                self.owner_text.clear();
+                self.owner_text.push_str(text);
+                self.owner_generation = self.origin_generation;
+            }
             rest = &rest[1..];
         }
         let mut ttl = None;
@@ -618,17 +632,10 @@ impl Reader {
         if absolute {
             return parse(token).map_err(|e| bad(&e));
         }
-        // Relative: one parse of the whole name is cheaper than appending the origin's labels.
-        if !self.origin_text.0.eq_case(origin) {
-            self.origin_text = (origin.clone(), origin.to_ascii());
-        }
-        self.buf.clear();
-        self.buf.push_str(token);
-        self.buf.push('.');
-        if !origin.is_root() {
-            self.buf.push_str(&self.origin_text.1);
-        }
-        parse(&self.buf).map_err(|e| bad(&e))
+        // Relative: the origin's labels are appended as they are, not parsed again.
+        parse(token)
+            .and_then(|name| name.append_domain(origin))
+            .map_err(|e| bad(&e))
     }
 }
 
@@ -770,6 +777,14 @@ mod tests {
                 "x.Sub.z.test. 5 CNAME y.Sub.z.test.",
                 "z.other.test. 5 PTR other.test.",
             ]
+        );
+    }
+
+    #[test]
+    fn one_owner_text_under_another_origin_is_another_name() {
+        assert_eq!(
+            records("$TTL 5\n$ORIGIN a.z.test.\nw A 192.0.2.1\n$ORIGIN b.z.test.\nw A 192.0.2.2\n"),
+            ["w.a.z.test. 5 A 192.0.2.1", "w.b.z.test. 5 A 192.0.2.2"]
         );
     }
 
