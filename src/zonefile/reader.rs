@@ -48,7 +48,7 @@ pub(super) struct Read {
     pub files: Vec<String>,
 }
 
-/// A syntax error: the file (an index into [`Read::files`]), the line, and what was expected.
+/// A syntax error: the file as named in [`Read::files`], the line, and what was expected.
 #[derive(Debug)]
 pub(super) struct ReadError {
     pub file: String,
@@ -96,8 +96,8 @@ struct Lexer<'t> {
     line: usize,
 }
 
-/// One entry: its first line, whether that line starts with blank space (the previous owner
-/// continues), and its tokens.
+/// Where an entry starts: its first line (errors name it), and whether that line starts with
+/// blank space (the previous owner continues).
 struct EntryHead {
     line: usize,
     blank: bool,
