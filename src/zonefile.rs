@@ -1,20 +1,19 @@
 //! Zone files: `<zone>.zone` (RFC 1035 master file, origin = file name) → validated records.
 //!
-//! hickory-proto's parser reads the text; this module adds what it does not: the origin from the
-//! file name, srvd's load-time rules (one SOA at the apex, nothing outside the zone, no
-//! delegations, no CNAME beside other data, never `local.` itself), and error messages that
-//! name the file and line. The parser reports no positions, so a failing entry is found by
-//! parsing growing prefixes of the file (binary search over entry boundaries): errors are rare,
-//! loads are fast, and the happy path parses once. The parser also folds most names to lower
-//! case; `zonefile/spelling.rs` puts the written spelling back.
+//! `zonefile/reader.rs` reads the text (names as written, each record with its file and line);
+//! this module adds the origin from the file name and srvd's load-time rules (one SOA at the
+//! apex, nothing outside the zone, no delegations, no CNAME beside other data, never `local.`
+//! itself), each broken rule reported at the line of the record that breaks it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use hickory_proto::rr::{Name, Record, RecordType};
-use hickory_proto::serialize::txt::Parser;
 
-mod spelling;
+use crate::index::name_key::owned_key;
+
+mod reader;
 
 /// The example zone shipped in `zones/` and compiled in, served when no zone directory exists.
 pub const EMBEDDED_ZONE: &str = include_str!("../zones/service.local.zone");
@@ -147,23 +146,21 @@ pub fn parse(
                 .into(),
         ));
     }
-    let entries = entry_starts(text);
-    let records = match parse_records(text, &origin, path) {
-        Ok(records) => records,
-        Err(message) => {
-            let line = locate(text, &entries, |prefix| {
-                parse_records(prefix, &origin, path).is_err()
-            });
-            return Err(error(line, message));
-        }
-    };
-    if let Some((bad, message)) = first_violation(&origin, &records) {
-        let line = locate(text, &entries, |prefix| {
-            parse_records(prefix, &origin, path).is_ok_and(|rs| rs.iter().any(|r| same(r, bad)))
+    let read = reader::read(text, &origin, source, path).map_err(|e| ZoneFileError {
+        file: e.file,
+        line: e.line,
+        message: e.message,
+    })?;
+    if let Some((bad, message)) = first_violation(&origin, &read.records) {
+        let at = read.positions[bad];
+        return Err(ZoneFileError {
+            file: read.files[at.file].clone(),
+            line: Some(at.line),
+            message,
         });
-        return Err(error(line, message));
     }
-    if !records
+    if !read
+        .records
         .iter()
         .any(|r| r.record_type() == RecordType::SOA && r.name == origin)
     {
@@ -174,39 +171,33 @@ pub fn parse(
             ),
         ));
     }
-    let offsets: Vec<usize> = entries.iter().map(|entry| entry.offset).collect();
-    let spellings = spelling::Spellings::read(text, &offsets, &origin);
-    let mut records = records;
-    for record in &mut records {
-        spellings.restore(record);
-    }
     Ok(ZoneFile {
         source: source.to_string(),
         origin,
-        records,
+        records: read.records,
     })
 }
 
-fn parse_records(text: &str, origin: &Name, path: Option<&Path>) -> Result<Vec<Record>, String> {
-    let parser = Parser::new(text, path.map(Path::to_path_buf), Some(origin.clone()));
-    let (_, rrsets) = parser.parse().map_err(|e| e.to_string())?;
-    Ok(rrsets
-        .values()
-        .flat_map(|rrset| rrset.records_without_rrsigs().cloned())
-        .collect())
-}
-
-fn same(a: &Record, b: &Record) -> bool {
-    a.name == b.name && a.record_type() == b.record_type() && a.data == b.data
-}
-
-/// The first record that breaks a load-time rule, with the reason.
-fn first_violation<'r>(origin: &Name, records: &'r [Record]) -> Option<(&'r Record, String)> {
-    for record in records {
+/// The index of the first record, in file order, that breaks a load-time rule, with the reason.
+fn first_violation(origin: &Name, records: &[Record]) -> Option<(usize, String)> {
+    // Which names hold a CNAME and which hold other data, only when some CNAME exists.
+    let mut kinds: HashMap<Box<[u8]>, (bool, bool)> = HashMap::new();
+    if records.iter().any(|r| r.record_type() == RecordType::CNAME) {
+        for record in records {
+            let kind = kinds.entry(owned_key(&record.name)).or_default();
+            if record.record_type() == RecordType::CNAME {
+                kind.0 = true;
+            } else {
+                kind.1 = true;
+            }
+        }
+    }
+    let mut soa_seen = false;
+    for (index, record) in records.iter().enumerate() {
         let name = &record.name;
         if !origin.zone_of(name) {
             return Some((
-                record,
+                index,
                 format!(
                     "{name} is outside the zone {origin}: expected names at or below the origin"
                 ),
@@ -215,7 +206,7 @@ fn first_violation<'r>(origin: &Name, records: &'r [Record]) -> Option<(&'r Reco
         match record.record_type() {
             RecordType::NS if name != origin => {
                 return Some((
-                    record,
+                    index,
                     format!(
                         "NS at {name} would delegate a child zone; delegations are not supported (only NS at the apex {origin})"
                     ),
@@ -223,17 +214,21 @@ fn first_violation<'r>(origin: &Name, records: &'r [Record]) -> Option<(&'r Reco
             }
             RecordType::SOA if name != origin => {
                 return Some((
-                    record,
+                    index,
                     format!("SOA at {name}: expected the only SOA at the apex {origin}"),
                 ));
             }
+            RecordType::SOA if soa_seen => {
+                return Some((index, "a second SOA: expected exactly one".into()));
+            }
+            RecordType::SOA => soa_seen = true,
             RecordType::CNAME
-                if records.iter().any(|other| {
-                    other.name == *name && other.record_type() != RecordType::CNAME
-                }) =>
+                if kinds
+                    .get(owned_key(name).as_ref())
+                    .is_some_and(|&(_, other)| other) =>
             {
                 return Some((
-                    record,
+                    index,
                     format!(
                         "CNAME at {name} beside other records: a CNAME must be the only record at its name (RFC 1034 §3.6.2)"
                     ),
@@ -242,85 +237,7 @@ fn first_violation<'r>(origin: &Name, records: &'r [Record]) -> Option<(&'r Reco
             _ => {}
         }
     }
-    let soas = records
-        .iter()
-        .filter(|r| r.record_type() == RecordType::SOA)
-        .count();
-    if soas > 1 {
-        let second = records
-            .iter()
-            .filter(|r| r.record_type() == RecordType::SOA)
-            .nth(1)?;
-        return Some((second, "a second SOA: expected exactly one".into()));
-    }
     None
-}
-
-/// An entry: the 1-based line it starts on and the byte offset of that line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Entry {
-    line: usize,
-    offset: usize,
-}
-
-/// Where each entry (a record or a `$` directive, parentheses joining lines) starts.
-fn entry_starts(text: &str) -> Vec<Entry> {
-    let mut entries = Vec::new();
-    let mut depth = 0usize;
-    let mut in_quote = false;
-    let mut offset = 0;
-    for (index, line) in text.split_inclusive('\n').enumerate() {
-        let mut has_content = false;
-        let mut escaped = false;
-        let depth_at_start = depth;
-        for ch in line.chars() {
-            if escaped {
-                escaped = false;
-                has_content = true;
-                continue;
-            }
-            match ch {
-                '\\' => escaped = true,
-                '"' => in_quote = !in_quote,
-                ';' if !in_quote => break,
-                '(' if !in_quote => depth += 1,
-                ')' if !in_quote => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-            if !ch.is_whitespace() {
-                has_content = true;
-            }
-        }
-        if depth_at_start == 0 && has_content {
-            entries.push(Entry {
-                line: index + 1,
-                offset,
-            });
-        }
-        offset += line.len();
-    }
-    entries
-}
-
-/// The line of the first entry `k` such that `is_bad(prefix through entry k)` holds, assuming
-/// badness is monotonic in the prefix.
-fn locate(text: &str, entries: &[Entry], is_bad: impl Fn(&str) -> bool) -> Option<usize> {
-    let prefix = |k: usize| -> &str {
-        match entries.get(k + 1) {
-            Some(next) => &text[..next.offset],
-            None => text,
-        }
-    };
-    let (mut lo, mut hi) = (0, entries.len());
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        if is_bad(prefix(mid)) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    entries.get(lo).map(|entry| entry.line)
 }
 
 #[cfg(test)]
@@ -334,12 +251,6 @@ mod tests {
         let zone = embedded().unwrap();
         assert_eq!(zone.origin, Name::from_ascii(EMBEDDED_ORIGIN).unwrap());
         assert!(zone.records.len() > 10);
-    }
-
-    #[test]
-    fn entries_join_parenthesised_lines_and_skip_comments() {
-        let starts: Vec<usize> = entry_starts(ZONE).iter().map(|e| e.line).collect();
-        assert_eq!(starts, vec![1, 2, 3, 5, 6]);
     }
 
     #[test]
@@ -377,5 +288,37 @@ mod tests {
         let text = format!("{ZONE}www IN CNAME ns\nwww IN TXT \"x\"\n");
         let err = parse(&text, "example.test.", "t.zone", None).unwrap_err();
         assert_eq!(err.line, Some(7), "{err}");
+    }
+
+    #[test]
+    fn txt_strings_in_parentheses_keep_their_blanks_and_decimal_escapes() {
+        let text = format!("{ZONE}t IN TXT ( \"a b\"\n  \"\\059x\" )\n");
+        let zone = parse(&text, "example.test.", "t.zone", None).unwrap();
+        let txt = zone
+            .records
+            .iter()
+            .find_map(|r| match &r.data {
+                hickory_proto::rr::RData::TXT(txt) => Some(txt),
+                _ => None,
+            })
+            .unwrap();
+        let strings: Vec<&[u8]> = txt.txt_data.iter().map(AsRef::as_ref).collect();
+        assert_eq!(strings, [&b"a b"[..], b";x"]);
+    }
+
+    #[test]
+    fn an_include_loop_is_refused_naming_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("example.test.zone");
+        let part = dir.path().join("part.inc");
+        std::fs::write(&part, "; includes itself\n$INCLUDE part.inc\n").unwrap();
+        let text = format!("{ZONE}$INCLUDE part.inc\n");
+        let err = parse(&text, "example.test.", "t.zone", Some(&main)).unwrap_err();
+        assert_eq!(
+            (err.file.as_str(), err.line),
+            (part.display().to_string().as_str(), Some(2)),
+            "{err}"
+        );
+        assert!(err.message.contains("(a loop)"), "{err}");
     }
 }
