@@ -124,6 +124,9 @@ pub struct Answer<'a> {
     /// Some TTL came from a lease's remaining time, so the same question asked later gets other
     /// TTLs from the same snapshot: this answer must not be prepared for reuse.
     pub clocked: bool,
+    /// The etcd paths this answer read (`index::changes::path_hash`): it stays exact until one
+    /// of them changes. Zone-file data is fixed for the snapshot's generation.
+    pub deps: Vec<u64>,
 }
 
 /// The allocations behind an [`Answer`], kept by a listener between queries.
@@ -132,6 +135,7 @@ pub struct AnswerBuffers {
     answers: Vec<Rr<'static>>,
     authority: Vec<Rr<'static>>,
     additional: Vec<Rr<'static>>,
+    deps: Vec<u64>,
 }
 
 /// Empties `v` and hands its allocation over at another lifetime. `Rr<'a>` and `Rr<'b>` have the
@@ -156,6 +160,11 @@ impl<'a> Answer<'a> {
             authority: recycle(buffers.authority),
             additional: recycle(buffers.additional),
             clocked: false,
+            deps: {
+                let mut deps = buffers.deps;
+                deps.clear();
+                deps
+            },
         }
     }
 
@@ -165,12 +174,14 @@ impl<'a> Answer<'a> {
             answers: recycle(self.answers),
             authority: recycle(self.authority),
             additional: recycle(self.additional),
+            deps: self.deps,
         }
     }
 
+    /// Empties the sections to answer again; what was read so far (`clocked`, `deps`) still
+    /// counts.
     fn clear(&mut self) {
         self.rcode = ResponseCode::NoError;
-        self.clocked = false;
         self.answers.clear();
         self.authority.clear();
         self.additional.clear();
@@ -194,6 +205,8 @@ pub fn answer<'a, R: Rng + ?Sized>(
     let etcd = zone.etcd().zip(index.etcd());
     let mut registry_name = false;
     if let (Some(registry), Some((_, data))) = (zone.registry(), etcd) {
+        // Whether a name is the registry's depends on every registry key.
+        out.deps.push(crate::index::changes::registry_hash());
         match registry::answer(zone, registry, data, question, cap, rng, out) {
             registry::Found::Answered => {
                 // Registry records are leased: their TTLs follow the clock.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use imbl::OrdSet;
 
+use super::changes::ChangeLog;
 use super::registry::RegistryMirror;
 use crate::backend::ServiceEntry;
 
@@ -70,6 +71,8 @@ pub struct Mirror {
     serials: Arc<Vec<(String, Revision)>>,
     /// The registry-layout keys, at the same revision (mirrored, not yet answered).
     registry: RegistryMirror,
+    /// When each changed path last changed, since this mirror's listing.
+    changes: ChangeLog,
 }
 
 impl Mirror {
@@ -80,6 +83,7 @@ impl Mirror {
             revision,
             serials: Arc::new(zone_paths.iter().map(|p| (p.clone(), 0)).collect()),
             registry: RegistryMirror::default(),
+            changes: ChangeLog::new(revision),
         }
     }
 
@@ -140,6 +144,7 @@ impl Mirror {
                     key
                 }
             };
+            self.changes.touch(&key, revision);
             touched.push(key);
         }
         if touched
@@ -165,6 +170,17 @@ impl Mirror {
     /// Sets the revision the whole mirror (every prefix) is known to reflect.
     pub fn set_revision(&mut self, revision: Revision) {
         self.revision = revision;
+    }
+
+    /// When the paths that changed since the listing last changed.
+    pub fn changes(&self) -> &ChangeLog {
+        &self.changes
+    }
+
+    /// Records a change to the registry-layout keys at `revision` (their own mirror keeps no
+    /// change table: registry answers depend on the registry as a whole).
+    pub fn touch_registry(&mut self, revision: Revision) {
+        self.changes.touch_registry(revision);
     }
 
     /// The registry-layout keys.

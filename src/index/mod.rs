@@ -8,6 +8,7 @@
 //!
 //! Invariant: nothing in this module does I/O or needs a runtime.
 
+pub mod changes;
 pub mod leases;
 pub mod mirror;
 pub mod name_key;
@@ -188,6 +189,9 @@ pub struct Index {
     /// Sorted by key length, longest first, so the first match is the closest enclosing zone.
     zones: Arc<Vec<Zone>>,
     etcd: Option<EtcdData>,
+    /// Which zones these are: a new one for every set of zones built (start, reload), kept by
+    /// snapshots that only bring new etcd data.
+    generation: u64,
 }
 
 impl Index {
@@ -198,10 +202,17 @@ impl Index {
         for (i, zone) in zones.iter_mut().enumerate() {
             zone.metrics_slot = i + 1;
         }
+        static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
             zones: Arc::new(zones),
             etcd: None,
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// Which set of zones this snapshot serves (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The same zones with new etcd data (cheap: zones are shared).
@@ -209,6 +220,7 @@ impl Index {
         Self {
             zones: self.zones.clone(),
             etcd: Some(etcd),
+            generation: self.generation,
         }
     }
 
@@ -242,6 +254,7 @@ impl Index {
         Self {
             zones: self.zones.clone(),
             etcd,
+            generation: self.generation,
         }
     }
 }

@@ -513,7 +513,7 @@ impl Handler {
             } else {
                 None
             };
-            cache.insert(&self.index, index, &scratch.key, entry);
+            cache.insert(index, &answer.deps, &scratch.key, entry);
         }
         scratch.answer = answer.into_buffers();
         outcome

@@ -20,17 +20,19 @@
 //!   is not the plain shape [`PlainQuery::parse`] accepts, an answer whose TTLs follow the
 //!   clock (leases: `Answer::clocked`), one that would not fit whole, and every query while the
 //!   query log is on (it logs the parsed message).
-//! - **Invalidation by snapshot.** Entries belong to the snapshot they were built from (each
-//!   shard holds a `Weak` to it, which also keeps the address from being reused); a shard that
-//!   meets a newer snapshot is emptied before anything is added. A change anywhere thus discards
-//!   every prepared response, lazily, shard by shard.
+//! - **Invalidation by the keys a change touches.** An entry records what it was built from:
+//!   the snapshot's zone generation, the mirror's lineage and revision, and the hashes of the
+//!   etcd paths its answer read (`Answer::deps`). It is sent only while the zones are the same
+//!   ones, the mirror descends from the same listing, and none of those paths changed after the
+//!   revision it was built at (`index::changes`): a write storm on some keys leaves every other
+//!   prepared response in place. A stale entry is rebuilt by the next query that meets it.
 //! - **Bounded.** At most `budget` bytes per handler, split evenly over the shards; a shard
 //!   that would overflow is emptied first. An entry costs its key, its bytes and a fixed
 //!   overhead ([`ENTRY_OVERHEAD`]).
 
 use std::collections::HashSet;
 use std::collections::hash_map::RandomState;
-use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::sync::{PoisonError, RwLock};
 
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
@@ -40,7 +42,8 @@ use rand::Rng;
 use super::wire::{self, Response, Transport};
 use crate::answer::Answer;
 use crate::dnssd::srv_order::order_by_priority_weight;
-use crate::index::{Index, IndexHandle};
+use crate::index::Index;
+use crate::index::mirror::{Mirror, Revision};
 
 /// Shards of the cache: a read takes one shard's lock, so two loops rarely meet on one.
 const SHARDS: usize = 64;
@@ -48,6 +51,28 @@ const SHARDS: usize = 64;
 /// Bytes an entry costs beyond its key and records (map slot, allocations' headers, the
 /// piece table's header).
 pub const ENTRY_OVERHEAD: usize = 96;
+
+/// What an entry was built from, and what it must still match to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Origin {
+    /// `Index::generation` (zone files and which zones exist).
+    generation: u64,
+    /// `ChangeLog::lineage` of the mirror (0: no mirror).
+    lineage: u64,
+    /// The mirror's revision.
+    built: Revision,
+}
+
+impl Origin {
+    fn of(index: &Index) -> Self {
+        let mirror = index.etcd().and_then(|etcd| etcd.mirror.as_ref());
+        Self {
+            generation: index.generation(),
+            lineage: mirror.map_or(0, |m| m.changes().lineage()),
+            built: mirror.map_or(0, Mirror::revision),
+        }
+    }
+}
 
 /// The largest response worth keeping: bigger answers are rare, and one would take a large
 /// share of a shard.
@@ -336,20 +361,34 @@ struct Stored {
     rcode: ResponseCode,
     zone: u32,
     plugin: u8,
-    /// The question is answered from scratch in this snapshot: nothing else here is used.
+    /// The question is answered from scratch (while `origin` holds): the response fields are
+    /// unused.
     from_scratch: bool,
+    origin: Origin,
+    /// How many path hashes (8 bytes each) follow the key.
+    deps: u16,
 }
 
 impl Stored {
-    fn new(key: &[u8], prepared: Option<Prepared>) -> Option<Self> {
+    /// The entry for `key`, built from `index` after reading `deps`.
+    fn new(key: &[u8], index: &Index, deps: &[u64], prepared: Option<Prepared>) -> Option<Self> {
         let key_len = u16::try_from(key.len()).ok()?;
+        let mut deps = deps.to_vec();
+        deps.sort_unstable();
+        deps.dedup();
         let mut bytes = Vec::with_capacity(
             key.len()
+                + deps.len() * 8
                 + prepared
                     .as_ref()
                     .map_or(0, |p| p.pieces.len() * Piece::LEN + p.body.len()),
         );
         bytes.extend_from_slice(key);
+        for dep in &deps {
+            bytes.extend_from_slice(&dep.to_be_bytes());
+        }
+        let origin = Origin::of(index);
+        let deps = u16::try_from(deps.len()).ok()?;
         let Some(prepared) = prepared else {
             return Some(Self {
                 bytes: bytes.into_boxed_slice(),
@@ -362,6 +401,8 @@ impl Stored {
                 zone: 0,
                 plugin: 0,
                 from_scratch: true,
+                origin,
+                deps,
             });
         };
         for piece in &prepared.pieces {
@@ -369,6 +410,8 @@ impl Stored {
         }
         bytes.extend_from_slice(&prepared.body);
         Some(Self {
+            origin,
+            deps,
             bytes: bytes.into_boxed_slice(),
             key_len,
             pieces: u16::try_from(prepared.pieces.len()).ok()?,
@@ -386,13 +429,43 @@ impl Stored {
         &self.bytes[..usize::from(self.key_len)]
     }
 
+    fn deps(&self) -> impl Iterator<Item = u64> + '_ {
+        let start = usize::from(self.key_len);
+        self.bytes[start..start + usize::from(self.deps) * 8]
+            .chunks_exact(8)
+            .map(|chunk| u64::from_be_bytes(chunk.try_into().unwrap_or_default()))
+    }
+
+    fn pieces_start(&self) -> usize {
+        usize::from(self.key_len) + usize::from(self.deps) * 8
+    }
+
     fn piece(&self, i: usize) -> Piece {
-        let at = usize::from(self.key_len) + i * Piece::LEN;
+        let at = self.pieces_start() + i * Piece::LEN;
         Piece::read(&self.bytes[at..at + Piece::LEN])
     }
 
     fn body(&self) -> &[u8] {
-        &self.bytes[usize::from(self.key_len) + usize::from(self.pieces) * Piece::LEN..]
+        &self.bytes[self.pieces_start() + usize::from(self.pieces) * Piece::LEN..]
+    }
+
+    /// Whether this entry still says what the reference would answer in `index`.
+    fn holds_in(&self, index: &Index) -> bool {
+        let now = Origin::of(index);
+        if now.generation != self.origin.generation || now.lineage != self.origin.lineage {
+            return false;
+        }
+        if now.built == self.origin.built || self.deps == 0 {
+            return true;
+        }
+        index
+            .etcd()
+            .and_then(|etcd| etcd.mirror.as_ref())
+            .is_some_and(|mirror| {
+                mirror
+                    .changes()
+                    .unchanged_since(self.deps(), self.origin.built)
+            })
     }
 
     /// Writes the response to `query` into `out` (cleared first), SRV RRsets in a fresh
@@ -495,17 +568,8 @@ pub enum Found {
 
 #[derive(Debug, Default)]
 struct Shard {
-    snapshot: Weak<Index>,
     entries: HashSet<Stored, RandomState>,
     bytes: usize,
-}
-
-impl Shard {
-    fn reset(&mut self, snapshot: Weak<Index>) {
-        self.entries = HashSet::default();
-        self.bytes = 0;
-        self.snapshot = snapshot;
-    }
 }
 
 /// The prepared responses of one handler (one listen address), for the current snapshot.
@@ -533,11 +597,11 @@ impl PreparedAnswers {
         &self.shards[(hash % SHARDS as u64) as usize]
     }
 
-    /// Writes the prepared response to `query` (whose key is `key`) in `snapshot` into `out`,
-    /// when there is one; `order` is a reusable buffer.
+    /// Writes the prepared response to `query` (whose key is `key`) in `index` into `out`,
+    /// when there is one that still holds; `order` is a reusable buffer.
     pub fn respond<R: Rng + ?Sized>(
         &self,
-        snapshot: &Arc<Index>,
+        index: &Index,
         key: &[u8],
         query: &PlainQuery<'_>,
         rng: &mut R,
@@ -548,27 +612,22 @@ impl PreparedAnswers {
             .shard(key)
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        if shard.snapshot.as_ptr() != Arc::as_ptr(snapshot) {
-            return Found::Missing;
-        }
         match shard.entries.get(key) {
-            None => Found::Missing,
-            Some(stored) if stored.from_scratch => Found::FromScratch,
-            Some(stored) => Found::Sent(stored.write(query, rng, order, out)),
+            Some(stored) if stored.holds_in(index) => {
+                if stored.from_scratch {
+                    Found::FromScratch
+                } else {
+                    Found::Sent(stored.write(query, rng, order, out))
+                }
+            }
+            _ => Found::Missing,
         }
     }
 
     /// Keeps `prepared` (or, with `None`, that the question is answered from scratch) for
-    /// `key` in `snapshot`, when `snapshot` is still the published one (an older one must not
-    /// empty a shard that a newer one filled).
-    pub fn insert(
-        &self,
-        handle: &IndexHandle,
-        snapshot: &Arc<Index>,
-        key: &[u8],
-        prepared: Option<Prepared>,
-    ) {
-        let Some(stored) = Stored::new(key, prepared) else {
+    /// `key`, as built from `index` after reading `deps`; it replaces what the key held.
+    pub fn insert(&self, index: &Index, deps: &[u64], key: &[u8], prepared: Option<Prepared>) {
+        let Some(stored) = Stored::new(key, index, deps, prepared) else {
             return;
         };
         let size = stored.size();
@@ -579,18 +638,16 @@ impl PreparedAnswers {
             .shard(key)
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        if shard.snapshot.as_ptr() != Arc::as_ptr(snapshot) {
-            if !Arc::ptr_eq(&handle.load(), snapshot) {
-                return;
-            }
-            shard.reset(Arc::downgrade(snapshot));
+        if let Some(old) = shard.entries.take(key) {
+            shard.bytes -= old.size();
         }
         if shard.bytes + size > self.shard_budget {
-            shard.reset(Arc::downgrade(snapshot));
+            // Full: start over (a simple bound; the entries come back as they are asked).
+            shard.entries = HashSet::default();
+            shard.bytes = 0;
         }
-        if shard.entries.insert(stored) {
-            shard.bytes += size;
-        }
+        shard.entries.insert(stored);
+        shard.bytes += size;
     }
 
     /// Entries and bytes held, over every shard.
@@ -602,17 +659,19 @@ impl PreparedAnswers {
         })
     }
 
-    /// Whether `key` has a prepared response in `snapshot` (`None`: no entry).
+    /// Whether `key` has a prepared response that holds in `index` (`None`: no entry that
+    /// holds).
     #[cfg(test)]
-    fn holds(&self, snapshot: &Arc<Index>, key: &[u8]) -> Option<bool> {
+    fn holds(&self, index: &Index, key: &[u8]) -> Option<bool> {
         let shard = self
             .shard(key)
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        if shard.snapshot.as_ptr() != Arc::as_ptr(snapshot) {
-            return None;
-        }
-        shard.entries.get(key).map(|stored| !stored.from_scratch)
+        shard
+            .entries
+            .get(key)
+            .filter(|stored| stored.holds_in(index))
+            .map(|stored| !stored.from_scratch)
     }
 }
 

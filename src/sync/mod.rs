@@ -478,6 +478,7 @@ impl Syncer {
             .as_ref()
             .map(|e| e.lease)
             .filter(|l| self.lease_used(*l));
+        mirror.touch_registry(revision);
         let registry = mirror.registry_mut();
         let old = match new_entry {
             Some(entry) => registry.put(entry, revision),

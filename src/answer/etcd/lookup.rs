@@ -15,7 +15,8 @@ pub struct NotFound;
 /// key when `exact`), filtered by `*`/`any` wildcards and by what `qtype` can use, then grouped.
 ///
 /// At most `budget` entries are read (it is reduced by those read); a subtree larger than that
-/// counts as [`NotFound`] (only further reads of a question have a finite budget).
+/// counts as [`NotFound`] (only further reads of a question have a finite budget). The path
+/// read goes into `deps` (`index::changes`).
 pub fn services<'m>(
     mirror: &'m Mirror,
     root: &str,
@@ -23,10 +24,12 @@ pub fn services<'m>(
     qtype: RecordType,
     exact: bool,
     budget: &mut usize,
+    deps: &mut Vec<u64>,
 ) -> Result<Vec<&'m ServiceEntry>, NotFound> {
     #[cfg(test)]
     tests::count_lookup();
     let (path, star) = key::path_with_wildcard(name, root);
+    deps.push(crate::index::changes::path_hash(&path));
     let mut found: Vec<&ServiceEntry> = Vec::new();
     if exact {
         found.extend(mirror.exact(&path).map(AsRef::as_ref));

@@ -89,6 +89,8 @@ pub(super) struct Ctx<'a> {
     pub extra_left: Cell<usize>,
     /// Whether some TTL came from a lease (see [`Answer::clocked`]).
     pub clocked: Cell<bool>,
+    /// The paths read so far (see [`Answer::deps`]).
+    pub deps: RefCell<Vec<u64>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -109,6 +111,7 @@ impl<'a> Ctx<'a> {
             answer_left: Cell::new(cap),
             extra_left: Cell::new(cap),
             clocked: Cell::new(false),
+            deps: RefCell::new(Vec::new()),
         }
     }
 
@@ -127,6 +130,7 @@ impl<'a> Ctx<'a> {
             qtype,
             exact,
             &mut unbounded,
+            &mut self.deps.borrow_mut(),
         )
     }
 
@@ -146,6 +150,7 @@ impl<'a> Ctx<'a> {
             qtype,
             false,
             &mut entries,
+            &mut self.deps.borrow_mut(),
         );
         self.lookups.spend(before - entries);
         found
@@ -280,6 +285,9 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
             .map(|_| ())
             .map_err(Failure::from),
     };
+    // What was read counts whatever came of it (a path that held nothing is a dependency too).
+    out.clocked |= ctx.clocked.get();
+    out.deps.extend(ctx.deps.take());
     match result {
         Err(Failure::NotFound) => {
             out.clear();
@@ -295,7 +303,6 @@ pub(super) fn answer<'a, R: Rng + ?Sized>(
         }
         Ok(()) => out.rcode = ResponseCode::NoError,
     }
-    out.clocked |= ctx.clocked.get();
     Outcome::Answered
 }
 
@@ -316,6 +323,7 @@ pub(super) fn negative<'a>(
         // Only the SOA is built here: no CNAME is followed, so no question name is needed.
         let ctx = Ctx::new(zone, mirror, data, Name::root(), 1);
         out.authority.push(soa(&ctx, etcd_zone));
+        out.deps.extend(ctx.deps.take());
     }
 }
 
@@ -331,6 +339,10 @@ fn soa<'a>(ctx: &Ctx<'a>, etcd_zone: &EtcdZone) -> Rr<'a> {
         .unwrap_or_else(|| origin.clone());
     // An etcd revision is an i64; the SOA serial field is 32 bits and compared in serial
     // arithmetic (RFC 1982), so the low 32 bits keep growing with the revision.
+    // The serial moves with any change in the zone.
+    ctx.deps
+        .borrow_mut()
+        .push(crate::index::changes::path_hash(&etcd_zone.path));
     let mut serial = ctx.mirror.serial(etcd_zone.slot);
     if ctx.zone.registry().is_some() {
         // The registry zone's data changes with the registry's keys too.
