@@ -179,10 +179,10 @@ pub struct ServeArgs {
     /// Log one line per query, in CoreDNS's `log` format, on the `srvd::query` target.
     #[arg(long)]
     pub log_queries: bool,
-    /// Memory for prepared responses, per listen address, in MiB: a question asked again in
-    /// the same snapshot is answered by a look-up and a copy. 0 answers every query from
-    /// scratch.
-    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    /// Memory for prepared responses, per listen address, in MiB: a question asked again is
+    /// answered by a look-up and a copy until a key its answer read changes. 0 answers every
+    /// query from scratch.
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
     pub answer_cache_mib: usize,
 }
 

@@ -77,7 +77,7 @@ pub struct Handler {
 }
 
 /// The default bound on one address's prepared responses.
-pub const DEFAULT_PREPARED_BYTES: usize = 64 << 20;
+pub const DEFAULT_PREPARED_BYTES: usize = 128 << 20;
 
 /// What a query came to, for the counters and the query log.
 struct Outcome {
