@@ -92,29 +92,11 @@ impl Mirror {
         entries: impl IntoIterator<Item = (Arc<ServiceEntry>, Revision)>,
         previous: Option<&Mirror>,
     ) -> Self {
-        let mut mirror = Self::new(zone_paths, revision);
-        let mut serials: Vec<(String, Revision)> = (*mirror.serials).clone();
+        let mut listed = Listed::new(zone_paths);
         for (entry, mod_revision) in entries {
-            for (path, serial) in serials.iter_mut() {
-                if is_under(&entry.key, path) {
-                    *serial = (*serial).max(mod_revision);
-                }
-            }
-            mirror.entries.insert(ByKey(entry));
+            listed.push(entry, mod_revision);
         }
-        if let Some(previous) = previous {
-            for (i, (path, serial)) in serials.iter_mut().enumerate() {
-                let same = mirror.zone_entries(path).eq(previous.zone_entries(path));
-                let before = previous.serials.get(i).map_or(0, |s| s.1);
-                *serial = if same {
-                    before
-                } else {
-                    revision.max(before + 1)
-                };
-            }
-        }
-        mirror.serials = Arc::new(serials);
-        mirror
+        listed.finish(revision, previous)
     }
 
     fn zone_entries<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a ServiceEntry> + 'a {
@@ -267,6 +249,59 @@ impl Mirror {
     /// Every entry, in key order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<ServiceEntry>> {
         self.entries.iter().map(|b| &b.0)
+    }
+}
+
+/// A mirror being built from a full listing, one entry at a time as its pages are decoded, so
+/// that building it overlaps etcd preparing the next page instead of following the whole read.
+#[derive(Debug)]
+pub struct Listed {
+    entries: OrdSet<ByKey>,
+    /// `(zone root path, newest mod_revision among its keys so far)`.
+    serials: Vec<(String, Revision)>,
+}
+
+impl Listed {
+    /// Nothing listed yet, for zones whose key paths are `zone_paths`.
+    pub fn new(zone_paths: &[String]) -> Self {
+        Self {
+            entries: OrdSet::new(),
+            serials: zone_paths.iter().map(|p| (p.clone(), 0)).collect(),
+        }
+    }
+
+    /// One listed entry, last written at `mod_revision`.
+    pub fn push(&mut self, entry: Arc<ServiceEntry>, mod_revision: Revision) {
+        for (path, serial) in &mut self.serials {
+            if *serial < mod_revision && is_under(&entry.key, path) {
+                *serial = mod_revision;
+            }
+        }
+        self.entries.insert(ByKey(entry));
+    }
+
+    /// The mirror of the whole listing at `revision` (see [`Mirror::from_listing`]).
+    pub fn finish(self, revision: Revision, previous: Option<&Mirror>) -> Mirror {
+        let mut mirror = Mirror {
+            entries: self.entries,
+            revision,
+            serials: Arc::new(Vec::new()),
+            registry: RegistryMirror::default(),
+        };
+        let mut serials = self.serials;
+        if let Some(previous) = previous {
+            for (i, (path, serial)) in serials.iter_mut().enumerate() {
+                let same = mirror.zone_entries(path).eq(previous.zone_entries(path));
+                let before = previous.serials.get(i).map_or(0, |s| s.1);
+                *serial = if same {
+                    before
+                } else {
+                    revision.max(before + 1)
+                };
+            }
+        }
+        mirror.serials = Arc::new(serials);
+        mirror
     }
 }
 

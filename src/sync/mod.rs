@@ -53,7 +53,7 @@ use hickory_proto::rr::Name;
 use crate::backend::registry::{self, RegistryEntry};
 use crate::backend::{ServiceEntry, skydns};
 use crate::index::leases::LeaseTable;
-use crate::index::mirror::{Change, Mirror};
+use crate::index::mirror::{Change, Listed, Mirror};
 use crate::index::registry::RegistryMirror;
 use crate::index::{BaseIndex, EtcdData, IndexHandle};
 
@@ -311,15 +311,33 @@ impl Syncer {
     /// Reads every prefix at one revision and swaps the new mirror in whole: the first prefix's
     /// first page fixes the revision R, and every other page of every prefix is pinned to R.
     async fn relist(&mut self) -> Result<(), SyncError> {
-        // Decoded page by page: the raw listing is never held whole.
-        let mut entries = Vec::new();
-        let revision = self
+        // Decoded page by page on a thread of its own while the next page is read: the raw
+        // listing is never held whole, and etcd's work on page N+1 overlaps ours on page N.
+        let (pages, mut received) = mpsc::channel::<Vec<RawKv>>(1);
+        let mut listed = Listed::new(&self.zone_paths);
+        let decoder = tokio::task::spawn_blocking(move || {
+            while let Some(page) = received.blocking_recv() {
+                for kv in page {
+                    match decode(&kv) {
+                        Ok(entry) => listed.push(Arc::new(entry), kv.mod_revision),
+                        Err((key, reason)) => skip(&key, &reason),
+                    }
+                }
+            }
+            listed
+        });
+        let read = self
             .etcd
-            .list_prefix_each(self.feeds[0].prefix.as_bytes(), 0, |kv| match decode(&kv) {
-                Ok(entry) => entries.push((Arc::new(entry), kv.mod_revision)),
-                Err((key, reason)) => skip(&key, &reason),
+            .list_prefix_pages(self.feeds[0].prefix.as_bytes(), 0, |page| {
+                let pages = pages.clone();
+                async move { pages.send(page).await.is_ok() }
             })
-            .await?;
+            .await;
+        drop(pages);
+        let listed = decoder
+            .await
+            .map_err(|e| SyncError::Watch(format!("decoding the listing: {e}")))?;
+        let revision = read?;
         let mut registry = Vec::new();
         for feed in &self.feeds[1..] {
             let Layout::Registry(root) = &feed.layout else {
@@ -340,8 +358,7 @@ impl Syncer {
                 .await?;
         }
         let first = self.mirror.is_none();
-        let mut mirror =
-            Mirror::from_listing(&self.zone_paths, revision, entries, self.mirror.as_ref());
+        let mut mirror = listed.finish(revision, self.mirror.as_ref());
         *mirror.registry_mut() = RegistryMirror::from_listing(
             self.registry_zone.clone(),
             registry,
