@@ -113,7 +113,7 @@ impl Mirror {
         for change in changes {
             let key = match change {
                 Change::Put(entry) => {
-                    let key = entry.key.clone();
+                    let key = String::from(&*entry.key);
                     self.entries.insert(ByKey(entry));
                     key
                 }
@@ -328,10 +328,13 @@ mod tests {
             let below: Vec<String> = m
                 .with_prefix(&format!("{path}/"))
                 .take(limit)
-                .map(|e| e.key.clone())
+                .map(|e| e.key.to_string())
                 .collect();
             if below.is_empty() {
-                m.exact(path).map(|e| e.key.clone()).into_iter().collect()
+                m.exact(path)
+                    .map(|e| e.key.to_string())
+                    .into_iter()
+                    .collect()
             } else {
                 below
             }
@@ -363,7 +366,7 @@ mod tests {
                 let one: Vec<String> = m
                     .subtree_or_exact(path, limit)
                     .iter()
-                    .map(|e| e.key.clone())
+                    .map(|e| e.key.to_string())
                     .collect();
                 assert_eq!(one, two_reads(&m, path, limit), "{path} limit {limit}");
             }
@@ -383,10 +386,7 @@ mod tests {
             ]
             .map(|k| Change::Put(entry(k))),
         );
-        let keys: Vec<&str> = m
-            .with_prefix("/skydns/t/mx/")
-            .map(|e| e.key.as_str())
-            .collect();
+        let keys: Vec<&str> = m.with_prefix("/skydns/t/mx/").map(|e| &*e.key).collect();
         assert_eq!(keys, ["/skydns/t/mx/a", "/skydns/t/mx/b"]);
         assert!(m.exact("/skydns/t/mx").is_some());
         m.apply(3, [Change::Delete("/skydns/t/mx/a".into())]);
@@ -395,7 +395,7 @@ mod tests {
         // A put of a key already there replaces its entry (the key is the entry's own).
         let changed = Arc::new(decode("/skydns/t/mx", br#"{"host":"10.0.0.9"}"#, 0).unwrap());
         m.apply(4, [Change::Put(changed)]);
-        assert_eq!(m.exact("/skydns/t/mx").unwrap().host, "10.0.0.9");
+        assert_eq!(m.exact("/skydns/t/mx").unwrap().host, "10.0.0.9".into());
         assert_eq!(m.len(), 3);
     }
 

@@ -443,7 +443,7 @@ impl Syncer {
         let revision = event.revision();
         let (key, new_entry) = match event {
             RawEvent::Put(kv) => match decode(&kv) {
-                Ok(entry) => (entry.key.clone(), Some(Arc::new(entry))),
+                Ok(entry) => (String::from(&*entry.key), Some(Arc::new(entry))),
                 Err((key, reason)) => {
                     skip(&key, &reason);
                     (key, None)
