@@ -110,14 +110,16 @@ pub struct SyncStatus {
 /// Keys skipped since start (malformed values); one counter for the whole process.
 pub static SKIPPED_KEYS: AtomicU64 = AtomicU64::new(0);
 
-fn decode(kv: &RawKv) -> Result<ServiceEntry, (String, String)> {
-    let key = String::from_utf8(kv.key.clone()).map_err(|_| {
+/// Decodes a SkyDNS key, taking its bytes: the key becomes the entry's without a copy.
+fn decode(kv: RawKv) -> Result<ServiceEntry, (String, String)> {
+    let key = String::from_utf8(kv.key).map_err(|e| {
         (
-            String::from_utf8_lossy(&kv.key).into_owned(),
+            String::from_utf8_lossy(e.as_bytes()).into_owned(),
             "key is not UTF-8".to_string(),
         )
     })?;
-    skydns::decode(&key, &kv.value, kv.lease).map_err(|reason| (key, reason.to_string()))
+    skydns::decode_owned(key, &kv.value, kv.lease)
+        .map_err(|(key, reason)| (key.into(), reason.to_string()))
 }
 
 /// Decodes a registry-layout key under `root` (`/services`).
@@ -318,8 +320,9 @@ impl Syncer {
         let decoder = tokio::task::spawn_blocking(move || {
             while let Some(page) = received.blocking_recv() {
                 for kv in page {
-                    match decode(&kv) {
-                        Ok(entry) => listed.push(Arc::new(entry), kv.mod_revision),
+                    let mod_revision = kv.mod_revision;
+                    match decode(kv) {
+                        Ok(entry) => listed.push(Arc::new(entry), mod_revision),
                         Err((key, reason)) => skip(&key, &reason),
                     }
                 }
@@ -442,7 +445,7 @@ impl Syncer {
     fn apply_skydns(&self, mirror: &mut Mirror, event: RawEvent) -> (String, Option<i64>) {
         let revision = event.revision();
         let (key, new_entry) = match event {
-            RawEvent::Put(kv) => match decode(&kv) {
+            RawEvent::Put(kv) => match decode(kv) {
                 Ok(entry) => (String::from(&*entry.key), Some(Arc::new(entry))),
                 Err((key, reason)) => {
                     skip(&key, &reason);

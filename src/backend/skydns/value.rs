@@ -21,24 +21,59 @@ use crate::backend::{DEFAULT_PRIORITY, HostKind, ServiceEntry, SkipReason, json_
 /// # Errors
 /// The [`SkipReason`] for a key or value srvd cannot serve.
 pub fn decode(key: &str, value: &[u8], lease: i64) -> Result<ServiceEntry, SkipReason> {
+    decode_owned(key.to_string(), value, lease).map_err(|(_, reason)| reason)
+}
+
+/// [`decode`] taking the key, which becomes the entry's without a copy (the initial read
+/// decodes every key once); on failure the key comes back with the reason.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_owned(
+    key: String,
+    value: &[u8],
+    lease: i64,
+) -> Result<ServiceEntry, (Box<str>, SkipReason)> {
+    let key = key.into_boxed_str();
+    match decode_fields(&key, value) {
+        Ok((key_name, depth, fields)) => {
+            let mut entry = ServiceEntry {
+                depth,
+                key,
+                key_name,
+                host: Box::default(),
+                kind: HostKind::Empty,
+                port: 0,
+                priority: 0,
+                weight: 0,
+                text: Box::default(),
+                mail: false,
+                ttl: 0,
+                target_strip: 0,
+                group: Box::default(),
+                lease,
+            };
+            fields.apply(&mut entry);
+            if entry.priority == 0 {
+                entry.priority = DEFAULT_PRIORITY;
+            }
+            match host_kind(&entry.host, &entry.text) {
+                Ok(kind) => {
+                    entry.kind = kind;
+                    Ok(entry)
+                }
+                Err(reason) => Err((entry.key, reason)),
+            }
+        }
+        Err(reason) => Err((key, reason)),
+    }
+}
+
+/// What the key and the value say, before the entry is built.
+fn decode_fields(key: &str, value: &[u8]) -> Result<(Name, u8, Fields), SkipReason> {
     let key_name = name_of_key(key).map_err(SkipReason::BadKey)?;
-    let mut entry = ServiceEntry {
-        depth: u8::try_from(key.matches('/').count())
-            .map_err(|_| SkipReason::BadKey(format!("{key}: too many segments")))?,
-        key: key.into(),
-        key_name,
-        host: Box::default(),
-        kind: HostKind::Empty,
-        port: 0,
-        priority: 0,
-        weight: 0,
-        text: Box::default(),
-        mail: false,
-        ttl: 0,
-        target_strip: 0,
-        group: Box::default(),
-        lease,
-    };
+    let depth = u8::try_from(key.matches('/').count())
+        .map_err(|_| SkipReason::BadKey(format!("{key}: too many segments")))?;
     let mut fields = Fields::default();
     if read_fields(value, &mut fields).is_err() {
         // Anything unusual (bad JSON, a wrong type, a repeated field, not an object) goes the
@@ -46,12 +81,7 @@ pub fn decode(key: &str, value: &[u8], lease: i64) -> Result<ServiceEntry, SkipR
         fields = Fields::default();
         read_tree(value, &mut fields)?;
     }
-    fields.apply(&mut entry);
-    if entry.priority == 0 {
-        entry.priority = DEFAULT_PRIORITY;
-    }
-    entry.kind = host_kind(&entry.host, &entry.text)?;
-    Ok(entry)
+    Ok((key_name, depth, fields))
 }
 
 /// The fields of a value as Go's `encoding/json` leaves them in `msg.Service`.
