@@ -759,6 +759,28 @@ mod tests {
     use super::{Health, Ordering, SKIPPED_KEYS, Trouble, dropped_metadata, skip};
 
     #[test]
+    fn a_listed_key_is_named_in_its_skip_and_kept_whole_in_its_entry() {
+        let kv = |key: &[u8], value: &[u8]| super::RawKv {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            lease: 7,
+            mod_revision: 3,
+        };
+        let entry = super::decode(kv(b"/skydns/test/a", br#"{"host":"10.0.0.1"}"#)).unwrap();
+        assert_eq!((&*entry.key, entry.lease), ("/skydns/test/a", 7));
+        assert_eq!(
+            super::decode(kv(b"/skydns/test/\xff", b"{}")).unwrap_err(),
+            (
+                "/skydns/test/\u{fffd}".to_string(),
+                "key is not UTF-8".to_string()
+            )
+        );
+        let (key, reason) = super::decode(kv(b"/skydns/test/b", b"[1]")).unwrap_err();
+        assert_eq!(key, "/skydns/test/b");
+        assert!(reason.contains("expected an object"), "{reason}");
+    }
+
+    #[test]
     fn a_watch_confirmed_then_broken_by_an_oversized_response_warns_once() {
         let mut health = Health::default();
         assert_eq!(health.failed(Trouble::TooLarge), Some(Trouble::TooLarge));
