@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use hickory_proto::rr::Name;
 
 /// CoreDNS's default SRV priority and MX preference when a value has none (`etcd.go`).
-pub const DEFAULT_PRIORITY: i64 = 10;
+pub const DEFAULT_PRIORITY: u16 = 10;
 /// CoreDNS's default record TTL when a value has none (`etcd.go`).
 pub const DEFAULT_TTL_SECS: u32 = 300;
 
@@ -26,8 +26,9 @@ pub enum HostKind {
     A(Ipv4Addr),
     /// `host` is an IPv6 address.
     Aaaa(Ipv6Addr),
-    /// `host` is a domain name (the CNAME/SRV/MX/PTR target), made absolute.
-    Name(Name),
+    /// `host` is a domain name (the CNAME/SRV/MX/PTR target), made absolute. Boxed: a `Name`
+    /// is 80 bytes inline, which every entry would carry, address or not.
+    Name(Box<Name>),
     /// `host` is not an address and `text` is set: the value is TXT data only.
     Txt,
     /// `host` and `text` are both empty: the key exists but answers nothing.
@@ -37,32 +38,34 @@ pub enum HostKind {
 /// One decoded etcd value with CoreDNS's defaults applied, plus what the key says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceEntry {
-    /// The etcd key.
-    pub key: String,
+    /// The etcd key (boxed, not a `String`: 700,000 of them spend no capacity field).
+    pub key: Box<str>,
     /// The name the key stands for (`Domain` in CoreDNS's `msg/path.go`).
     pub key_name: Name,
-    /// Number of `/` in the key (the depth CoreDNS's groups compare).
-    pub depth: usize,
+    /// Number of `/` in the key (the depth CoreDNS's groups compare): at most 129, since every
+    /// segment after the prefix's is a label of a name of at most 127 labels.
+    pub depth: u8,
     /// `host` as written.
-    pub host: String,
+    pub host: Box<str>,
     /// What `host` is.
     pub kind: HostKind,
     /// `port`: 0..=65535, or `-1`, which drops the SRV (checked at decode time).
-    pub port: i64,
+    pub port: i32,
     /// `priority`: 1..=65535, 0 or absent replaced by [`DEFAULT_PRIORITY`].
-    pub priority: i64,
+    pub priority: u16,
     /// `weight`: 0..=65535 as written (0 counts as 100 when normalised).
-    pub weight: i64,
+    pub weight: u16,
     /// `text`.
-    pub text: String,
+    pub text: Box<str>,
     /// `mail`: the value is also an MX.
     pub mail: bool,
     /// `ttl` as written; 0 means unset.
     pub ttl: u32,
-    /// `targetstrip`.
-    pub target_strip: i64,
+    /// `targetstrip`, with negative values as 0 and values over 255 as 255: a name has at most
+    /// 127 labels, and stripping as many or more keeps it whole, as any larger count does.
+    pub target_strip: u8,
     /// `group`.
-    pub group: String,
+    pub group: Box<str>,
     /// The key's lease ID, 0 for none.
     pub lease: i64,
 }

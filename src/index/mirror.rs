@@ -96,29 +96,11 @@ impl Mirror {
         entries: impl IntoIterator<Item = (Arc<ServiceEntry>, Revision)>,
         previous: Option<&Mirror>,
     ) -> Self {
-        let mut mirror = Self::new(zone_paths, revision);
-        let mut serials: Vec<(String, Revision)> = (*mirror.serials).clone();
+        let mut listed = Listed::new(zone_paths);
         for (entry, mod_revision) in entries {
-            for (path, serial) in serials.iter_mut() {
-                if is_under(&entry.key, path) {
-                    *serial = (*serial).max(mod_revision);
-                }
-            }
-            mirror.entries.insert(ByKey(entry));
+            listed.push(entry, mod_revision);
         }
-        if let Some(previous) = previous {
-            for (i, (path, serial)) in serials.iter_mut().enumerate() {
-                let same = mirror.zone_entries(path).eq(previous.zone_entries(path));
-                let before = previous.serials.get(i).map_or(0, |s| s.1);
-                *serial = if same {
-                    before
-                } else {
-                    revision.max(before + 1)
-                };
-            }
-        }
-        mirror.serials = Arc::new(serials);
-        mirror
+        listed.finish(revision, previous)
     }
 
     fn zone_entries<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a ServiceEntry> + 'a {
@@ -135,7 +117,7 @@ impl Mirror {
         for change in changes {
             let key = match change {
                 Change::Put(entry) => {
-                    let key = entry.key.clone();
+                    let key = String::from(&*entry.key);
                     self.entries.insert(ByKey(entry));
                     key
                 }
@@ -286,6 +268,59 @@ impl Mirror {
     }
 }
 
+/// A mirror being built from a full listing, one entry at a time as its pages are decoded, so
+/// that building it overlaps etcd preparing the next page instead of following the whole read.
+#[derive(Debug)]
+pub struct Listed {
+    entries: OrdSet<ByKey>,
+    /// `(zone root path, newest mod_revision among its keys so far)`.
+    serials: Vec<(String, Revision)>,
+}
+
+impl Listed {
+    /// Nothing listed yet, for zones whose key paths are `zone_paths`.
+    pub fn new(zone_paths: &[String]) -> Self {
+        Self {
+            entries: OrdSet::new(),
+            serials: zone_paths.iter().map(|p| (p.clone(), 0)).collect(),
+        }
+    }
+
+    /// One listed entry, last written at `mod_revision`.
+    pub fn push(&mut self, entry: Arc<ServiceEntry>, mod_revision: Revision) {
+        for (path, serial) in &mut self.serials {
+            if *serial < mod_revision && is_under(&entry.key, path) {
+                *serial = mod_revision;
+            }
+        }
+        self.entries.insert(ByKey(entry));
+    }
+
+    /// The mirror of the whole listing at `revision` (see [`Mirror::from_listing`]).
+    pub fn finish(self, revision: Revision, previous: Option<&Mirror>) -> Mirror {
+        let mut mirror = Mirror {
+            entries: self.entries,
+            revision,
+            serials: Arc::new(Vec::new()),
+            registry: RegistryMirror::default(),
+        };
+        let mut serials = self.serials;
+        if let Some(previous) = previous {
+            for (i, (path, serial)) in serials.iter_mut().enumerate() {
+                let same = mirror.zone_entries(path).eq(previous.zone_entries(path));
+                let before = previous.serials.get(i).map_or(0, |s| s.1);
+                *serial = if same {
+                    before
+                } else {
+                    revision.max(before + 1)
+                };
+            }
+        }
+        mirror.serials = Arc::new(serials);
+        mirror
+    }
+}
+
 /// Whether `key` is the zone root `path` itself or a key below it.
 fn is_under(key: &str, path: &str) -> bool {
     key == path || (key.starts_with(path) && key.as_bytes().get(path.len()) == Some(&b'/'))
@@ -309,10 +344,13 @@ mod tests {
             let below: Vec<String> = m
                 .with_prefix(&format!("{path}/"))
                 .take(limit)
-                .map(|e| e.key.clone())
+                .map(|e| e.key.to_string())
                 .collect();
             if below.is_empty() {
-                m.exact(path).map(|e| e.key.clone()).into_iter().collect()
+                m.exact(path)
+                    .map(|e| e.key.to_string())
+                    .into_iter()
+                    .collect()
             } else {
                 below
             }
@@ -344,7 +382,7 @@ mod tests {
                 let one: Vec<String> = m
                     .subtree_or_exact(path, limit)
                     .iter()
-                    .map(|e| e.key.clone())
+                    .map(|e| e.key.to_string())
                     .collect();
                 assert_eq!(one, two_reads(&m, path, limit), "{path} limit {limit}");
             }
@@ -364,10 +402,7 @@ mod tests {
             ]
             .map(|k| Change::Put(entry(k))),
         );
-        let keys: Vec<&str> = m
-            .with_prefix("/skydns/t/mx/")
-            .map(|e| e.key.as_str())
-            .collect();
+        let keys: Vec<&str> = m.with_prefix("/skydns/t/mx/").map(|e| &*e.key).collect();
         assert_eq!(keys, ["/skydns/t/mx/a", "/skydns/t/mx/b"]);
         assert!(m.exact("/skydns/t/mx").is_some());
         m.apply(3, [Change::Delete("/skydns/t/mx/a".into())]);
@@ -376,7 +411,7 @@ mod tests {
         // A put of a key already there replaces its entry (the key is the entry's own).
         let changed = Arc::new(decode("/skydns/t/mx", br#"{"host":"10.0.0.9"}"#, 0).unwrap());
         m.apply(4, [Change::Put(changed)]);
-        assert_eq!(m.exact("/skydns/t/mx").unwrap().host, "10.0.0.9");
+        assert_eq!(m.exact("/skydns/t/mx").unwrap().host, "10.0.0.9".into());
         assert_eq!(m.len(), 3);
     }
 

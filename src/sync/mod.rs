@@ -53,7 +53,7 @@ use hickory_proto::rr::Name;
 use crate::backend::registry::{self, RegistryEntry};
 use crate::backend::{ServiceEntry, skydns};
 use crate::index::leases::LeaseTable;
-use crate::index::mirror::{Change, Mirror};
+use crate::index::mirror::{Change, Listed, Mirror};
 use crate::index::registry::RegistryMirror;
 use crate::index::{BaseIndex, EtcdData, IndexHandle};
 
@@ -110,14 +110,16 @@ pub struct SyncStatus {
 /// Keys skipped since start (malformed values); one counter for the whole process.
 pub static SKIPPED_KEYS: AtomicU64 = AtomicU64::new(0);
 
-fn decode(kv: &RawKv) -> Result<ServiceEntry, (String, String)> {
-    let key = String::from_utf8(kv.key.clone()).map_err(|_| {
+/// Decodes a SkyDNS key, taking its bytes: the key becomes the entry's without a copy.
+fn decode(kv: RawKv) -> Result<ServiceEntry, (String, String)> {
+    let key = String::from_utf8(kv.key).map_err(|e| {
         (
-            String::from_utf8_lossy(&kv.key).into_owned(),
+            String::from_utf8_lossy(e.as_bytes()).into_owned(),
             "key is not UTF-8".to_string(),
         )
     })?;
-    skydns::decode(&key, &kv.value, kv.lease).map_err(|reason| (key, reason.to_string()))
+    skydns::decode_owned(key, &kv.value, kv.lease)
+        .map_err(|(key, reason)| (key.into(), reason.to_string()))
 }
 
 /// Decodes a registry-layout key under `root` (`/services`).
@@ -311,15 +313,34 @@ impl Syncer {
     /// Reads every prefix at one revision and swaps the new mirror in whole: the first prefix's
     /// first page fixes the revision R, and every other page of every prefix is pinned to R.
     async fn relist(&mut self) -> Result<(), SyncError> {
-        // Decoded page by page: the raw listing is never held whole.
-        let mut entries = Vec::new();
-        let revision = self
+        // Decoded page by page on a thread of its own while the next page is read: the raw
+        // listing is never held whole, and etcd's work on page N+1 overlaps ours on page N.
+        let (pages, mut received) = mpsc::channel::<Vec<RawKv>>(1);
+        let mut listed = Listed::new(&self.zone_paths);
+        let decoder = tokio::task::spawn_blocking(move || {
+            while let Some(page) = received.blocking_recv() {
+                for kv in page {
+                    let mod_revision = kv.mod_revision;
+                    match decode(kv) {
+                        Ok(entry) => listed.push(Arc::new(entry), mod_revision),
+                        Err((key, reason)) => skip(&key, &reason),
+                    }
+                }
+            }
+            listed
+        });
+        let read = self
             .etcd
-            .list_prefix_each(self.feeds[0].prefix.as_bytes(), 0, |kv| match decode(&kv) {
-                Ok(entry) => entries.push((Arc::new(entry), kv.mod_revision)),
-                Err((key, reason)) => skip(&key, &reason),
+            .list_prefix_pages(self.feeds[0].prefix.as_bytes(), 0, |page| {
+                let pages = pages.clone();
+                async move { pages.send(page).await.is_ok() }
             })
-            .await?;
+            .await;
+        drop(pages);
+        let listed = decoder
+            .await
+            .map_err(|e| SyncError::Watch(format!("decoding the listing: {e}")))?;
+        let revision = read?;
         let mut registry = Vec::new();
         for feed in &self.feeds[1..] {
             let Layout::Registry(root) = &feed.layout else {
@@ -340,8 +361,7 @@ impl Syncer {
                 .await?;
         }
         let first = self.mirror.is_none();
-        let mut mirror =
-            Mirror::from_listing(&self.zone_paths, revision, entries, self.mirror.as_ref());
+        let mut mirror = listed.finish(revision, self.mirror.as_ref());
         *mirror.registry_mut() = RegistryMirror::from_listing(
             self.registry_zone.clone(),
             registry,
@@ -425,8 +445,8 @@ impl Syncer {
     fn apply_skydns(&self, mirror: &mut Mirror, event: RawEvent) -> (String, Option<i64>) {
         let revision = event.revision();
         let (key, new_entry) = match event {
-            RawEvent::Put(kv) => match decode(&kv) {
-                Ok(entry) => (entry.key.clone(), Some(Arc::new(entry))),
+            RawEvent::Put(kv) => match decode(kv) {
+                Ok(entry) => (String::from(&*entry.key), Some(Arc::new(entry))),
                 Err((key, reason)) => {
                     skip(&key, &reason);
                     (key, None)
@@ -738,6 +758,28 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::{Health, Ordering, SKIPPED_KEYS, Trouble, dropped_metadata, skip};
+
+    #[test]
+    fn a_listed_key_is_named_in_its_skip_and_kept_whole_in_its_entry() {
+        let kv = |key: &[u8], value: &[u8]| super::RawKv {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            lease: 7,
+            mod_revision: 3,
+        };
+        let entry = super::decode(kv(b"/skydns/test/a", br#"{"host":"10.0.0.1"}"#)).unwrap();
+        assert_eq!((&*entry.key, entry.lease), ("/skydns/test/a", 7));
+        assert_eq!(
+            super::decode(kv(b"/skydns/test/\xff", b"{}")).unwrap_err(),
+            (
+                "/skydns/test/\u{fffd}".to_string(),
+                "key is not UTF-8".to_string()
+            )
+        );
+        let (key, reason) = super::decode(kv(b"/skydns/test/b", b"[1]")).unwrap_err();
+        assert_eq!(key, "/skydns/test/b");
+        assert!(reason.contains("expected an object"), "{reason}");
+    }
 
     #[test]
     fn a_watch_confirmed_then_broken_by_an_oversized_response_warns_once() {

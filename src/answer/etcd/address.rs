@@ -73,10 +73,10 @@ pub(super) fn addresses<'a>(
                     },
                 );
             }
-            (HostKind::A(ip), RecordType::A) if seen_hosts.insert(entry.host.as_str()) => {
+            (HostKind::A(ip), RecordType::A) if seen_hosts.insert(&*entry.host) => {
                 out.push(Rr::owned(owner, record(name, ttl, RData::A(A(*ip)))));
             }
-            (HostKind::Aaaa(ip), RecordType::AAAA) if seen_hosts.insert(entry.host.as_str()) => {
+            (HostKind::Aaaa(ip), RecordType::AAAA) if seen_hosts.insert(&*entry.host) => {
                 out.push(Rr::owned(owner, record(name, ttl, RData::AAAA(AAAA(*ip)))));
             }
             _ => {}
@@ -114,7 +114,7 @@ pub(super) fn txt<'a>(
                     |ctx, host, chain, next| txt(ctx, host, Owner::Record, chain, next),
                 );
             }
-            HostKind::Txt if seen_texts.insert(entry.text.as_str()) => {
+            HostKind::Txt if seen_texts.insert(&*entry.text) => {
                 let data = TXT::from_bytes(split255(entry.text.as_bytes()));
                 out.push(Rr::owned(
                     owner,

@@ -79,10 +79,10 @@ fn group(entries: Vec<&ServiceEntry>) -> Vec<&ServiceEntry> {
     let Some(first) = entries.first() else {
         return entries;
     };
-    let mut group = first.group.as_str();
+    let mut group = &*first.group;
     let mut slashes = first.depth;
     // Unscanned entries keep depth 0, as Go's zero-initialised slice does.
-    let mut depths = vec![0usize; entries.len()];
+    let mut depths = vec![0u8; entries.len()];
     for (i, entry) in entries.iter().enumerate() {
         depths[i] = entry.depth;
         if entry.depth < slashes {
@@ -90,7 +90,7 @@ fn group(entries: Vec<&ServiceEntry>) -> Vec<&ServiceEntry> {
                 break;
             }
             slashes = entry.depth;
-            group = entry.group.as_str();
+            group = &*entry.group;
         }
     }
     if group.is_empty() {
@@ -102,10 +102,10 @@ fn group(entries: Vec<&ServiceEntry>) -> Vec<&ServiceEntry> {
             kept.push(*entry);
             continue;
         }
-        if depths[i] == slashes && entry.group != group {
+        if depths[i] == slashes && *entry.group != *group {
             return entries;
         }
-        if entry.group == group {
+        if *entry.group == *group {
             kept.push(*entry);
         }
     }
@@ -155,7 +155,7 @@ pub(crate) mod tests {
         let owned = entries(list);
         group(owned.iter().collect())
             .iter()
-            .map(|e| e.key.clone())
+            .map(|e| e.key.to_string())
             .collect()
     }
 

@@ -12,7 +12,7 @@ use crate::backend::{HostKind, ServiceEntry};
 /// A non-address host as an absolute name.
 fn host_name(entry: &ServiceEntry) -> Option<Name> {
     match &entry.kind {
-        HostKind::Name(name) => Some(name.clone()),
+        HostKind::Name(name) => Some((**name).clone()),
         HostKind::Txt => {
             let mut name = Name::from_ascii(&entry.host).ok()?;
             name.set_fqdn(true);
@@ -49,7 +49,7 @@ pub(super) fn ptr<'a>(ctx: &Ctx<'a>, name: &Name, out: &mut Vec<Rr<'a>>) -> Resu
         let Some(target) = host_name(entry) else {
             continue;
         };
-        if seen.insert(entry.host.as_str()) {
+        if seen.insert(&*entry.host) {
             out.push(Rr::owned(
                 Owner::Question,
                 record(name, ctx.ttl(entry), RData::PTR(PTR(target))),

@@ -68,12 +68,12 @@ fn glue_for_name<'a, 't>(
 /// CoreDNS's weight normalisation: per priority, `floor((100 / Σ(w or 100)) · (w or 100))`, at
 /// least 1, in IEEE doubles and in that order (a lone weight 97 gives 99).
 fn normalised_weight(entry: &ServiceEntry, sums: &SmallMap<i64, i64>) -> u16 {
-    let sum = sums.get(&entry.priority).copied().unwrap_or(100) as f64;
+    let sum = sums.get(&i64::from(entry.priority)).copied().unwrap_or(100) as f64;
     let mut w = 100.0 / sum;
     w *= if entry.weight == 0 {
         100.0
     } else {
-        entry.weight as f64
+        f64::from(entry.weight)
     };
     // Go's uint16(math.Floor(w)); values are 1..=100 for sane weights.
     let weight = w.floor() as u16;
@@ -101,8 +101,12 @@ pub(super) fn srv<'a, R: Rng + ?Sized>(
     let services = ctx.services(name, RecordType::SRV, false)?;
     let mut sums: SmallMap<i64, i64> = SmallMap::default();
     for entry in &services {
-        let weight = if entry.weight == 0 { 100 } else { entry.weight };
-        *sums.get_or_insert_with(entry.priority, || 0).0 += weight;
+        let weight = if entry.weight == 0 {
+            100
+        } else {
+            i64::from(entry.weight)
+        };
+        *sums.get_or_insert_with(i64::from(entry.priority), || 0).0 += weight;
     }
     let targets: Vec<Option<Cow<'a, Name>>> = services.iter().map(|e| target_of(e)).collect();
     let mut records: SmallSet<(&Name, u16)> = SmallSet::default();
@@ -116,7 +120,7 @@ pub(super) fn srv<'a, R: Rng + ?Sized>(
             continue;
         };
         // invariant: decoding keeps priority and port within 16 bits (port -1 is skipped).
-        let (priority, port) = (entry.priority as u16, entry.port as u16);
+        let (priority, port) = (entry.priority, entry.port as u16);
         let candidate = Candidate {
             entry: i,
             priority,
@@ -160,7 +164,7 @@ pub(super) fn srv<'a, R: Rng + ?Sized>(
         let mut next = chains.get(&target).map(|chain| chain.0);
         while let Some(i) = next {
             let entry = services[i];
-            if glued_addresses.insert((target, entry.host.as_str())) {
+            if glued_addresses.insert((target, &*entry.host)) {
                 push_extra(ctx, extra, address_record(ctx, entry, target));
             }
             next = next_same_target[i];
@@ -173,14 +177,14 @@ pub(super) fn srv<'a, R: Rng + ?Sized>(
 /// `targetstrip` labels (borrowed from the snapshot unless labels are stripped).
 fn target_of(entry: &ServiceEntry) -> Option<Cow<'_, Name>> {
     let name = match &entry.kind {
-        HostKind::Name(host) => host,
+        HostKind::Name(host) => &**host,
         HostKind::A(_) | HostKind::Aaaa(_) => &entry.key_name,
         HostKind::Txt | HostKind::Empty => return None,
     };
-    Some(if entry.target_strip <= 0 {
+    Some(if entry.target_strip == 0 {
         Cow::Borrowed(name)
     } else {
-        Cow::Owned(target_strip(name, entry.target_strip))
+        Cow::Owned(target_strip(name, i64::from(entry.target_strip)))
     })
 }
 
@@ -208,7 +212,7 @@ pub(super) fn mx<'a>(
             break;
         }
         // invariant: decoding keeps priority within 16 bits.
-        let preference = entry.priority as u16;
+        let preference = entry.priority;
         let ttl = ctx.ttl(entry);
         let mx = || {
             let data = RData::MX(MX::new(preference, exchange.clone()));
@@ -223,7 +227,7 @@ pub(super) fn mx<'a>(
             ctx.answers(out).push(mx());
         }
         // The address is owned by the key's name without targetstrip (as CoreDNS does).
-        if addresses.insert((&entry.key_name, entry.host.as_str())) {
+        if addresses.insert((&entry.key_name, &*entry.host)) {
             push_extra(ctx, extra, address_record(ctx, entry, &entry.key_name));
         }
     }
@@ -254,7 +258,7 @@ pub(super) fn ns<'a>(
             break;
         }
         if let HostKind::A(_) | HostKind::Aaaa(_) = &entry.kind {
-            let target = target_strip(&entry.key_name, entry.target_strip);
+            let target = target_strip(&entry.key_name, i64::from(entry.target_strip));
             push_extra(ctx, extra, address_record(ctx, entry, &target));
             if targets.insert(target.clone()) {
                 let data = RData::NS(NS(target));

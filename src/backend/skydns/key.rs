@@ -92,16 +92,14 @@ pub fn matches_wildcard(key: &str, segments: &[&str]) -> bool {
 /// # Errors
 /// A segment that is not a DNS label (empty, or over 63 bytes), or a name over 255 bytes.
 pub fn name_of_key(key: &str) -> Result<Name, String> {
-    let mut parts: Vec<&str> = key.split('/').collect();
-    if parts.last() == Some(&"") {
-        parts.pop();
-    }
-    // parts[0] is what precedes the first '/', parts[1] the prefix segment, which is dropped.
-    let labels: Vec<&str> = parts.iter().skip(2).rev().copied().collect();
-    if labels.is_empty() {
+    // One trailing '/' ends no label; what precedes the first '/' and the prefix segment after
+    // it are dropped; the rest are the labels, last first. No allocation but the name's own:
+    // the initial read makes one per key.
+    let trimmed = key.strip_suffix('/').unwrap_or(key);
+    let Some(labels) = trimmed.splitn(3, '/').nth(2) else {
         return Ok(Name::root());
-    }
-    let mut name = Name::from_labels(labels.iter().map(|l| l.as_bytes()))
+    };
+    let mut name = Name::from_labels(labels.rsplit('/').map(str::as_bytes))
         .map_err(|e| format!("{key}: {e}"))?;
     name.set_fqdn(true);
     Ok(name)
@@ -147,6 +145,44 @@ mod tests {
         assert_eq!(path(&Name::root(), &root), "/skydns");
         assert_eq!(name_of_key("/skydns").unwrap(), Name::root());
         assert_eq!(name_of_key("/skydns/test/").unwrap(), n("test."));
+    }
+
+    /// The old reading of a key, segment list first, as the reference for edge cases.
+    fn name_of_key_by_segments(key: &str) -> Result<Name, String> {
+        let mut parts: Vec<&str> = key.split('/').collect();
+        if parts.last() == Some(&"") {
+            parts.pop();
+        }
+        let labels: Vec<&str> = parts.iter().skip(2).rev().copied().collect();
+        if labels.is_empty() {
+            return Ok(Name::root());
+        }
+        let mut name = Name::from_labels(labels.iter().map(|l| l.as_bytes()))
+            .map_err(|e| format!("{key}: {e}"))?;
+        name.set_fqdn(true);
+        Ok(name)
+    }
+
+    #[test]
+    fn name_of_key_reads_edge_keys_as_the_segment_list_did() {
+        for key in [
+            "",
+            "/",
+            "//",
+            "a",
+            "/skydns",
+            "/skydns/",
+            "/skydns//",
+            "/skydns/x",
+            "/skydns/x/",
+            "/skydns/x//",
+            "/skydns//x",
+            "skydns/a/b",
+            "/s/t/u/v/w",
+            "/s/t/u/v/w/",
+        ] {
+            assert_eq!(name_of_key(key), name_of_key_by_segments(key), "{key:?}");
+        }
     }
 
     #[test]

@@ -6,4 +6,4 @@
 pub mod key;
 pub mod value;
 
-pub use value::decode;
+pub use value::{decode, decode_owned};

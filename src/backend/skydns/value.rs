@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use hickory_proto::rr::Name;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::key::name_of_key;
@@ -20,55 +21,221 @@ use crate::backend::{DEFAULT_PRIORITY, HostKind, ServiceEntry, SkipReason, json_
 /// # Errors
 /// The [`SkipReason`] for a key or value srvd cannot serve.
 pub fn decode(key: &str, value: &[u8], lease: i64) -> Result<ServiceEntry, SkipReason> {
-    let key_name = name_of_key(key).map_err(SkipReason::BadKey)?;
-    let json: Value =
-        serde_json::from_slice(value).map_err(|e| SkipReason::NotJson(e.to_string()))?;
-    let mut entry = ServiceEntry {
-        depth: key.matches('/').count(),
-        key: key.to_string(),
-        key_name,
-        host: String::new(),
-        kind: HostKind::Empty,
-        port: 0,
-        priority: 0,
-        weight: 0,
-        text: String::new(),
-        mail: false,
-        ttl: 0,
-        target_strip: 0,
-        group: String::new(),
-        lease,
-    };
-    match json {
-        Value::Object(fields) => {
-            for (name, value) in &fields {
-                set_field(&mut entry, name, value)?;
-            }
-        }
-        // Go: unmarshalling `null` into a struct changes nothing.
-        Value::Null => {}
-        other => {
-            return Err(SkipReason::NotJson(format!(
-                "expected an object, found {}",
-                json_type(&other)
-            )));
-        }
-    }
-    if entry.priority == 0 {
-        entry.priority = DEFAULT_PRIORITY;
-    }
-    entry.kind = host_kind(&entry.host, &entry.text)?;
-    Ok(entry)
+    decode_owned(key.to_string(), value, lease).map_err(|(_, reason)| reason)
 }
 
-fn set_field(entry: &mut ServiceEntry, name: &str, value: &Value) -> Result<(), SkipReason> {
+/// [`decode`] taking the key, which becomes the entry's without a copy (the initial read
+/// decodes every key once); on failure the key comes back with the reason.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_owned(
+    key: String,
+    value: &[u8],
+    lease: i64,
+) -> Result<ServiceEntry, (Box<str>, SkipReason)> {
+    let key = key.into_boxed_str();
+    match decode_fields(&key, value) {
+        Ok((key_name, depth, fields)) => {
+            let mut entry = ServiceEntry {
+                depth,
+                key,
+                key_name,
+                host: Box::default(),
+                kind: HostKind::Empty,
+                port: 0,
+                priority: 0,
+                weight: 0,
+                text: Box::default(),
+                mail: false,
+                ttl: 0,
+                target_strip: 0,
+                group: Box::default(),
+                lease,
+            };
+            fields.apply(&mut entry);
+            if entry.priority == 0 {
+                entry.priority = DEFAULT_PRIORITY;
+            }
+            match host_kind(&entry.host, &entry.text) {
+                Ok(kind) => {
+                    entry.kind = kind;
+                    Ok(entry)
+                }
+                Err(reason) => Err((entry.key, reason)),
+            }
+        }
+        Err(reason) => Err((key, reason)),
+    }
+}
+
+/// What the key and the value say, before the entry is built.
+fn decode_fields(key: &str, value: &[u8]) -> Result<(Name, u8, Fields), SkipReason> {
+    let key_name = name_of_key(key).map_err(SkipReason::BadKey)?;
+    let depth = u8::try_from(key.matches('/').count())
+        .map_err(|_| SkipReason::BadKey(format!("{key}: too many segments")))?;
+    let mut fields = Fields::default();
+    if read_fields(value, &mut fields).is_err() {
+        // Anything unusual (bad JSON, a wrong type, a repeated field, not an object) goes the
+        // way that builds the whole JSON tree first, which says exactly what is wrong.
+        fields = Fields::default();
+        read_tree(value, &mut fields)?;
+    }
+    Ok((key_name, depth, fields))
+}
+
+/// The fields of a value as Go's `encoding/json` leaves them in `msg.Service`.
+#[derive(Debug, Default)]
+struct Fields {
+    host: Option<String>,
+    text: Option<String>,
+    group: Option<String>,
+    port: i32,
+    priority: u16,
+    weight: u16,
+    target_strip: i64,
+    ttl: u32,
+    mail: bool,
+}
+
+impl Fields {
+    fn apply(self, entry: &mut ServiceEntry) {
+        let boxed = |s: Option<String>| s.map(String::into_boxed_str).unwrap_or_default();
+        entry.host = boxed(self.host);
+        entry.text = boxed(self.text);
+        entry.group = boxed(self.group);
+        entry.port = self.port;
+        entry.priority = self.priority;
+        entry.weight = self.weight;
+        entry.target_strip = u8::try_from(self.target_strip.clamp(0, 255)).unwrap_or(u8::MAX);
+        entry.ttl = self.ttl;
+        entry.mail = self.mail;
+    }
+}
+
+/// The reference reading: the whole JSON tree, then each field in document order.
+fn read_tree(value: &[u8], fields: &mut Fields) -> Result<(), SkipReason> {
+    let json: Value =
+        serde_json::from_slice(value).map_err(|e| SkipReason::NotJson(e.to_string()))?;
+    match json {
+        Value::Object(map) => {
+            for (name, value) in &map {
+                set_field(fields, name, value)?;
+            }
+            Ok(())
+        }
+        // Go: unmarshalling `null` into a struct changes nothing.
+        Value::Null => Ok(()),
+        other => Err(SkipReason::NotJson(format!(
+            "expected an object, found {}",
+            json_type(&other)
+        ))),
+    }
+}
+
+/// The fast reading of a well-formed value: field by field, values of unknown fields skipped
+/// unbuilt. Gives up (`Err`) wherever [`read_tree`] could end differently: any error, and a
+/// field name written twice exactly (the tree keeps its first position with its last value).
+fn read_fields(value: &[u8], fields: &mut Fields) -> Result<(), ()> {
+    let mut json = serde_json::Deserializer::from_slice(value);
+    json.deserialize_any(FieldsVisitor(fields))
+        .map_err(|_: serde_json::Error| ())?;
+    json.end().map_err(|_| ())
+}
+
+struct FieldsVisitor<'f>(&'f mut Fields);
+
+impl<'de> Visitor<'de> for FieldsVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen: Vec<FieldName<'de>> = Vec::new();
+        while let Some(name) = map.next_key::<FieldName<'de>>()? {
+            if !is_field(&name) {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            if seen.iter().any(|s| s.as_str() == name.as_str()) {
+                return Err(de::Error::custom("a field written twice"));
+            }
+            let value: Value = map.next_value()?;
+            set_field(self.0, name.as_str(), &value).map_err(de::Error::custom)?;
+            seen.push(name);
+        }
+        Ok(())
+    }
+}
+
+/// A field name, borrowed from the value unless it has escapes.
+enum FieldName<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl FieldName<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Borrowed(s) => s,
+            Self::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = FieldName<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(FieldName::Borrowed(s))
+            }
+
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(FieldName::Owned(s.to_string()))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+/// The `msg.Service` fields srvd reads, lower-case.
+const FIELDS: [&str; 9] = [
+    "host",
+    "text",
+    "group",
+    "port",
+    "priority",
+    "weight",
+    "targetstrip",
+    "ttl",
+    "mail",
+];
+
+fn is_field(name: &FieldName<'_>) -> bool {
+    FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name.as_str()))
+}
+
+fn set_field(entry: &mut Fields, name: &str, value: &Value) -> Result<(), SkipReason> {
     if value.is_null() {
         return Ok(());
     }
     match name.to_ascii_lowercase().as_str() {
-        "host" => entry.host = string(value, "host")?,
-        "text" => entry.text = string(value, "text")?,
-        "group" => entry.group = string(value, "group")?,
+        "host" => entry.host = Some(string(value, "host")?),
+        "text" => entry.text = Some(string(value, "text")?),
+        "group" => entry.group = Some(string(value, "group")?),
         // Checked here, once, so that answers never wrap a value around (-1 as 65535) and a
         // weight sum cannot overflow; port -1 is CoreDNS's "no SRV for this key".
         "port" => {
@@ -124,15 +291,17 @@ fn int(value: &Value, field: &'static str) -> Result<i64, SkipReason> {
     })
 }
 
-fn ranged(
+/// An integer within `range`, as the field's type `T` (which holds all of `range`).
+fn ranged<T: TryFrom<i64>>(
     value: &Value,
     field: &'static str,
     range: std::ops::RangeInclusive<i64>,
     expected: &'static str,
-) -> Result<i64, SkipReason> {
+) -> Result<T, SkipReason> {
     value
         .as_i64()
         .filter(|v| range.contains(v))
+        .and_then(|v| T::try_from(v).ok())
         .ok_or(SkipReason::BadField { field, expected })
 }
 
@@ -156,7 +325,7 @@ fn host_kind(host: &str, text: &str) -> Result<HostKind, SkipReason> {
     }
     let mut name = Name::from_ascii(host).map_err(|_| SkipReason::BadHost(host.to_string()))?;
     name.set_fqdn(true);
-    Ok(HostKind::Name(name))
+    Ok(HostKind::Name(Box::new(name)))
 }
 
 #[cfg(test)]
@@ -201,7 +370,7 @@ mod tests {
         );
         assert_eq!(
             ok(r#"{"host":"127.0.0.257"}"#).kind,
-            HostKind::Name(Name::from_ascii("127.0.0.257.").unwrap())
+            HostKind::Name(Box::new(Name::from_ascii("127.0.0.257.").unwrap()))
         );
         assert_eq!(
             ok(r#"{"host":"10.0.0.1","text":"t"}"#).kind,
@@ -266,5 +435,44 @@ mod tests {
         // Priority 0 is CoreDNS's default 10; port -1 is kept (it drops the SRV when answering).
         let e = ok(r#"{"host":"10.0.0.1","priority":0,"weight":0,"port":-1}"#);
         assert_eq!((e.priority, e.weight, e.port), (10, 0, -1));
+    }
+
+    /// The field-by-field reading must end where the whole-tree reading ends, or give up.
+    #[test]
+    fn the_fast_reading_agrees_with_the_tree_or_gives_up() {
+        for json in [
+            r#"{"host":"10.0.0.1","port":8080,"priority":20,"weight":5,"ttl":30}"#,
+            r#"{"HOST":"a.example","Port":-1,"TargetStrip":2,"mail":true,"group":"g"}"#,
+            r#"{"host":"10.0.0.1","Host":"10.0.0.2","host":"10.0.0.3"}"#,
+            r#"{"h\u006fst":"10.0.0.4","text":"t\"x","extra":{"a":[1,{"b":null}]}}"#,
+            r#"{"host":null,"port":null,"text":"only"}"#,
+            r#"{"host":"10.0.0.1","port":80.0}"#,
+            r#"{"host":"10.0.0.1"} x"#,
+            r#"null"#,
+            r#"[1]"#,
+            r#"{}"#,
+        ] {
+            let mut tree = Fields::default();
+            let tree = read_tree(json.as_bytes(), &mut tree).map(|()| format!("{tree:?}"));
+            let mut fast = Fields::default();
+            if read_fields(json.as_bytes(), &mut fast).is_ok() {
+                assert_eq!(Ok(format!("{fast:?}")), tree, "{json}");
+            } else {
+                assert!(
+                    tree.is_err() || json.contains(r#""host":"10.0.0.3""#),
+                    "{json}: gave up on a value the tree reads"
+                );
+            }
+        }
+        // A field written twice keeps the tree's answer: its first place, its last value.
+        let e = ok(r#"{"host":"10.0.0.1","Host":"10.0.0.2","host":"10.0.0.3"}"#);
+        assert_eq!(e.kind, HostKind::A(Ipv4Addr::new(10, 0, 0, 2)));
+    }
+
+    #[test]
+    fn targetstrip_beyond_any_label_count_or_negative_keeps_its_meaning() {
+        assert_eq!(ok(r#"{"targetstrip":-4}"#).target_strip, 0);
+        assert_eq!(ok(r#"{"targetstrip":3}"#).target_strip, 3);
+        assert_eq!(ok(r#"{"targetstrip":9000000000}"#).target_strip, 255);
     }
 }

@@ -360,3 +360,96 @@ async fn a_value_too_large_for_the_limit_is_logged_once_as_such_not_as_unreachab
         Some(vec![host(1)])
     );
 }
+
+/// The listing pages through the prefix with the next page's request sent before the current
+/// page is handed over. With pages of 7 keys (so hundreds of page edges), and puts between
+/// listed keys, deletes and overwrites racing the read, what it returns must be exactly etcd's
+/// content at the revision it reports: no key lost or repeated at an edge, none from a later
+/// revision.
+#[tokio::test]
+async fn a_paged_listing_raced_by_writes_is_exactly_the_store_at_its_revision() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    // Even keys 0..1,000 before the read; the writer puts odd keys between them.
+    for chunk in (0..1_000u32).step_by(2).collect::<Vec<_>>().chunks(100) {
+        let ops: Vec<TxnOp> = chunk
+            .iter()
+            .map(|i| TxnOp::put(key(*i), value(host(*i)), None))
+            .collect();
+        client.txn(Txn::new().and_then(ops)).await.unwrap();
+    }
+    let (started, mut started_rx) = tokio::sync::mpsc::channel(1);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let (mut client, stop) = (etcd.client().await, stop.clone());
+        tokio::spawn(async move {
+            let mut writes = 0u32;
+            // Spread over the whole range, so writes land ahead of the read wherever it is.
+            for j in (0..250u32).cycle().map(|j| j * 101 % 250) {
+                if stop.is_cancelled() {
+                    break;
+                }
+                client
+                    .put(key(4 * j + 1), value(host(j)), None)
+                    .await
+                    .unwrap();
+                client.delete(key(4 * j), None).await.unwrap();
+                client
+                    .put(key(4 * j + 2), value(host(j + 7)), None)
+                    .await
+                    .unwrap();
+                writes += 3;
+                let _ = started.try_send(());
+            }
+            writes
+        })
+    };
+    started_rx.recv().await.unwrap();
+    let mut lister =
+        srvd::sync::etcd::Etcd::connect(std::slice::from_ref(&etcd.url), "/skydns/", FOUR_MIB)
+            .await
+            .unwrap()
+            .with_page_size(7);
+    let listing = lister.list().await.unwrap();
+    stop.cancel();
+    let writes = writer.await.unwrap();
+    let store = client
+        .get(
+            "/skydns/",
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_revision(listing.revision),
+            ),
+        )
+        .await
+        .unwrap();
+    let expected: Vec<(String, String, i64)> = store
+        .kvs()
+        .iter()
+        .map(|kv| {
+            let (key, value) = (kv.key_str().unwrap(), kv.value_str().unwrap());
+            (key.to_string(), value.to_string(), kv.mod_revision())
+        })
+        .collect();
+    let listed: Vec<(String, String, i64)> = listing
+        .kvs
+        .iter()
+        .map(|kv| {
+            let key = String::from_utf8(kv.key.clone()).unwrap();
+            let value = String::from_utf8(kv.value.clone()).unwrap();
+            (key, value, kv.mod_revision)
+        })
+        .collect();
+    assert!(
+        expected.len() > 400,
+        "{} keys at the listing's revision",
+        expected.len()
+    );
+    assert_eq!(
+        listed.len(),
+        expected.len(),
+        "{writes} writes raced the read"
+    );
+    assert_eq!(listed, expected, "{writes} writes raced the read");
+}

@@ -94,7 +94,7 @@ impl TestServer {
         self.with_mirror(|mirror| {
             mirror
                 .iter()
-                .map(|e| (e.key.clone(), e.host.clone()))
+                .map(|e| (e.key.to_string(), e.host.to_string()))
                 .collect()
         })
     }
