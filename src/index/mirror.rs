@@ -303,6 +303,7 @@ impl Listed {
             revision,
             serials: Arc::new(Vec::new()),
             registry: RegistryMirror::default(),
+            changes: ChangeLog::new(revision),
         };
         let mut serials = self.serials;
         if let Some(previous) = previous {
