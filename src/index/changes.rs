@@ -66,15 +66,24 @@ impl ChangeLog {
     }
 
     /// Records that `key` changed at `revision`: the key and each of its ancestor paths.
+    ///
+    /// Deepest first, stopping at the first path already dated `revision`: a touch dates all
+    /// of a path's ancestors at once, so theirs are too. The keys of one transaction share a
+    /// revision, so its shared ancestors are written once, not once per key.
     pub fn touch(&mut self, key: &str, revision: Revision) {
         if self.changed.len() >= MAX_PATHS {
             self.changed = imbl::HashMap::new();
             self.floor = revision;
         }
-        for (i, _) in key.match_indices('/') {
-            self.changed.insert(path_hash(&key[..i]), revision);
+        let ancestors = key.match_indices('/').map(|(i, _)| &key[..i]);
+        let paths = std::iter::once(key).chain(ancestors.rev());
+        for path in paths {
+            let hash = path_hash(path);
+            if self.changed.get(&hash) == Some(&revision) {
+                break;
+            }
+            self.changed.insert(hash, revision);
         }
-        self.changed.insert(path_hash(key), revision);
     }
 
     /// Records a change to the service registry at `revision`.
@@ -116,6 +125,26 @@ mod tests {
             "/skydns/local/service/we",
         ] {
             assert!(log.unchanged_since([path_hash(path)], 11), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn keys_of_one_revision_date_their_shared_ancestors_once_and_still_all_of_them() {
+        let mut log = ChangeLog::new(1);
+        log.touch("/s/a/b/x", 5);
+        log.touch("/s/a/c/y", 5);
+        log.touch("/s/d", 6);
+        for (path, at) in [
+            ("/s/a/b/x", 5),
+            ("/s/a/b", 5),
+            ("/s/a/c/y", 5),
+            ("/s/a/c", 5),
+            ("/s/a", 5),
+            ("/s/d", 6),
+            ("/s", 6),
+            ("", 6),
+        ] {
+            assert_eq!(log.changed.get(&path_hash(path)), Some(&at), "{path:?}");
         }
     }
 
