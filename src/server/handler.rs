@@ -458,7 +458,7 @@ impl Handler {
             );
         };
 
-        let limit = wire::payload_limit(transport, request.edns.as_ref());
+        let limit = wire::payload_limit(transport, request.edns.as_ref().map(Edns::max_payload));
         let mut answer = Answer::with_buffers(std::mem::take(&mut scratch.answer));
         RNG.with_borrow_mut(|rng| {
             answer::answer(index, zone, &question, limit, rng, &mut answer);

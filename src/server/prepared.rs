@@ -27,8 +27,8 @@
 //!   revision it was built at (`index::changes`): a write storm on some keys leaves every other
 //!   prepared response in place. A stale entry is rebuilt by the next query that meets it.
 //! - **Bounded.** At most `budget` bytes per handler, split evenly over the shards; a shard
-//!   that would overflow is emptied first. An entry costs its key, its bytes and a fixed
-//!   overhead ([`ENTRY_OVERHEAD`]).
+//!   that would overflow is emptied first. An entry costs its one allocation (key, path
+//!   hashes, pieces, records), its map slot and the allocator's header.
 
 use std::collections::HashSet;
 use std::collections::hash_map::RandomState;
@@ -47,10 +47,6 @@ use crate::index::mirror::{Mirror, Revision};
 
 /// Shards of the cache: a read takes one shard's lock, so two loops rarely meet on one.
 const SHARDS: usize = 64;
-
-/// Bytes an entry costs beyond its key and records (map slot, allocations' headers, the
-/// piece table's header).
-pub const ENTRY_OVERHEAD: usize = 96;
 
 /// What an entry was built from, and what it must still match to be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,14 +158,9 @@ impl<'r> PlainQuery<'r> {
         })
     }
 
-    /// The size limit of a response over `transport` (as `wire::payload_limit`).
+    /// The size limit of a response over `transport`.
     pub fn limit(&self, transport: Transport) -> u16 {
-        match transport {
-            Transport::Tcp => wire::MAX_TCP_MESSAGE,
-            Transport::Udp => self.edns.map_or(wire::MIN_UDP_PAYLOAD, |(payload, _)| {
-                payload.clamp(wire::MIN_UDP_PAYLOAD, wire::MAX_UDP_PAYLOAD)
-            }),
-        }
+        wire::payload_limit(transport, self.edns.map(|(payload, _)| payload))
     }
 
     /// Writes the cache key into `key`: the question as sent, the limit, and whether the query

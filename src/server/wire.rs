@@ -11,8 +11,8 @@
 //! The OPT record is always written when the query had one: its room is reserved up front.
 
 use hickory_proto::ProtoError;
-use hickory_proto::op::{Edns, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::op::{OpCode, Query, ResponseCode};
+use hickory_proto::rr::Name;
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
 use crate::answer::{Answer, Rr};
@@ -36,12 +36,13 @@ pub enum Transport {
     Tcp,
 }
 
-/// The size limit for a response to a query with `edns` over `transport`.
-pub fn payload_limit(transport: Transport, edns: Option<&Edns>) -> u16 {
+/// The size limit for a response over `transport` to a query whose OPT record advertised
+/// `payload` bytes (`None`: no OPT record).
+pub fn payload_limit(transport: Transport, payload: Option<u16>) -> u16 {
     match transport {
         Transport::Tcp => MAX_TCP_MESSAGE,
-        Transport::Udp => edns.map_or(MIN_UDP_PAYLOAD, |e| {
-            e.max_payload().clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
+        Transport::Udp => payload.map_or(MIN_UDP_PAYLOAD, |p| {
+            p.clamp(MIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD)
         }),
     }
 }
@@ -258,19 +259,15 @@ pub fn encode_detached(
     Ok(())
 }
 
-/// The OPT record [`encode`] appends for `rcode`.
+/// The OPT record [`encode`] appends for `rcode`. RFC 6891 §6.1.2: root owner, type OPT (41),
+/// class = our payload size, TTL = extended RCODE, version 0, flags (DO clear: srvd does not
+/// sign), no options.
 pub fn opt_record(rcode: ResponseCode) -> [u8; OPT_LEN] {
     let payload = MAX_UDP_PAYLOAD.to_be_bytes();
     let [high, ..] = (u32::from(rcode.high()) << 24).to_be_bytes();
     [0, 0, 41, payload[0], payload[1], high, 0, 0, 0, 0, 0]
 }
 
-/// RFC 6891 §6.1.2: root owner, type OPT, class = our payload size, TTL = extended RCODE, version 0,
-/// flags (DO clear: srvd does not sign), no options.
 fn emit_opt(encoder: &mut BinEncoder<'_>, rcode: ResponseCode) -> Result<(), ProtoError> {
-    encoder.emit(0)?;
-    RecordType::OPT.emit(encoder)?;
-    DNSClass::for_opt(MAX_UDP_PAYLOAD).emit(encoder)?;
-    encoder.emit_u32(u32::from(rcode.high()) << 24)?;
-    encoder.emit_u16(0)
+    encoder.emit_vec(&opt_record(rcode))
 }
