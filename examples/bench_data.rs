@@ -19,7 +19,7 @@
 //! `--sample` writes `name type` lines (every kind of question, spread over the set) for the
 //! sanity pass that compares the servers' answers before anything is measured.
 //!
-//! Three more modes measure a running srvd against the same etcd (a Rust loop, because a
+//! Four more modes measure a running srvd against the same etcd (a Rust loop, because a
 //! Python loop around `etcdctl` would measure process start-up, not srvd):
 //!
 //! - `--propagation N --etcd URL --server ADDR`: N times, put a new address for one target's A
@@ -28,6 +28,9 @@
 //! - `--storm OPS_PER_SEC --seconds S --etcd URL`: puts and deletes at that rate in transactions
 //!   of 100 on the set's A and TXT keys (new addresses; TXT keys deleted and re-created), a few
 //!   transactions in flight, as a busy registrar writes.
+//! - `--latency-probe RATE --seconds S --server ADDR`: RATE questions a second, one at a time,
+//!   each timed from just before `send` to the kernel's receive timestamp of its answer; prints
+//!   p50/p99/max/mean.
 //! - `--verify --etcd URL --server ADDR`: for every A and TXT name of the set, compares srvd's
 //!   answer with etcd's current value; prints the number of names checked and of mismatches.
 //!
@@ -344,6 +347,7 @@ impl Asker {
 
 const TYPE_A: u16 = 1;
 const TYPE_TXT: u16 = 16;
+const TYPE_SRV: u16 = 33;
 
 /// p50, p99 and max of `samples` (nearest rank), in milliseconds.
 fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
@@ -411,6 +415,82 @@ async fn propagation(url: &str, server: SocketAddr, services: u32, count: u32) -
     let (p50, p99, max) = percentiles(&mut delays);
     println!(
         "propagation count={seen} missed={missed} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- --latency-probe
+
+/// `RATE` questions a second for `seconds`, one at a time, spread over the set's SRV, A and TXT
+/// names: the latency each question sees while other load runs. The clock starts just before
+/// `send` and stops at the kernel's receive timestamp of the answer (SO_TIMESTAMPNS), so the
+/// probe's own wake-up on a CPU shared with dnsperf and etcd is not counted; the server's
+/// queueing and its scheduling are.
+fn latency_probe(server: SocketAddr, services: u32, rate: u32, seconds: u32) -> ModeResult {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
+    use std::os::fd::AsRawFd;
+    use std::time::SystemTime;
+
+    let socket = UdpSocket::bind("127.0.0.1:0")?;
+    socket.connect(server)?;
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    setsockopt(&socket, sockopt::ReceiveTimestampns, &true)?;
+    let total = u64::from(rate) * u64::from(seconds);
+    let mut latencies = Vec::with_capacity(total as usize);
+    let mut lost = 0u64;
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    for j in 0..total {
+        let slot = start + Duration::from_secs_f64(j as f64 / f64::from(rate));
+        if let Some(wait) = slot.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let i = (j as u32).wrapping_mul(7919) % services;
+        let (name, qtype) = match j % 10 {
+            0..=5 => (format!("_http._tcp.svc{i}.{ZONE}"), TYPE_SRV),
+            6..=8 => (format!("h1.svc{i}.{ZONE}"), TYPE_A),
+            _ => (format!("info.svc{i}.{ZONE}"), TYPE_TXT),
+        };
+        let id = j as u16;
+        let sent = SystemTime::now();
+        socket.send(&dns_query(id, &name, qtype))?;
+        let answered = loop {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
+            let Ok(msg) = recvmsg::<()>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::empty(),
+            ) else {
+                break None; // timed out: lost
+            };
+            let stamp = msg.cmsgs()?.find_map(|c| match c {
+                ControlMessageOwned::ScmTimestampns(ts) => Some(
+                    SystemTime::UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32),
+                ),
+                _ => None,
+            });
+            let bytes = msg.bytes;
+            if bytes >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+                break stamp;
+            }
+        };
+        match answered.and_then(|at| at.duration_since(sent).ok()) {
+            Some(latency) => latencies.push(latency),
+            None => lost += 1,
+        }
+    }
+    if latencies.is_empty() {
+        println!("latency count=0 lost={lost}");
+        return Ok(());
+    }
+    let mean = latencies.iter().map(Duration::as_secs_f64).sum::<f64>() / latencies.len() as f64;
+    let count = latencies.len();
+    let (p50, p99, max) = percentiles(&mut latencies);
+    println!(
+        "latency count={count} lost={lost} p50_ms={p50:.3} p99_ms={p99:.3} max_ms={max:.3} mean_ms={:.3}",
+        mean * 1e3
     );
     Ok(())
 }
@@ -617,6 +697,17 @@ async fn run_mode(args: &[String], services: u32) -> Option<ModeResult> {
             std::process::exit(2);
         }
         return Some(storm(&etcd_arg(args), services, rate, seconds).await);
+    }
+    if args.iter().any(|a| a == "--latency-probe") {
+        let rate: u32 = number(args, "--latency-probe", 2_000);
+        let seconds: u32 = number(args, "--seconds", 10);
+        if !(1..=100_000).contains(&rate) || !(1..=600).contains(&seconds) {
+            eprintln!(
+                "bench_data: --latency-probe wants 1..=100000 questions/s and --seconds 1..=600"
+            );
+            std::process::exit(2);
+        }
+        return Some(latency_probe(server_arg(args), services, rate, seconds));
     }
     if args.iter().any(|a| a == "--verify") {
         return Some(verify(&etcd_arg(args), server_arg(args), services).await);
