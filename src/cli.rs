@@ -466,7 +466,21 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     if let Some(etcd) = &config.etcd {
         zones.extend(etcd.etcd_zones().iter().map(|z| format!("{z} (etcd)")));
     }
-    let listen: Vec<String> = config.listen.iter().map(ToString::to_string).collect();
+    // The certificates are read as `serve` reads them: a bad one fails here, naming the file.
+    for encrypted in &config.encrypted {
+        crate::server::tls::server_config(encrypted.transport, &encrypted.cert, &encrypted.key)?;
+    }
+    let listen: Vec<String> = config
+        .listen
+        .iter()
+        .map(ToString::to_string)
+        .chain(
+            config
+                .encrypted
+                .iter()
+                .map(|e| format!("{}://{}", e.transport.scheme(), e.addr)),
+        )
+        .collect();
     println!(
         "{}: valid; serves {} on {}",
         args.conf.display(),

@@ -505,11 +505,18 @@ impl Running {
     fn set_plugins_enabled(&self, config: &Config) {
         let index = self.index.load_full();
         let mut enabled = Vec::new();
-        for l in &self.listening {
-            let server = self
-                .dns_metrics
-                .server_slot(&server_label(l.configured, l.addr));
-            let settings = HandlerSettings::of(config, l.configured);
+        let plain = self.listening.iter().map(|l| {
+            (
+                server_label(l.configured, l.addr),
+                HandlerSettings::of(config, l.configured),
+            )
+        });
+        let encrypted = self
+            .encrypted
+            .iter()
+            .map(|e| (e.label.clone(), e.settings.clone()));
+        for (label, settings) in plain.chain(encrypted) {
+            let server = self.dns_metrics.server_slot(&label);
             for zone in index.zones() {
                 if settings
                     .zones

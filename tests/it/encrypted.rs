@@ -218,7 +218,7 @@ fn asking_for_padding(message: hickory_proto::op::Message) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_answers_are_padded_to_468_byte_blocks_only_when_asked() {
-    let srvd = start(|_| {}).await;
+    let srvd = start(|config| config.metrics = Some("127.0.0.1:0".parse().unwrap())).await;
     let question = || {
         query(
             "_http._tcp.svc.example.test.",
@@ -252,6 +252,28 @@ async fn encrypted_answers_are_padded_to_468_byte_blocks_only_when_asked() {
     let (status, _, body) = doh_http1(&srvd, "POST", "/dns-query", Some(DNS), padded_query).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body.len() % RESPONSE_BLOCK, 0, "DoH: {} bytes", body.len());
+
+    // Each encrypted listener is counted as its own server, as CoreDNS labels them.
+    let metrics = srvd.server.http_addrs()[0];
+    let (_, text) = crate::support::http::get(metrics, "/metrics").await;
+    for label in [
+        format!("tls://{}", srvd.dot),
+        format!("https://{}", srvd.doh),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("coredns_dns_requests_total{")
+                    && l.contains(&format!("server=\"{label}\""))),
+            "{label} in {text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("coredns_plugin_enabled{")
+                    && l.contains(&format!("server=\"{label}\""))
+                    && l.contains("name=\"file\"")),
+            "the file plugin enabled on {label}: {text}"
+        );
+    }
 }
 
 const DNS: &str = "application/dns-message";
@@ -470,6 +492,19 @@ fn a_bad_certificate_or_key_stops_the_start_naming_the_file() {
         assert_ne!(code, 0);
         assert!(stderr.contains(names), "names {names}: {stderr}");
     }
+    // `srvd check` reads a Corefile's certificates as `serve` does.
+    let corefile = dir.path().join("Corefile");
+    std::fs::write(
+        &corefile,
+        format!("tls://example.test:853 {{\n tls {missing} {key}\n}}\n"),
+    )
+    .unwrap();
+    let (code, stderr) = crate::support::srvd::run_command_expecting_failure(
+        dir.path(),
+        &["check", "--conf", corefile.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains(missing), "names {missing}: {stderr}");
     let (code, stderr) = crate::support::srvd::run_binary_expecting_failure(
         &fixture_zones(),
         &["--https-listen", "127.0.0.1:0"],
@@ -498,6 +533,16 @@ fn a_corefile_tls_block_serves_dot_and_a_failed_handshake_is_logged_at_debug_onl
         ),
     )
     .unwrap();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_srvd"))
+        .args(["check", "--conf", corefile.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{check:?}");
+    assert!(
+        printed.contains("on 127.0.0.1:0, tls://127.0.0.1:0\n"),
+        "{printed}"
+    );
     let mut process = crate::support::srvd::spawn_serve(
         dir.path(),
         &["--conf", corefile.to_str().unwrap()],
@@ -554,4 +599,32 @@ fn a_corefile_tls_block_serves_dot_and_a_failed_handshake_is_logged_at_debug_onl
         .filter(|l| l.contains(" WARN "))
         .collect();
     assert!(warnings.is_empty(), "{warnings:#?}");
+
+    // A reload that changes the certificate says it needs a restart, and DoT keeps answering.
+    let moved = dir.path().join("moved.pem");
+    std::fs::copy(&cert, &moved).unwrap();
+    let text = std::fs::read_to_string(&corefile).unwrap();
+    std::fs::write(
+        &corefile,
+        text.replace(cert.to_str().unwrap(), moved.to_str().unwrap()),
+    )
+    .unwrap();
+    process.signal("HUP");
+    process.log_until(Duration::from_secs(10), |log| {
+        log.iter().any(|l| l.contains("restart srvd to apply"))
+    });
+    let out = dig(&[
+        "@127.0.0.1",
+        "-p",
+        &port,
+        "+tls",
+        &ca,
+        &host,
+        "a.svc.example.test.",
+        "A",
+    ]);
+    assert!(
+        out.contains("a.svc.example.test. 300 IN A 192.0.2.1"),
+        "{out}"
+    );
 }
