@@ -386,6 +386,13 @@ async fn doh_over_http1_answers_get_and_post_and_refuses_what_rfc_8484_refuses()
             StatusCode::BAD_REQUEST,
         ),
         ("GET", "/other", None, Vec::new(), StatusCode::NOT_FOUND),
+        (
+            "POST",
+            "/dns-query",
+            Some(DNS),
+            vec![0; 70_000],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
     ] {
         let (status, headers, _) = doh_http1(&srvd, method, uri, content_type, body).await;
         assert_eq!(status, want, "{method} {uri} {content_type:?}");
