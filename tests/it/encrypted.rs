@@ -635,3 +635,67 @@ fn a_corefile_tls_block_serves_dot_and_a_failed_handshake_is_logged_at_debug_onl
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_dot_and_doh_connections_without_waiting_out_the_idle_timeout() {
+    let srvd = start(|config| config.tcp.idle_timeout = Duration::from_secs(60)).await;
+    let request = query("a.svc.example.test.", hickory_proto::rr::RecordType::A)
+        .to_vec()
+        .unwrap();
+    let mut dot = tls_connect(srvd.dot, &srvd.ca, b"dot").await.unwrap();
+    dot_exchange(&mut dot, &request).await.unwrap();
+    // An HTTP/1.1 keep-alive connection that has had its answer and stays open.
+    let stream = tls_connect(srvd.doh, &srvd.ca, b"http/1.1").await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let http = tokio::spawn(connection);
+    let response = sender
+        .send_request(
+            Request::builder()
+                .method("POST")
+                .uri("/dns-query")
+                .header(hyper::header::HOST, HOST)
+                .header(hyper::header::CONTENT_TYPE, DNS)
+                .body(Full::new(Bytes::from(request)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let Encrypting { server, _dir, .. } = srvd;
+    // Bounded at 10 s, well inside the 60 s idle timeout.
+    server.shutdown().await;
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), dot.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "DoT closed: {closed:?}"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), http).await;
+    assert!(ended.is_ok(), "the HTTP connection ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_doh_connection_without_requests_is_closed_after_the_idle_timeout() {
+    let srvd = start(|config| config.tcp.idle_timeout = Duration::from_secs(1)).await;
+    for alpn in [&b"h2"[..], b"http/1.1"] {
+        let mut stream = tls_connect(srvd.doh, &srvd.ca, alpn).await.unwrap();
+        let mut buf = [0u8; 256];
+        // Whatever the server says first (HTTP/2 settings), then its close, well before 10 s.
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "{} connection closed when idle",
+            String::from_utf8_lossy(alpn)
+        );
+    }
+}
