@@ -184,6 +184,20 @@ pub struct ServeArgs {
     /// query from scratch.
     #[arg(long, value_name = "MIB", default_value_t = 128)]
     pub answer_cache_mib: usize,
+    /// Serve DNS over TLS (RFC 7858, ALPN `dot`) on this address; repeat for several [needs
+    /// --tls-cert and --tls-key].
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// Serve DNS over HTTPS (RFC 8484: GET and POST at /dns-query, HTTP/2 and HTTP/1.1) on this
+    /// address; repeat for several [needs --tls-cert and --tls-key].
+    #[arg(long, value_name = "ADDR")]
+    pub https_listen: Vec<SocketAddr>,
+    /// PEM certificate chain (leaf first) for --tls-listen and --https-listen.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -219,9 +233,17 @@ impl ServeArgs {
             "--tcp-idle-timeout must be at least 1 second"
         );
         if let Some(path) = &self.conf {
+            anyhow::ensure!(
+                self.tls_listen.is_empty()
+                    && self.https_listen.is_empty()
+                    && self.tls_cert.is_none()
+                    && self.tls_key.is_none(),
+                "with --conf, DNS over TLS and HTTPS come from the Corefile's tls:// and https:// blocks, not from --tls-listen, --https-listen, --tls-cert or --tls-key"
+            );
             let (config, _, _) = corefile_config(path)?;
             return Ok(self.with_flags(config));
         }
+        let encrypted = self.encrypted()?;
         let etcd = self.etcd_config()?;
         anyhow::ensure!(
             self.health_lameduck.is_none() || self.health.is_some(),
@@ -255,8 +277,37 @@ impl ServeArgs {
                 ..TcpLimits::default()
             },
             answer_cache_bytes: self.answer_cache_bytes(),
+            encrypted,
             ..Config::default()
         })
+    }
+
+    /// The DNS over TLS and HTTPS listeners; the files are read at start.
+    fn encrypted(&self) -> anyhow::Result<Vec<crate::config::EncryptedListen>> {
+        use crate::server::tls::Encrypted;
+        if self.tls_listen.is_empty() && self.https_listen.is_empty() {
+            anyhow::ensure!(
+                self.tls_cert.is_none() && self.tls_key.is_none(),
+                "--tls-cert and --tls-key are for --tls-listen or --https-listen: give one of them"
+            );
+            return Ok(Vec::new());
+        }
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            anyhow::bail!(
+                "--tls-listen and --https-listen need a certificate: give --tls-cert FILE and --tls-key FILE (PEM)"
+            );
+        };
+        let listeners = self.tls_listen.iter().map(|a| (Encrypted::Tls, a));
+        let listeners = listeners.chain(self.https_listen.iter().map(|a| (Encrypted::Https, a)));
+        Ok(listeners
+            .map(|(transport, addr)| crate::config::EncryptedListen {
+                transport,
+                addr: *addr,
+                cert: cert.clone(),
+                key: key.clone(),
+                zones: None,
+            })
+            .collect())
     }
 }
 
@@ -415,7 +466,21 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     if let Some(etcd) = &config.etcd {
         zones.extend(etcd.etcd_zones().iter().map(|z| format!("{z} (etcd)")));
     }
-    let listen: Vec<String> = config.listen.iter().map(ToString::to_string).collect();
+    // The certificates are read as `serve` reads them: a bad one fails here, naming the file.
+    for encrypted in &config.encrypted {
+        crate::server::tls::server_config(encrypted.transport, &encrypted.cert, &encrypted.key)?;
+    }
+    let listen: Vec<String> = config
+        .listen
+        .iter()
+        .map(ToString::to_string)
+        .chain(
+            config
+                .encrypted
+                .iter()
+                .map(|e| format!("{}://{}", e.transport.scheme(), e.addr)),
+        )
+        .collect();
     println!(
         "{}: valid; serves {} on {}",
         args.conf.display(),

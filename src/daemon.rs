@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::backend::skydns::key;
-use crate::config::{Config, DEFAULT_ZONES_DIR, EtcdConfig, ZoneSource};
+use crate::config::{Config, DEFAULT_ZONES_DIR, EncryptedListen, EtcdConfig, ZoneSource};
 use crate::index::leases::LeaseTable;
 use crate::index::{BaseIndex, EtcdData, EtcdZone, Index, IndexHandle, RegistryZone, Zone};
 use crate::ops::{self, Ops, metrics};
@@ -41,6 +41,10 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A DNS over TLS or HTTPS certificate or key file is unreadable or invalid (names the
+    /// file).
+    #[error("TLS certificate or key {0}")]
+    Tls(#[from] server::tls::TlsFileError),
 }
 
 /// A running server.
@@ -51,6 +55,10 @@ pub struct Running {
     /// The bound HTTP addresses of `/health`, `/ready` and `/metrics` (in that order, each
     /// when configured; endpoints sharing an address appear once).
     pub http_addrs: Vec<SocketAddr>,
+    /// The bound DNS over TLS and HTTPS addresses, in `Config::encrypted` order.
+    pub encrypted_addrs: Vec<SocketAddr>,
+    /// The DNS over TLS and HTTPS listeners and the handlers they answer with.
+    encrypted: Vec<EncryptedListening>,
     ops: Arc<Ops>,
     shutdown: CancellationToken,
     server: Server,
@@ -111,6 +119,40 @@ impl HandlerSettings {
             answer_cache_bytes: config.answer_cache_bytes,
         }
     }
+}
+
+/// One DNS over TLS or HTTPS listener: its accept loop owns the socket.
+#[derive(Debug)]
+struct EncryptedListening {
+    label: String,
+    settings: HandlerSettings,
+    handler: Arc<HandlerSlot>,
+}
+
+impl HandlerSettings {
+    fn of_encrypted(config: &Config, listen: &EncryptedListen) -> Self {
+        Self {
+            zones: listen.zones.clone(),
+            ..Self::of(config, listen.addr)
+        }
+    }
+}
+
+/// Reads every certificate and binds every DNS over TLS and HTTPS address: a bad file or a
+/// taken port stops the start before anything serves.
+fn bind_encrypted(
+    config: &Config,
+) -> Result<Vec<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>, StartError> {
+    let mut out = Vec::new();
+    for listen in &config.encrypted {
+        let tls = server::tls::server_config(listen.transport, &listen.cert, &listen.key)?;
+        let listener = server::bind_tcp(listen.addr).map_err(|source| StartError::Bind {
+            addr: listen.addr,
+            source,
+        })?;
+        out.push((listener, tls));
+    }
+    Ok(out)
 }
 
 /// One HTTP address: its listener (kept while the address stays) and the task serving it.
@@ -249,6 +291,12 @@ impl Running {
         if self.config.tcp != new.tcp || self.config.shutdown_grace != new.shutdown_grace {
             return Err("TCP limits or the shutdown grace changed: restart srvd to apply".into());
         }
+        if self.config.encrypted != new.encrypted {
+            return Err(
+                "DNS over TLS or HTTPS listeners or their certificates changed: restart srvd to apply"
+                    .into(),
+            );
+        }
         // Everything that can fail comes first: on error nothing has changed.
         let prepared = prepare(new, &self.dns_metrics).map_err(|e| e.to_string())?;
         let etcd_changed = self.config.etcd != new.etcd;
@@ -328,6 +376,15 @@ impl Running {
             removed.stop.cancel();
         }
         self.addrs = self.listening.iter().map(|l| l.addr).collect();
+        for (entry, listen) in self.encrypted.iter_mut().zip(&new.encrypted) {
+            let settings = HandlerSettings::of_encrypted(new, listen);
+            if entry.settings != settings {
+                let handler =
+                    Self::handler_for(&self.index, &self.dns_metrics, &entry.label, &settings);
+                entry.handler.set(handler);
+                entry.settings = settings;
+            }
+        }
 
         let mut http = Vec::new();
         for (addr, paths, listener) in new_http {
@@ -371,14 +428,27 @@ impl Running {
         settings: &HandlerSettings,
         bound: SocketAddr,
     ) -> Handler {
-        let slot = self
-            .dns_metrics
-            .server_slot(&server_label(configured, bound));
-        Handler::new(self.index.clone())
+        Self::handler_for(
+            &self.index,
+            &self.dns_metrics,
+            &server_label(configured, bound),
+            settings,
+        )
+    }
+
+    /// The handler for the address whose metrics `server` label is `label`.
+    fn handler_for(
+        index: &Arc<IndexHandle>,
+        metrics: &Arc<metrics::DnsMetrics>,
+        label: &str,
+        settings: &HandlerSettings,
+    ) -> Handler {
+        let slot = metrics.server_slot(label);
+        Handler::new(index.clone())
             .with_prepared_bytes(settings.answer_cache_bytes)
             .with_zones(settings.zones.as_deref())
             .with_ops(
-                settings.metrics.then(|| self.dns_metrics.clone()),
+                settings.metrics.then(|| metrics.clone()),
                 slot,
                 settings.log_queries.clone(),
             )
@@ -435,11 +505,18 @@ impl Running {
     fn set_plugins_enabled(&self, config: &Config) {
         let index = self.index.load_full();
         let mut enabled = Vec::new();
-        for l in &self.listening {
-            let server = self
-                .dns_metrics
-                .server_slot(&server_label(l.configured, l.addr));
-            let settings = HandlerSettings::of(config, l.configured);
+        let plain = self.listening.iter().map(|l| {
+            (
+                server_label(l.configured, l.addr),
+                HandlerSettings::of(config, l.configured),
+            )
+        });
+        let encrypted = self
+            .encrypted
+            .iter()
+            .map(|e| (e.label.clone(), e.settings.clone()));
+        for (label, settings) in plain.chain(encrypted) {
+            let server = self.dns_metrics.server_slot(&label);
             for zone in index.zones() {
                 if settings
                     .zones
@@ -638,6 +715,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     };
     let dns = bind_dns(config, &[])?;
     let http = bind_http(config, &[])?;
+    let encrypted = bind_encrypted(config)?;
 
     let summary = zones_summary(&prepared.index);
     let etcd_zones = etcd_zone_names(&prepared.index);
@@ -677,6 +755,8 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let mut running = Running {
         addrs: Vec::new(),
         http_addrs: Vec::new(),
+        encrypted_addrs: Vec::new(),
+        encrypted: Vec::new(),
         ops: Arc::new(Ops::new(backend, registry)),
         server: Server::new(config.tcp, shutdown.clone()),
         shutdown,
@@ -705,12 +785,43 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         running.listening.push(entry);
     }
     running.addrs = running.listening.iter().map(|l| l.addr).collect();
+    for ((listener, tls), listen) in encrypted.into_iter().zip(&config.encrypted) {
+        let bound = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: listen.addr,
+            source,
+        })?;
+        // As CoreDNS labels its servers: `tls://IP:PORT`, `https://IP:PORT`.
+        let label = format!("{}://{bound}", listen.transport.scheme());
+        let settings = HandlerSettings::of_encrypted(config, listen);
+        let handler = Arc::new(HandlerSlot::new(Running::handler_for(
+            &running.index,
+            &running.dns_metrics,
+            &label,
+            &settings,
+        )));
+        running
+            .server
+            .serve_encrypted(Arc::new(listener), &handler, listen.transport, tls);
+        running.encrypted_addrs.push(bound);
+        running.encrypted.push(EncryptedListening {
+            label,
+            settings,
+            handler,
+        });
+    }
     running.set_plugins_enabled(config);
 
     let listen_summary = running
         .addrs
         .iter()
         .map(|a| format!("udp+tcp {a}"))
+        .chain(
+            config
+                .encrypted
+                .iter()
+                .zip(&running.encrypted_addrs)
+                .map(|(l, a)| format!("{} {a}", l.transport.scheme())),
+        )
         .collect::<Vec<_>>()
         .join(", ");
     // The test harness and operators read this line: keep its shape stable.

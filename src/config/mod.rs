@@ -146,6 +146,24 @@ pub struct Config {
     /// cannot encode, at `warn`) and etcd trouble (once per outage), so this only records that
     /// the Corefile asked for it; it changes nothing.
     pub log_errors: bool,
+    /// DNS over TLS and over HTTPS listeners (`--tls-listen`, `--https-listen`; Corefile
+    /// `tls://` and `https://` blocks).
+    pub encrypted: Vec<EncryptedListen>,
+}
+
+/// One DNS over TLS or HTTPS listener: its address, certificate and the zones it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptedListen {
+    /// DoT or DoH.
+    pub transport: crate::server::tls::Encrypted,
+    /// The TCP address.
+    pub addr: SocketAddr,
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// The zones it serves (a Corefile block's); `None`: every zone.
+    pub zones: Option<Vec<Name>>,
 }
 
 /// CoreDNS `log`: which queries get a line, and in which format.
@@ -258,6 +276,7 @@ impl Default for Config {
             metrics: None,
             log_queries: None,
             log_errors: false,
+            encrypted: Vec::new(),
         }
     }
 }

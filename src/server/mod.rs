@@ -4,10 +4,18 @@
 //! UdpSocket ×cores (SO_REUSEPORT) ─ recvmmsg ─► Handler::respond ×n ─► sendmmsg  (a thread each)
 //! TcpListener ─ accept (≤ max connections; under pressure close the quietest) ─►
 //!     connection task: [len][msg] … ─► respond ─► write
+//!     DoT: the same task, TLS handshake first (bounded), then the same loop; padded answers
+//!     DoH: the same task, TLS handshake first, then hyper (`doh`) ─► respond ─► padded answer
 //! ```
 //! Why own loops rather than hickory-server's `Server`: it has no cap on concurrent TCP
 //! connections, spawns a task per UDP datagram and logs at `info` per query; srvd needs the cap,
-//! and the query path must stay cheap and quiet. The handler is the same for both transports.
+//! and the query path must stay cheap and quiet. The handler is the same for every transport.
+//!
+//! DNS over TLS and over HTTPS are accepted by the same accept loop as TCP and hold a slot of
+//! the same connection bound from `accept` on, handshake included (a client that never
+//! finishes its handshake is the quietest connection, closed first under pressure, and is
+//! dropped after the idle timeout anyway). A failed handshake is logged at `debug` only: the
+//! network decides how often it happens.
 //!
 //! UDP: one socket per core this process may use, all on the port (SO_REUSEPORT: the kernel
 //! spreads clients over them), each read by its own blocking thread that answers inline, up to
@@ -25,9 +33,11 @@
 //! changes what an address serves stores a new handler in its [`HandlerSlot`]: the same loops
 //! on the same sockets take it before their next query, so no datagram finds no reader.
 
+mod doh;
 pub mod handler;
 pub mod prepared;
 pub mod pressure;
+pub mod tls;
 pub mod wire;
 
 use std::io;
@@ -35,8 +45,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -199,6 +209,30 @@ impl Server {
             self.tcp.clone(),
             self.tracker.clone(),
             stop.clone(),
+            None,
+        ));
+        stop
+    }
+
+    /// Starts serving DNS over TLS or HTTPS (`transport`) on `listener` with `config`'s
+    /// certificate, under the same connection bound, idle timeout and shutdown rules as TCP.
+    /// Cancelling the returned token stops this listener alone.
+    pub fn serve_encrypted(
+        &self,
+        listener: Arc<TcpListener>,
+        handler: &Arc<HandlerSlot>,
+        transport: tls::Encrypted,
+        config: Arc<rustls::ServerConfig>,
+    ) -> CancellationToken {
+        let stop = self.shutdown.child_token();
+        self.tracker.spawn(serve_tcp(
+            listener,
+            handler.clone(),
+            self.limits,
+            self.tcp.clone(),
+            self.tracker.clone(),
+            stop.clone(),
+            Some((transport, tokio_rustls::TlsAcceptor::from(config))),
         ));
         stop
     }
@@ -337,6 +371,7 @@ struct TcpShared {
     accept_errors: Throttle,
 }
 
+/// The accept loop of one TCP listener; with `tls`, each connection is DNS over TLS or HTTPS.
 async fn serve_tcp(
     listener: Arc<TcpListener>,
     handlers: Arc<HandlerSlot>,
@@ -344,6 +379,7 @@ async fn serve_tcp(
     tcp: Arc<TcpShared>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    tls: Option<(tls::Encrypted, tokio_rustls::TlsAcceptor)>,
 ) {
     let mut listener_current = handlers.current(Transport::Tcp, true);
     loop {
@@ -384,9 +420,39 @@ async fn serve_tcp(
         let handlers = handlers.clone();
         let shutdown = shutdown.clone();
         let tcp = tcp.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
+            let served = async {
+                let Some((transport, acceptor)) = tls else {
+                    return serve_connection(stream, peer, &handlers, current, limits, &shutdown, &tcp.connections, &connection, false)
+                        .await
+                        .map_err(|e| e.to_string());
+                };
+                // The handshake holds the slot, so it is bounded like a query: the idle timeout.
+                let stream = tokio::select! {
+                    biased;
+                    handshake = timeout(limits.idle_timeout, acceptor.accept(stream)) => match handshake {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => return Err(format!("tls handshake failed: {error}")),
+                        Err(_) => return Err("tls handshake timed out".into()),
+                    },
+                    () = shutdown.cancelled() => return Ok(()),
+                };
+                tcp.connections.progress(&connection);
+                match transport {
+                    tls::Encrypted::Tls => serve_connection(stream, peer, &handlers, current, limits, &shutdown, &tcp.connections, &connection, true)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    tls::Encrypted::Https => {
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        doh::serve(stream, h2, peer, handlers.clone(), current, limits, &shutdown, tcp.clone(), connection.clone())
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                }
+            };
             tokio::select! {
-                result = serve_connection(stream, peer, &handlers, current, limits, &shutdown, &tcp.connections, &connection) => {
+                result = served => {
                     if let Err(error) = result {
                         debug!(%error, %peer, "tcp connection ended");
                     }
@@ -422,9 +488,10 @@ async fn slot(tcp: &TcpShared, limits: TcpLimits) -> Option<OwnedSemaphorePermit
 }
 
 /// Serves queries on one connection, one at a time, until EOF, idle timeout or shutdown.
+/// `encrypted` (DNS over TLS): answers are padded when the query asks (RFC 7830).
 #[allow(clippy::too_many_arguments)]
-async fn serve_connection(
-    mut stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     handlers: &HandlerSlot,
     mut current: Current,
@@ -432,6 +499,7 @@ async fn serve_connection(
     shutdown: &CancellationToken,
     connections: &ConnectionTable,
     connection: &Connection,
+    encrypted: bool,
 ) -> io::Result<()> {
     let mut request = Vec::new();
     let mut response = Vec::new();
@@ -472,10 +540,18 @@ async fn serve_connection(
             // Nothing to say to garbage on a stream: close it.
             return Ok(());
         }
+        if encrypted {
+            tls::pad(&request, &mut response);
+        }
         framed.clear();
         framed.extend_from_slice(&(response.len() as u16).to_be_bytes());
         framed.extend_from_slice(&response);
-        timeout(limits.idle_timeout, stream.write_all(&framed))
+        // A TLS stream holds what it encrypted until flushed (a no-op on plain TCP).
+        let written = async {
+            stream.write_all(&framed).await?;
+            stream.flush().await
+        };
+        timeout(limits.idle_timeout, written)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
         connections.progress(connection);
@@ -485,7 +561,11 @@ async fn serve_connection(
     }
 }
 
-async fn read_in_time(stream: &mut TcpStream, buf: &mut [u8], limit: Duration) -> io::Result<()> {
+async fn read_in_time<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut [u8],
+    limit: Duration,
+) -> io::Result<()> {
     timeout(limit, stream.read_exact(buf))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timed out"))?

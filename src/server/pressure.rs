@@ -120,6 +120,12 @@ impl ConnectionTable {
             .store(self.now(), Ordering::Relaxed);
     }
 
+    /// How long `connection` has made no progress (the HTTP loop's idle timeout reads it).
+    pub fn quiet_for(&self, connection: &Connection) -> Duration {
+        let last = connection.last_progress.load(Ordering::Relaxed);
+        Duration::from_nanos(self.now().saturating_sub(last))
+    }
+
     /// Forgets a connection that ended.
     pub fn remove(&self, connection: &Connection) {
         self.lock().remove(&connection.id);

@@ -6,6 +6,7 @@ mod binary;
 mod browse;
 mod client;
 mod corefile;
+mod encrypted;
 mod etcd;
 mod ops;
 mod order;

@@ -439,3 +439,79 @@ async fn the_readme_corefile_is_served_as_written() {
         })
     });
 }
+
+/// The README's DNS over TLS and HTTPS lines, run as written: its openssl command makes the
+/// certificate (in a temporary directory instead of /tmp), srvd starts with its flags (free
+/// ports instead of 8853 and 8443), and each dig line gets the SRV answer.
+#[test]
+fn the_readme_dns_over_tls_and_https_commands_work_as_written() {
+    let readme = readme();
+    let section = section(&readme, "DNS over TLS and HTTPS");
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = format!("{}/", dir.path().display());
+    let lines = |prefix: &str| -> Vec<String> {
+        section
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.replace("/tmp/", &tmp))
+            .collect()
+    };
+    let openssl = lines("openssl ");
+    assert_eq!(openssl.len(), 1, "one certificate command");
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(&openssl[0])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}: {made:?}", openssl[0]);
+
+    let serve = lines("scripts/serve ");
+    assert_eq!(serve.len(), 1, "one serve command");
+    let args: Vec<String> = serve[0]
+        .split_whitespace()
+        .skip(1)
+        .map(|a| a.replace(":8853", ":0").replace(":8443", ":0"))
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let process = spawn_binary(root, &args);
+    let serving = process
+        .log
+        .iter()
+        .find(|l| l.contains("srvd serving"))
+        .unwrap();
+    let port = |scheme: &str| -> String {
+        serving
+            .split(&format!(", {scheme} "))
+            .nth(1)
+            .and_then(|rest| rest.split([',', ' ']).next())
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .unwrap_or_else(|| panic!("no {scheme} address in {serving:?}"))
+            .port()
+            .to_string()
+    };
+    let (dot, doh) = (port("tls"), port("https"));
+
+    let digs = lines("dig ");
+    for mode in ["+tls ", "+https ", "+https-get "] {
+        assert!(
+            digs.iter().any(|d| d.contains(mode)),
+            "a dig {mode}line in {digs:?}"
+        );
+    }
+    for command in &digs {
+        let args: Vec<&str> = command
+            .split_whitespace()
+            .skip(1)
+            .map(|a| match a {
+                "8853" => dot.as_str(),
+                "8443" => doh.as_str(),
+                other => other,
+            })
+            .collect();
+        let out = dig(&args);
+        assert!(out.contains("status: NOERROR"), "{command}\n{out}");
+        assert!(out.contains("flags: qr aa"), "{command}\n{out}");
+        assert!(!out.contains("ANSWER: 0,"), "{command}\n{out}");
+    }
+}

@@ -14,6 +14,8 @@
 
 pub mod blocks;
 pub mod lexer;
+#[cfg(test)]
+mod tls_tests;
 pub mod zones;
 
 use std::collections::BTreeSet;
@@ -29,6 +31,7 @@ use self::lexer::Token;
 use super::{EtcdConfig, LogRule, LogServer, QueryLog, duration};
 use crate::index::leases::LeaseBounds;
 use crate::ops::querylog::{LogFormat, ResponseClass};
+use crate::server::tls::Encrypted;
 
 /// An error in a Corefile: where, in which directive, and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,6 +103,9 @@ pub struct Corefile {
     pub reload: Option<(Duration, Duration)>,
     /// Things to log once at start (directives accepted that change nothing, and why).
     pub notes: Vec<String>,
+    /// `tls://` and `https://` blocks: each port on each `bind` address, with the block's
+    /// certificate and zones.
+    pub encrypted: Vec<super::EncryptedListen>,
 }
 
 impl Corefile {
@@ -119,6 +125,7 @@ impl Corefile {
             metrics: self.metrics,
             log_queries: self.log_queries,
             log_errors: self.log_errors,
+            encrypted: self.encrypted,
             ..super::Config::default()
         }
     }
@@ -283,6 +290,16 @@ struct Reader {
     log_errors: bool,
     reload: Option<(Duration, Duration)>,
     notes: Vec<String>,
+    encrypted: Vec<super::EncryptedListen>,
+}
+
+/// CoreDNS's default port of a transport.
+fn default_port(transport: Option<Encrypted>) -> u16 {
+    match transport {
+        None => DEFAULT_PORT,
+        Some(Encrypted::Tls) => 853,
+        Some(Encrypted::Https) => 443,
+    }
 }
 
 fn error(token: &Token, directive: &str, message: impl Into<String>) -> CorefileError {
@@ -323,11 +340,22 @@ impl Reader {
         }
         let mut zones = Vec::new();
         let mut ports = BTreeSet::new();
+        let transport = zones::transport(&block.keys[0].text);
         for key in &block.keys {
+            if zones::transport(&key.text) != transport {
+                self.fail(CorefileError::at(
+                    &key.file,
+                    key.line,
+                    &format!(
+                        "{:?}: every key of a server block must use the same transport as {:?}",
+                        key.text, block.keys[0].text
+                    ),
+                ));
+            }
             match zones::key(&key.text) {
                 Ok((names, port)) => {
                     zones.extend(names);
-                    ports.insert(port.unwrap_or(DEFAULT_PORT));
+                    ports.insert(port.unwrap_or(default_port(transport)));
                 }
                 Err(e) => self.fail(CorefileError::at(&key.file, key.line, &e)),
             }
@@ -343,6 +371,8 @@ impl Reader {
         let mut bound: Option<&Token> = None;
         let mut log_rules = Vec::new();
         let mut errors_seen = false;
+        let mut certificate = None;
+        let mut tls_seen = false;
         let errors_before = self.errors.len();
         self.declared.clear();
         for directive in &block.directives {
@@ -355,6 +385,11 @@ impl Reader {
                 }
             } else if directive.name.is("log") {
                 log_rules.extend(self.log(directive));
+            } else if directive.name.is("tls") {
+                tls_seen = true;
+                certificate = self
+                    .tls(directive, transport, root.as_deref())
+                    .or(certificate);
             } else if directive.name.is("errors") {
                 if errors_seen {
                     // CoreDNS's plugin.ErrOnce.
@@ -387,6 +422,39 @@ impl Reader {
             }
             Some(_) => {}
         }
+        if let Some(transport) = transport {
+            let Some((cert, key)) = certificate else {
+                if tls_seen {
+                    // Its `tls` line is wrong, and said so.
+                    return;
+                }
+                let first = &block.keys[0];
+                self.fail(CorefileError::at(
+                    &first.file,
+                    first.line,
+                    &format!(
+                        "{:?}: a {}:// server block needs a certificate (expected tls CERT KEY [CA] in the block)",
+                        first.text,
+                        transport.scheme()
+                    ),
+                ));
+                return;
+            };
+            for port in &ports {
+                for bind in &binds {
+                    let mut addr = *bind;
+                    addr.set_port(*port);
+                    self.encrypted.push(super::EncryptedListen {
+                        transport,
+                        addr,
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        zones: Some(self.declared.clone()),
+                    });
+                }
+            }
+            return;
+        }
         for port in &ports {
             for bind in &binds {
                 let mut addr = *bind;
@@ -401,6 +469,57 @@ impl Reader {
                 None => self.zones_by_port.push((*port, declared.collect())),
             }
         }
+    }
+
+    /// `tls CERT KEY [CA] { client_auth nocert }`, as CoreDNS's `tls` plugin, in a `tls://` or
+    /// `https://` block: the certificate and key (relative to `root`, as CoreDNS reads them).
+    /// The CA only matters to client authentication, which CoreDNS leaves off by default
+    /// (`client_auth nocert`) and srvd does not offer: any other `client_auth` is an error.
+    fn tls(
+        &mut self,
+        d: &Directive,
+        transport: Option<Encrypted>,
+        root: Option<&Path>,
+    ) -> Option<(PathBuf, PathBuf)> {
+        if transport.is_none() {
+            self.fail(error(
+                &d.name,
+                "tls",
+                "a certificate belongs in a tls:// or https:// server block; this block serves plain DNS (dns://)",
+            ));
+            return None;
+        }
+        for sub in &d.block {
+            match (sub.name.text.as_str(), sub.args.as_slice()) {
+                ("client_auth", [policy]) if policy.text == "nocert" => {}
+                ("client_auth", _) => self.fail(error(
+                    &sub.name,
+                    "tls",
+                    "srvd does not authenticate DNS clients by certificate (expected client_auth nocert)",
+                )),
+                (other, _) => self.fail(error(
+                    &sub.name,
+                    "tls",
+                    format!("unknown property '{other}' (expected client_auth nocert)"),
+                )),
+            }
+        }
+        let [cert, key, ..] = d.args.as_slice() else {
+            self.fail(error(&d.name, "tls", "expected CERT KEY [CA]"));
+            return None;
+        };
+        if d.args.len() > 3 {
+            self.fail(error(&d.args[3], "tls", "expected CERT KEY [CA]"));
+            return None;
+        }
+        let resolve = |text: &str| {
+            let path = PathBuf::from(text);
+            match root {
+                Some(root) if path.is_relative() => root.join(path),
+                _ => path,
+            }
+        };
+        Some((resolve(&cert.text), resolve(&key.text)))
     }
 
     /// `bind ADDRESS|IFACE... { except ADDRESS|IFACE... }`, as CoreDNS's `bind`: a name of a
@@ -951,6 +1070,16 @@ impl Reader {
             file = root.join(file);
         }
         for origin in zones {
+            // The same file for the same zone in another block (a zone served over dns:// and
+            // tls://, say) is the same zone, as a repeated identical `etcd` is.
+            if self
+                .files
+                .iter()
+                .any(|f| f.origin == origin && f.path == file)
+            {
+                self.declared.push(origin.clone());
+                continue;
+            }
             if self.files.iter().any(|f| f.origin == origin) {
                 self.fail(error(
                     &d.name,
@@ -1058,7 +1187,7 @@ impl Reader {
                 }
             }
         }
-        if self.listen.is_empty() && self.errors.is_empty() {
+        if self.listen.is_empty() && self.encrypted.is_empty() && self.errors.is_empty() {
             self.errors.push(CorefileError {
                 file: String::new(),
                 line: 0,
@@ -1072,6 +1201,7 @@ impl Reader {
         Ok(Corefile {
             zones_by_listen,
             listen: self.listen,
+            encrypted: self.encrypted,
             files: self.files,
             etcd,
             health: self.health,

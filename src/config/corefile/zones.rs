@@ -3,11 +3,24 @@
 //! As CoreDNS's `SplitHostPort` (`plugin/normalize.go`): a trailing `:NUMBER` is the port; a
 //! CIDR becomes the reverse zones that cover it, split on label boundaries (8 bits for IPv4,
 //! 4 for IPv6), so `10.0.0.0/22` is four `/24` zones; anything else is a domain name, made
-//! lower-case and absolute. Only the `dns://` transport exists in srvd today.
+//! lower-case and absolute. The transports are CoreDNS's `dns://` (the default), `tls://`
+//! (DNS over TLS) and `https://` (DNS over HTTPS).
 
 use std::net::IpAddr;
 
 use hickory_proto::rr::Name;
+
+use crate::server::tls::Encrypted;
+
+/// The transport of a key: `None` for plain DNS (`dns://` or no scheme). Only meaningful for a
+/// key [`key`] accepts.
+pub fn transport(text: &str) -> Option<Encrypted> {
+    match text.split_once("://") {
+        Some(("tls", _)) => Some(Encrypted::Tls),
+        Some(("https", _)) => Some(Encrypted::Https),
+        _ => None,
+    }
+}
 
 /// The zones and optional port of a key.
 ///
@@ -16,10 +29,10 @@ use hickory_proto::rr::Name;
 pub fn key(text: &str) -> Result<(Vec<Name>, Option<u16>), String> {
     let rest = match text.split_once("://") {
         None => text,
-        Some(("dns", rest)) => rest,
+        Some(("dns" | "tls" | "https", rest)) => rest,
         Some((scheme, _)) => {
             return Err(format!(
-                "{text:?}: {scheme}:// server blocks are not supported yet (expected a plain or dns:// zone such as service.local:1053)"
+                "{text:?}: {scheme}:// server blocks are not supported (expected a plain, dns://, tls:// or https:// zone such as service.local:1053)"
             ));
         }
     };
@@ -160,8 +173,8 @@ mod tests {
                 "\":53\": expected a zone before the port (`.` for the root)",
             ),
             (
-                "tls://service.local:853",
-                "\"tls://service.local:853\": tls:// server blocks are not supported yet (expected a plain or dns:// zone such as service.local:1053)",
+                "grpc://service.local:443",
+                "\"grpc://service.local:443\": grpc:// server blocks are not supported (expected a plain, dns://, tls:// or https:// zone such as service.local:1053)",
             ),
             ("a:99999", "\"a:99999\": port 99999 is not 0..=65535"),
             (
@@ -172,5 +185,17 @@ mod tests {
             assert_eq!(key(text).unwrap_err(), want);
         }
         assert!(key("local").unwrap_err().contains("mDNS"));
+    }
+
+    #[test]
+    fn tls_and_https_keys_name_their_transport() {
+        assert_eq!(
+            key("tls://service.local:853"),
+            Ok((vec!["service.local.".parse().unwrap()], Some(853)))
+        );
+        assert_eq!(transport("tls://service.local:853"), Some(Encrypted::Tls));
+        assert_eq!(transport("https://service.local"), Some(Encrypted::Https));
+        assert_eq!(transport("dns://service.local"), None);
+        assert_eq!(transport("service.local"), None);
     }
 }

@@ -159,6 +159,11 @@ impl TestServer {
         self.running.as_ref().unwrap().addrs.clone()
     }
 
+    /// The bound DNS over TLS and HTTPS addresses, in `Config::encrypted` order.
+    pub fn encrypted_addrs(&self) -> Vec<SocketAddr> {
+        self.running.as_ref().unwrap().encrypted_addrs.clone()
+    }
+
     /// Starts shutdown without waiting.
     pub fn begin_shutdown(&self) {
         self.running.as_ref().unwrap().shutdown();
