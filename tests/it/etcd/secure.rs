@@ -1,0 +1,249 @@
+//! srvd against a locked-down etcd: TLS with client certificates, user/password auth, and a
+//! token that expires under a running mirror. Certificates are made in the test (rcgen).
+
+use std::path::Path;
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+
+use crate::support::dns;
+use crate::support::etcd::{EtcdOptions, EtcdServer, Pki};
+use crate::support::eventually;
+use crate::support::srvd::{TestServer, run_binary_expecting_failure, spawn_binary};
+
+const KEY: &str = "/skydns/test/svc/_tcp/_web/web-01";
+const VALUE: &str = r#"{"host":"127.0.0.2","port":8080,"priority":10,"weight":50}"#;
+
+/// Waits (bounded) until srvd answers the SRV question for `_web._tcp.svc.test.` with `want`
+/// (port, target).
+async fn until_srv(addr: std::net::SocketAddr, name: &str, port: u16) {
+    eventually(
+        Duration::from_secs(10),
+        "SRV answered from etcd",
+        || async {
+            let reply = dns::udp(addr, &dns::query(name, RecordType::SRV)).await;
+            dns::srvs(&reply.answers)
+                .iter()
+                .any(|(_, _, p, _)| *p == port)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test]
+async fn srvd_mirrors_an_etcd_that_demands_client_certificates() {
+    let pki = Pki::generate();
+    let etcd = EtcdServer::start_with(EtcdOptions {
+        tls: Some(pki.clone()),
+        client_cert_auth: true,
+        ..EtcdOptions::default()
+    })
+    .await;
+    assert!(etcd.url.starts_with("https://127.0.0.1:"), "{}", etcd.url);
+    etcd.client().await.put(KEY, VALUE, None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut srvd = spawn_binary(
+        dir.path(),
+        &[
+            "--etcd",
+            &etcd.url,
+            "--zone",
+            "svc.test",
+            "--etcd-ca",
+            path(&pki.ca),
+            "--etcd-cert",
+            path(&pki.client_cert),
+            "--etcd-key",
+            path(&pki.client_key),
+        ],
+    );
+    srvd.log_until(Duration::from_secs(10), |log| {
+        log.iter().any(|l| l.contains("etcd initial sync complete"))
+    });
+    let reply = dns::udp(
+        srvd.addr,
+        &dns::query("_web._tcp.svc.test.", RecordType::SRV),
+    )
+    .await;
+    assert_eq!(
+        dns::srvs(&reply.answers),
+        [(10, 100, 8080, "web-01._web._tcp.svc.test.".to_string())]
+    );
+    // A write after the start arrives over the TLS watch too.
+    let mut client = etcd.client().await;
+    client
+        .put(
+            "/skydns/test/svc/_tcp/_web/web-02",
+            r#"{"host":"127.0.0.3","port":8081}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    until_srv(srvd.addr, "_web._tcp.svc.test.", 8081).await;
+}
+
+#[tokio::test]
+async fn a_refused_certificate_is_one_clear_start_error() {
+    let pki = Pki::generate();
+    let other = Pki::generate();
+    let etcd = EtcdServer::start_with(EtcdOptions {
+        tls: Some(pki.clone()),
+        client_cert_auth: true,
+        ..EtcdOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["--etcd", &etcd.url, "--zone", "svc.test"];
+    let run = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        run_binary_expecting_failure(dir.path(), &args)
+    };
+    // No client certificate.
+    let (code, stderr) = run(&["--etcd-ca", path(&pki.ca)]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains(&etcd.url), "names the endpoint: {stderr}");
+    assert!(
+        stderr.contains("refused srvd's client certificate"),
+        "says what failed: {stderr}"
+    );
+    assert!(!stderr.contains("transport error\n"), "{stderr}");
+    // A client certificate from another CA.
+    let (code, stderr) = run(&[
+        "--etcd-ca",
+        path(&pki.ca),
+        "--etcd-cert",
+        path(&other.client_cert),
+        "--etcd-key",
+        path(&other.client_key),
+    ]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains(&etcd.url), "{stderr}");
+    assert!(
+        stderr.contains("refused srvd's client certificate"),
+        "{stderr}"
+    );
+    // The wrong CA for etcd's own certificate: the whole chain, down to rustls's reason.
+    let (code, stderr) = run(&[
+        "--etcd-ca",
+        path(&other.ca),
+        "--etcd-cert",
+        path(&pki.client_cert),
+        "--etcd-key",
+        path(&pki.client_key),
+    ]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains(&etcd.url), "{stderr}");
+    assert!(
+        stderr.contains("etcd's certificate is not trusted") && stderr.contains("UnknownIssuer"),
+        "{stderr}"
+    );
+    // A certificate without its key is refused before anything is contacted.
+    let (code, stderr) = run(&["--etcd-cert", path(&pki.client_cert)]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("--etcd-cert needs --etcd-key"), "{stderr}");
+}
+
+#[tokio::test]
+async fn auth_etcd_mirrors_with_the_right_password_and_names_a_wrong_one() {
+    let etcd = EtcdServer::start_with(EtcdOptions {
+        root_password: Some("right-Pa55".into()),
+        ..EtcdOptions::default()
+    })
+    .await;
+    etcd.client().await.put(KEY, VALUE, None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("right"), "right-Pa55\r\n").unwrap();
+    std::fs::write(dir.path().join("wrong"), "wrong-Pa55-zq\n").unwrap();
+    let mut srvd = spawn_binary(
+        dir.path(),
+        &[
+            "--etcd",
+            &etcd.url,
+            "--zone",
+            "svc.test",
+            "--etcd-user",
+            "root",
+            "--etcd-password-file",
+            "right",
+        ],
+    );
+    srvd.log_until(Duration::from_secs(10), |log| {
+        log.iter().any(|l| l.contains("etcd initial sync complete"))
+    });
+    until_srv(srvd.addr, "_web._tcp.svc.test.", 8080).await;
+    assert!(!srvd.log.iter().any(|l| l.contains("right-Pa55")));
+
+    let (code, stderr) = run_binary_expecting_failure(
+        dir.path(),
+        &[
+            "--etcd",
+            &etcd.url,
+            "--zone",
+            "svc.test",
+            "--etcd-user",
+            "root",
+            "--etcd-password-file",
+            "wrong",
+        ],
+    );
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains(&etcd.url), "{stderr}");
+    assert!(
+        stderr.contains("wrong etcd user or password"),
+        "says what failed: {stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong-Pa55-zq"),
+        "the password leaked: {stderr}"
+    );
+}
+
+/// etcd forgets a simple token after `--auth-token-ttl`; a watch created with it afterwards is
+/// cancelled ("permission denied"), which etcd-client's refresh (unary calls only) does not
+/// cure. Here the watch must be created anew after the token expired: etcd is restarted
+/// (which also forgets every token), and the write made after it must still reach the answers.
+#[tokio::test]
+async fn the_mirror_keeps_syncing_past_an_auth_token_expiry() {
+    let mut etcd = EtcdServer::start_with(EtcdOptions {
+        root_password: Some("ttl-pw".into()),
+        auth_token_ttl: Some(2),
+        ..EtcdOptions::default()
+    })
+    .await;
+    etcd.client().await.put(KEY, VALUE, None).await.unwrap();
+    let server = TestServer::start_etcd(&etcd.url, &["svc.test."], None, |e| {
+        e.security.user = Some(("root".into(), srvd::config::Secret::new("ttl-pw")));
+    })
+    .await;
+    until_srv(server.addr, "_web._tcp.svc.test.", 8080).await;
+    // Every token issued so far (srvd's included) has expired after this.
+    etcd.until_tokens_expire().await;
+    let mut client = etcd.client().await;
+    client
+        .put(
+            "/skydns/test/svc/_tcp/_web/web-02",
+            r#"{"host":"127.0.0.3","port":8081}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    until_srv(server.addr, "_web._tcp.svc.test.", 8081).await;
+    // The watch is cut and re-created with srvd's (expired) token.
+    etcd.restart().await;
+    let mut client = etcd.client().await;
+    client
+        .put(
+            "/skydns/test/svc/_tcp/_web/web-03",
+            r#"{"host":"127.0.0.4","port":8082}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    until_srv(server.addr, "_web._tcp.svc.test.", 8082).await;
+}
