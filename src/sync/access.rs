@@ -311,6 +311,33 @@ mod tests {
         );
     }
 
+    #[test]
+    fn refusals_are_told_from_outages() {
+        use super::{Refusal, refusal_of_text};
+        for (text, want) in [
+            (
+                "transport error: invalid peer certificate: UnknownIssuer",
+                Some(Refusal::ServerCertificate),
+            ),
+            (
+                "received fatal alert: BadCertificate",
+                Some(Refusal::ClientCertificate),
+            ),
+            (
+                "received fatal alert: CertificateRequired",
+                Some(Refusal::ClientCertificate),
+            ),
+            ("received fatal alert: ProtocolVersion", Some(Refusal::Tls)),
+            (
+                "transport error: tcp connect error: Connection refused (os error 111)",
+                None,
+            ),
+            ("connection closed", None),
+        ] {
+            assert_eq!(refusal_of_text(text), want, "{text}");
+        }
+    }
+
     /// An error wrapping another, as tonic wraps hyper's: its text may repeat its cause's.
     #[derive(Debug)]
     struct Wrap(&'static str, Option<Box<Wrap>>);

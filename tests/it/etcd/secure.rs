@@ -247,3 +247,75 @@ async fn the_mirror_keeps_syncing_past_an_auth_token_expiry() {
         .unwrap();
     until_srv(server.addr, "_web._tcp.svc.test.", 8082).await;
 }
+
+/// The same recovery twice, through the binary: the write after each restart arrives, and the
+/// renewal is logged once at `info`, not once per renewal; the password never shows.
+#[tokio::test]
+async fn token_renewals_are_logged_once() {
+    let mut etcd = EtcdServer::start_with(EtcdOptions {
+        root_password: Some("twice-pw".into()),
+        auth_token_ttl: Some(2),
+        ..EtcdOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "twice-pw\n").unwrap();
+    let mut srvd = spawn_binary(
+        dir.path(),
+        &[
+            "--etcd",
+            &etcd.url,
+            "--zone",
+            "svc.test",
+            "--etcd-user",
+            "root",
+            "--etcd-password-file",
+            "pw",
+        ],
+    );
+    srvd.log_until(Duration::from_secs(10), |log| {
+        log.iter().any(|l| l.contains("etcd initial sync complete"))
+    });
+    for port in [8091, 8092] {
+        etcd.until_tokens_expire().await;
+        etcd.restart().await;
+        let value = format!(r#"{{"host":"127.0.0.5","port":{port}}}"#);
+        let key = format!("/skydns/test/svc/_tcp/_web/p{port}");
+        etcd.client().await.put(key, value, None).await.unwrap();
+        until_srv(srvd.addr, "_web._tcp.svc.test.", port).await;
+    }
+    srvd.log_until(Duration::from_secs(5), |log| {
+        log.iter().any(|l| l.contains("authenticated again"))
+    });
+    let renewals = srvd
+        .log
+        .iter()
+        .filter(|l| l.contains("authenticated again"))
+        .count();
+    assert_eq!(renewals, 1, "{:#?}", srvd.log);
+    assert!(!srvd.log.iter().any(|l| l.contains("twice-pw")));
+}
+
+/// A Corefile's `tls CERT KEY CACERT` and `credentials` reach an etcd that demands both.
+#[tokio::test]
+async fn a_corefile_with_tls_and_credentials_mirrors_a_locked_down_etcd() {
+    let pki = Pki::generate();
+    let etcd = EtcdServer::start_with(EtcdOptions {
+        tls: Some(pki.clone()),
+        client_cert_auth: true,
+        root_password: Some("core-pw".into()),
+        ..EtcdOptions::default()
+    })
+    .await;
+    etcd.client().await.put(KEY, VALUE, None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let corefile = format!(
+        "svc.test:1053 {{\n  etcd {{\n    endpoint {}\n    tls {} {} {}\n    credentials root core-pw\n  }}\n}}\n",
+        etcd.url,
+        path(&pki.client_cert),
+        path(&pki.client_key),
+        path(&pki.ca)
+    );
+    let server = TestServer::start_corefile(&corefile, dir.path()).await;
+    until_srv(server.addr, "_web._tcp.svc.test.", 8080).await;
+}
