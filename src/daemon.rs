@@ -26,7 +26,9 @@ pub enum StartError {
     Zone(#[from] ZoneFileError),
     /// The etcd client could not be set up.
     #[error("etcd: {0}")]
-    Etcd(#[from] crate::sync::etcd::SyncError),
+    // Not `#[from]`: the text already holds the whole chain, and as a `source` it would be
+    // printed twice by anyhow's `{:#}`.
+    Etcd(crate::sync::etcd::SyncError),
     /// etcd refused srvd in a way retrying cannot cure (TLS, password).
     #[error("etcd at {endpoints}: {what}: {chain}")]
     EtcdRefused {
@@ -51,6 +53,12 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+impl From<crate::sync::etcd::SyncError> for StartError {
+    fn from(error: crate::sync::etcd::SyncError) -> Self {
+        Self::Etcd(error)
+    }
 }
 
 /// A running server.

@@ -18,10 +18,18 @@ pub enum EtcdError {
     Timeout(Duration),
     /// etcd or the transport refused.
     #[error("{}", crate::sync::access::chain(.0))]
-    Etcd(#[from] etcd_client::Error),
+    // Not `#[from]`: that would make it the `source` too, and a printer that walks sources
+    // (anyhow's `{:#}`) would show the chain twice.
+    Etcd(etcd_client::Error),
     /// A TLS file srvd cannot use.
     #[error(transparent)]
     File(#[from] crate::sync::access::FileError),
+}
+
+impl From<etcd_client::Error> for EtcdError {
+    fn from(error: etcd_client::Error) -> Self {
+        Self::Etcd(error)
+    }
 }
 
 impl EtcdError {

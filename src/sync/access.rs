@@ -62,8 +62,18 @@ pub fn secure(
             Some(ca) => {
                 config = config.ca_certificate(Certificate::from_pem(read_pem("etcd CA", ca)?));
             }
-            // CoreDNS's `tls` without a CA file trusts the system's CAs.
-            None => config = config.with_native_roots(),
+            // CoreDNS's `tls` without a CA file trusts the system's CAs. Checked here: tonic
+            // reports having none as a bare "transport error".
+            None => {
+                if rustls_native_certs::load_native_certs().certs.is_empty() {
+                    return Err(FileError {
+                        what: "etcd CA",
+                        path: "(the system's CAs: SSL_CERT_FILE, SSL_CERT_DIR, /etc/ssl/certs)".into(),
+                        reason: "no CA certificate found; give the CA that signed etcd's certificate (--etcd-ca, or the tls directive's CACERT)".into(),
+                    });
+                }
+                config = config.with_native_roots();
+            }
         }
         if let Some((cert, key)) = &tls.identity {
             config = config.identity(Identity::from_pem(
@@ -336,6 +346,16 @@ mod tests {
         ] {
             assert_eq!(refusal_of_text(text), want, "{text}");
         }
+    }
+
+    /// The etcd error's text holds its chain already: printed with its sources (anyhow's
+    /// `{:#}`, as `main` prints a start error), it must not come twice.
+    #[test]
+    fn a_start_error_shows_the_etcd_chain_once() {
+        let etcd = etcd_client::Error::InvalidArgs("bad endpoint".into());
+        let start = crate::daemon::StartError::from(crate::sync::etcd::SyncError::from(etcd));
+        let shown = format!("{:#}", anyhow::Error::from(start));
+        assert_eq!(shown.matches("bad endpoint").count(), 1, "{shown}");
     }
 
     /// An error wrapping another, as tonic wraps hyper's: its text may repeat its cause's.

@@ -59,7 +59,9 @@ pub enum SyncError {
     /// etcd answered with an error or could not be reached (shown with its whole chain of
     /// causes: "transport error" alone tells an operator nothing).
     #[error("{}", super::access::chain(.0))]
-    Etcd(#[from] etcd_client::Error),
+    // Not `#[from]`: that would make it the `source` too, and a printer that walks sources
+    // (anyhow's `{:#}`) would show the chain twice.
+    Etcd(etcd_client::Error),
     /// etcd refused the token a watch was created with (expired, or lost in an etcd restart):
     /// authenticate again and re-watch. Watches are streams, which etcd-client's token refresh
     /// does not retry.
@@ -82,6 +84,12 @@ pub enum SyncError {
     /// The watch stream ended or answered unexpectedly.
     #[error("watch: {0}")]
     Watch(String),
+}
+
+impl From<etcd_client::Error> for SyncError {
+    fn from(error: etcd_client::Error) -> Self {
+        Self::Etcd(error)
+    }
 }
 
 /// One key as etcd holds it.

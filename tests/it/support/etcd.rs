@@ -153,7 +153,21 @@ impl EtcdServer {
             options,
             auth_on: false,
         };
-        server.launch().await;
+        // A port found free may be taken by a parallel test before etcd binds it: a fresh
+        // etcd may move to other ports (a restart may not, so only here).
+        for _ in 0..4 {
+            if server.try_launch().await {
+                break;
+            }
+            server.client_port = free_port();
+            server.peer_port = free_port();
+            server.url = format!("{scheme}://127.0.0.1:{}", server.client_port);
+            let _ = std::fs::remove_file(&server.log);
+            let _ = std::fs::remove_dir_all(server.dir.path().join("data"));
+        }
+        if server.child.is_none() {
+            server.launch().await;
+        }
         if let Some(password) = server.options.root_password.clone() {
             server.etcdctl(&["user", "add", &format!("root:{password}")]);
             server.etcdctl(&["auth", "enable"]);
@@ -237,7 +251,58 @@ impl EtcdServer {
         options
     }
 
+    /// [`EtcdServer::launch`], except that an etcd that exits because its port was taken is
+    /// reported (`false`, no child left) instead of failing the test.
+    async fn try_launch(&mut self) -> bool {
+        self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.answers().await {
+                return true;
+            }
+            if let Some(child) = &mut self.child
+                && child.try_wait().ok().flatten().is_some()
+                && self.log_text().contains("address already in use")
+            {
+                self.child = None;
+                return false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not start: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn answers(&self) -> bool {
+        if let Ok(mut client) = Client::connect([&self.url], Some(self.connect_options())).await {
+            tokio::time::timeout(Duration::from_secs(1), client.get("/", None))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        } else {
+            false
+        }
+    }
+
     async fn launch(&mut self) {
+        self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.answers().await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not start: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn spawn(&mut self) {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut locked = Vec::new();
         if let Some(pki) = &self.options.tls {
@@ -298,22 +363,6 @@ impl EtcdServer {
             .spawn()
             .expect("etcd is installed (scripts/install-deps installs etcd-server)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(mut client) = Client::connect([&self.url], Some(self.connect_options())).await
-                && tokio::time::timeout(Duration::from_secs(1), client.get("/", None))
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not start: {}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     /// A client for tests to write with.
