@@ -23,6 +23,10 @@
 //!   revision, and resuming from that would skip the rest of the backlog. The outage is logged
 //!   once ("unreachable" and "response too large" apart), the recovery once; queries keep the
 //!   last snapshot meanwhile.
+//! - Auth token refused (etcd with auth: a watch created with an expired token, or after an
+//!   etcd restart lost it, is cancelled; etcd-client renews tokens for unary calls only):
+//!   authenticate again at once and resume from the same revisions; logged once at `info`. Refused
+//!   again right after a fresh token: a user that may not read the prefix, trouble as above.
 //! - History compacted (under any prefix): read every prefix afresh and swap the new mirror in
 //!   whole.
 //! - A key whose value srvd cannot serve is skipped with one warning naming it and counted; an

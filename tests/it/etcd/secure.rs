@@ -397,3 +397,33 @@ async fn https_without_a_ca_file_uses_the_system_roots() {
     );
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
 }
+
+/// A user that may not read the prefix is refused at start, named as such (not as an outage).
+#[tokio::test]
+async fn a_user_without_read_permission_is_a_clear_start_error() {
+    let etcd = EtcdServer::start_with(EtcdOptions {
+        root_password: Some("root-pw".into()),
+        ..EtcdOptions::default()
+    })
+    .await;
+    etcd.etcdctl(&["user", "add", "nobody:nobody-pw"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "nobody-pw\n").unwrap();
+    let (code, stderr) = run_binary_expecting_failure(
+        dir.path(),
+        &[
+            "--etcd",
+            &etcd.url,
+            "--etcd-user",
+            "nobody",
+            "--etcd-password-file",
+            "pw",
+        ],
+    );
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&etcd.url) && stderr.contains("permission denied for the etcd user"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("nobody-pw"), "{stderr}");
+}
