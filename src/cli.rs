@@ -115,6 +115,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "listen", "zones_dir", "etcd", "zones", "etcd_prefix", "min_lease_ttl", "max_lease_ttl",
         "registry", "registry_zone", "registry_ttl",
+        "etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file",
     ])]
     pub conf: Option<PathBuf>,
     /// Address to serve UDP and TCP on; repeat for several (IPv6: `[::1]:1053`).
@@ -135,6 +136,9 @@ pub struct ServeArgs {
     /// --zone zones from it, as CoreDNS's etcd plugin does.
     #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
     pub etcd: Vec<String>,
+    /// TLS and user for a locked-down etcd.
+    #[command(flatten)]
+    pub etcd_access: EtcdAccessArgs,
     /// A zone answered from etcd; repeat for several (reverse zones such as
     /// 10.in-addr.arpa. too) [default: service.local.; needs --etcd].
     #[arg(long = "zone", value_name = "ZONE")]
@@ -326,6 +330,15 @@ impl ServeArgs {
                 self.registry_zone.is_none() && self.registry_ttl.is_none(),
                 "--registry-zone and --registry-ttl need --etcd and --registry"
             );
+            let a = &self.etcd_access;
+            anyhow::ensure!(
+                a.etcd_ca.is_none()
+                    && a.etcd_cert.is_none()
+                    && a.etcd_key.is_none()
+                    && a.etcd_user.is_none()
+                    && a.etcd_password_file.is_none(),
+                "--etcd-ca, --etcd-cert, --etcd-key, --etcd-user and --etcd-password-file need --etcd"
+            );
             return Ok(None);
         }
         anyhow::ensure!(
@@ -391,13 +404,14 @@ impl ServeArgs {
         }
         let config = EtcdConfig {
             max_response_bytes: self.etcd_max_response_bytes,
-            endpoints,
+            endpoints: endpoints.clone(),
             prefix: self.etcd_prefix.clone(),
             zones,
             lease_bounds,
             registry_prefixes: self.registry.clone(),
             registry_zone,
             registry_ttl,
+            security: self.etcd_access.security(&endpoints)?,
         };
         check_prefixes(&config).map_err(anyhow::Error::msg)?;
         Ok(Some(config))
@@ -852,6 +866,9 @@ pub struct RegisterArgs {
         required = true
     )]
     pub etcd: Vec<String>,
+    /// TLS and user for a locked-down etcd.
+    #[command(flatten)]
+    pub etcd_access: EtcdAccessArgs,
     /// Service name (`web`): letters, digits and hyphens.
     #[arg(long, value_name = "NAME")]
     pub service: String,
@@ -1011,7 +1028,9 @@ impl RegisterArgs {
             "--ttl {:?}: etcd grants leases of at most 9000000000s",
             self.ttl
         );
+        let security = self.etcd_access.security(&endpoints)?;
         Ok(Registration {
+            security,
             endpoints,
             key,
             instance,
@@ -1042,15 +1061,83 @@ fn register(args: &RegisterArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let signals = Signals::install()?;
         let etcd = crate::register::connect(&registration).await.map_err(|e| {
-            anyhow::anyhow!(
-                "etcd at {} is unreachable: {e}",
-                registration.endpoints.join(",")
-            )
+            let endpoints = registration.endpoints.join(",");
+            match &e {
+                crate::register::etcd::EtcdError::Etcd(error)
+                    if let Some(refusal) = crate::sync::access::refusal(error) =>
+                {
+                    anyhow::anyhow!("etcd at {endpoints}: {}: {e}", refusal.describe())
+                }
+                crate::register::etcd::EtcdError::File(_) => anyhow::anyhow!("{e}"),
+                _ => anyhow::anyhow!("etcd at {endpoints} is unreachable: {e}"),
+            }
         })?;
         tracing::info!(key = %registration.key, "srvd register running");
         crate::register::run(registration, etcd, signals.stopped()).await;
         Ok(())
     })
+}
+
+/// How `srvd serve` and `srvd register` reach an etcd that encrypts and authenticates clients.
+#[derive(Debug, Args, Default)]
+pub struct EtcdAccessArgs {
+    /// CA certificate (PEM) that signed etcd's certificate [default: the system's CAs, for
+    /// https:// endpoints].
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) shown to an etcd run with --client-cert-auth; needs --etcd-key.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM); needs --etcd-cert.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user, for an etcd with auth enabled; needs --etcd-password-file.
+    #[arg(long, value_name = "USER")]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd user's password (a trailing newline is not part of it): a file,
+    /// not an argument, so `ps` never shows it.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_password_file: Option<PathBuf>,
+}
+
+impl EtcdAccessArgs {
+    /// The checked settings for `endpoints` (the password file is read here).
+    ///
+    /// # Errors
+    /// A certificate without its key (or the reverse), a user without a password file (or the
+    /// reverse), an unreadable or empty password file, TLS files with http:// endpoints.
+    pub fn security(&self, endpoints: &[String]) -> anyhow::Result<crate::config::EtcdSecurity> {
+        use crate::config::{EtcdSecurity, EtcdTls, read_password_file};
+        let identity = match (&self.etcd_cert, &self.etcd_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            (Some(_), None) => {
+                anyhow::bail!("--etcd-cert needs --etcd-key (the certificate's private key)")
+            }
+            (None, Some(_)) => {
+                anyhow::bail!("--etcd-key needs --etcd-cert (the client certificate)")
+            }
+        };
+        let user = match (&self.etcd_user, &self.etcd_password_file) {
+            (Some(user), Some(file)) => {
+                anyhow::ensure!(!user.is_empty(), "--etcd-user: the user name is empty");
+                Some((
+                    user.clone(),
+                    read_password_file(file).map_err(anyhow::Error::msg)?,
+                ))
+            }
+            (None, None) => None,
+            (Some(_), None) => anyhow::bail!("--etcd-user needs --etcd-password-file"),
+            (None, Some(_)) => anyhow::bail!("--etcd-password-file needs --etcd-user"),
+        };
+        let tls = (self.etcd_ca.is_some() || identity.is_some()).then(|| EtcdTls {
+            ca: self.etcd_ca.clone(),
+            identity,
+        });
+        EtcdSecurity { tls, user }
+            .settle(endpoints)
+            .map_err(anyhow::Error::msg)
+    }
 }
 
 /// Every `--etcd` URL, checked as `srvd serve` and `srvd register` both take them.

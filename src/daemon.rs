@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::backend::skydns::key;
 use crate::config::{Config, DEFAULT_ZONES_DIR, EncryptedListen, EtcdConfig, ZoneSource};
@@ -26,7 +26,19 @@ pub enum StartError {
     Zone(#[from] ZoneFileError),
     /// The etcd client could not be set up.
     #[error("etcd: {0}")]
-    Etcd(#[from] crate::sync::etcd::SyncError),
+    // Not `#[from]`: the text already holds the whole chain, and as a `source` it would be
+    // printed twice by anyhow's `{:#}`.
+    Etcd(crate::sync::etcd::SyncError),
+    /// etcd refused srvd in a way retrying cannot cure (TLS, password).
+    #[error("etcd at {endpoints}: {what}: {chain}")]
+    EtcdRefused {
+        /// The endpoints tried.
+        endpoints: String,
+        /// What failed, for an operator.
+        what: &'static str,
+        /// The whole error chain.
+        chain: String,
+    },
     /// Two watched etcd prefixes overlap: a key would be mirrored twice, in two layouts.
     #[error("{0}")]
     OverlappingPrefixes(String),
@@ -45,6 +57,12 @@ pub enum StartError {
     /// file).
     #[error("TLS certificate or key {0}")]
     Tls(#[from] server::tls::TlsFileError),
+}
+
+impl From<crate::sync::etcd::SyncError> for StartError {
+    fn from(error: crate::sync::etcd::SyncError) -> Self {
+        Self::Etcd(error)
+    }
 }
 
 /// A running server.
@@ -838,10 +856,56 @@ type SyncParts = (
 
 /// Checks the backend's prefixes and sets up its etcd client (which connects lazily: an
 /// unreachable etcd is the sync task's to retry, not a start error).
+///
+/// With TLS or a user, etcd is asked once first: a wrong CA, a refused client certificate or a
+/// wrong password cannot be cured by retrying, so they stop the start with one error naming
+/// the endpoint and what failed. An unreachable etcd is still an outage: logged, retried.
 async fn connect_sync(etcd: &EtcdConfig) -> Result<Etcd, StartError> {
     crate::config::check_prefixes(etcd).map_err(StartError::OverlappingPrefixes)?;
     let watch_prefix = key::subtree_prefix(&key::root_path(&etcd.prefix));
-    Ok(Etcd::connect(&etcd.endpoints, &watch_prefix, etcd.max_response_bytes).await?)
+    let mut client = Etcd::connect(
+        &etcd.endpoints,
+        &watch_prefix,
+        etcd.max_response_bytes,
+        &etcd.security,
+    )
+    .await?;
+    if etcd.security != crate::config::EtcdSecurity::default() {
+        match client.probe().await {
+            Ok(()) => {}
+            Err(crate::sync::etcd::SyncError::Etcd(error))
+                if let Some(refusal) = crate::sync::access::refusal(&error) =>
+            {
+                return Err(StartError::EtcdRefused {
+                    endpoints: etcd.endpoints.join(","),
+                    what: refusal.describe(),
+                    chain: crate::sync::access::chain(&error),
+                });
+            }
+            Err(error) => {
+                // A TLS refusal that tonic reports as a closed connection: ask TLS itself.
+                for endpoint in &etcd.endpoints {
+                    if let Some(tls) =
+                        crate::sync::access::diagnose_tls(endpoint, &etcd.security).await
+                    {
+                        let what = crate::sync::access::refusal_of_text(&tls)
+                            .unwrap_or(crate::sync::access::Refusal::Tls);
+                        return Err(StartError::EtcdRefused {
+                            endpoints: endpoint.clone(),
+                            what: what.describe(),
+                            chain: format!("{tls} (the client saw: {error})"),
+                        });
+                    }
+                }
+                warn!(
+                    endpoints = %etcd.endpoints.join(","),
+                    %error,
+                    "etcd unreachable at start; serving without its data until it answers"
+                );
+            }
+        }
+    }
+    Ok(client)
 }
 
 /// Publishes the not-yet-synced index (unless `handle` already serves one) and spawns the sync

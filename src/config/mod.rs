@@ -62,6 +62,103 @@ pub struct EtcdConfig {
     /// TTL of registry records (`--registry-ttl`), lowered to the remaining lease time for keys
     /// with a lease. Short by default so that caches drop a dead instance quickly.
     pub registry_ttl: u32,
+    /// TLS and user for a locked-down etcd (`--etcd-ca`, `--etcd-user`, Corefile `tls`,
+    /// `credentials`); empty for a plaintext, open etcd.
+    pub security: EtcdSecurity,
+}
+
+/// A password: kept out of every log line, error and `Debug` output, so that a configuration
+/// can be printed whole while debugging without leaking it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for the one place that sends it to etcd.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How srvd reaches an etcd that encrypts and authenticates its clients. The files are read
+/// when srvd connects, so an error names the file it could not use.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EtcdSecurity {
+    /// TLS (`https://` endpoints): `None` for `http://`.
+    pub tls: Option<EtcdTls>,
+    /// etcd user and password (`--etcd-user`, `credentials`).
+    pub user: Option<(String, Secret)>,
+}
+
+/// TLS files for etcd; with neither, the system's CAs check etcd and srvd shows no certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EtcdTls {
+    /// The CA that signed etcd's certificate (PEM); `None`: the system's CAs.
+    pub ca: Option<PathBuf>,
+    /// The client certificate and its key (PEM), for etcd's `--client-cert-auth`.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl EtcdSecurity {
+    /// Checks the security settings against the endpoints: TLS options need `https://`
+    /// endpoints (etcd-client refuses them on `http://`), and all endpoints use one scheme.
+    /// `https://` endpoints without TLS options get TLS with the system's CAs.
+    ///
+    /// # Errors
+    /// Mixed schemes, or TLS files given for `http://` endpoints.
+    pub fn settle(mut self, endpoints: &[String]) -> Result<Self, String> {
+        let https = endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        if https != 0 && https != endpoints.len() {
+            return Err(format!(
+                "etcd endpoints {}: use https:// for all of them or for none",
+                endpoints.join(",")
+            ));
+        }
+        match (https != 0, &self.tls) {
+            (true, None) => self.tls = Some(EtcdTls::default()),
+            (false, Some(_)) => {
+                return Err(format!(
+                    "etcd TLS files are given but the endpoints ({}) are http://: use https:// URLs",
+                    endpoints.join(",")
+                ));
+            }
+            _ => {}
+        }
+        Ok(self)
+    }
+}
+
+/// Reads an etcd password file: the first line, without its `\n` or `\r\n`, is the password.
+///
+/// # Errors
+/// The file cannot be read, or holds an empty password. The error never quotes the file's text.
+pub fn read_password_file(path: &std::path::Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("etcd password file {}: {e}", path.display()))?;
+    let password = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        return Err(format!(
+            "etcd password file {}: the password is empty",
+            path.display()
+        ));
+    }
+    Ok(Secret::new(password))
 }
 
 /// The default `--registry-ttl`, in seconds.
@@ -294,6 +391,7 @@ impl EtcdConfig {
             registry_prefixes: Vec::new(),
             registry_zone: None,
             registry_ttl: DEFAULT_REGISTRY_TTL,
+            security: EtcdSecurity::default(),
         }
     }
 }
@@ -319,20 +417,86 @@ pub fn parse_zone(text: &str) -> Result<Name, String> {
 /// Validates an etcd endpoint URL.
 ///
 /// # Errors
-/// Anything but `http://host:port` (TLS is not built in yet).
+/// Anything but `http://host:port` or `https://host:port`.
 pub fn parse_endpoint(text: &str) -> Result<String, String> {
     let text = text.trim();
-    if let Some(rest) = text.strip_prefix("http://")
+    if let Some(rest) = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
         && !rest.is_empty()
     {
         return Ok(text.to_string());
     }
-    if text.starts_with("https://") {
-        return Err(format!(
-            "etcd endpoint {text:?}: https is not supported yet; use http://"
-        ));
-    }
     Err(format!(
-        "etcd endpoint {text:?}: expected a URL such as http://127.0.0.1:2379"
+        "etcd endpoint {text:?}: expected a URL such as http://127.0.0.1:2379 or https://127.0.0.1:2379"
     ))
+}
+
+#[cfg(test)]
+mod security_tests {
+    use super::{EtcdSecurity, EtcdTls, Secret, read_password_file};
+
+    #[test]
+    fn a_password_never_shows_in_debug_output() {
+        let security = EtcdSecurity {
+            tls: None,
+            user: Some(("root".into(), Secret::new("hunter2-secret"))),
+        };
+        let shown = format!("{security:?} {security:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("root"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_password_file_loses_one_trailing_newline_and_must_not_be_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        for (text, want) in [
+            ("s3cret\n", Some("s3cret")),
+            ("s3cret\r\n", Some("s3cret")),
+            ("s3cret", Some("s3cret")),
+            (" spaced \n", Some(" spaced ")),
+            ("\n", None),
+            ("", None),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let got = read_password_file(&file);
+            assert_eq!(
+                got.as_ref().ok().map(Secret::expose),
+                want,
+                "{text:?}: {got:?}"
+            );
+            if want.is_none() {
+                assert!(got.unwrap_err().contains("the password is empty"));
+            }
+        }
+        let missing = read_password_file(&dir.path().join("absent")).unwrap_err();
+        assert!(missing.contains("absent"), "{missing}");
+    }
+
+    #[test]
+    fn tls_files_need_https_and_https_alone_means_system_roots() {
+        let http = vec!["http://127.0.0.1:2379".to_string()];
+        let https = vec!["https://127.0.0.1:2379".to_string()];
+        let with_ca = EtcdSecurity {
+            tls: Some(EtcdTls {
+                ca: Some("ca.pem".into()),
+                identity: None,
+            }),
+            user: None,
+        };
+        let err = with_ca.clone().settle(&http).unwrap_err();
+        assert!(err.contains("http://") && err.contains("https://"), "{err}");
+        assert_eq!(with_ca.clone().settle(&https).unwrap(), with_ca);
+        assert_eq!(
+            EtcdSecurity::default().settle(&https).unwrap().tls,
+            Some(EtcdTls::default())
+        );
+        assert_eq!(EtcdSecurity::default().settle(&http).unwrap().tls, None);
+        let mixed = [https[0].clone(), http[0].clone()];
+        assert!(EtcdSecurity::default().settle(&mixed).is_err());
+    }
 }

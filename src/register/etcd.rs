@@ -17,8 +17,19 @@ pub enum EtcdError {
     #[error("etcd did not answer within {0:?}")]
     Timeout(Duration),
     /// etcd or the transport refused.
+    #[error("{}", crate::sync::access::chain(.0))]
+    // Not `#[from]`: that would make it the `source` too, and a printer that walks sources
+    // (anyhow's `{:#}`) would show the chain twice.
+    Etcd(etcd_client::Error),
+    /// A TLS file srvd cannot use.
     #[error(transparent)]
-    Etcd(#[from] etcd_client::Error),
+    File(#[from] crate::sync::access::FileError),
+}
+
+impl From<etcd_client::Error> for EtcdError {
+    fn from(error: etcd_client::Error) -> Self {
+        Self::Etcd(error)
+    }
 }
 
 impl EtcdError {
@@ -62,12 +73,19 @@ impl Etcd {
     ///
     /// # Errors
     /// A bad endpoint, or etcd not answering within [`CALL_TIMEOUT`].
-    pub async fn connect(endpoints: &[String]) -> Result<Self, EtcdError> {
+    pub async fn connect(
+        endpoints: &[String],
+        security: &crate::config::EtcdSecurity,
+    ) -> Result<Self, EtcdError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             // Notice a dead etcd within seconds, not at the TCP timeout.
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
             .with_keep_alive_while_idle(true);
+        // With a user, `Client::connect` authenticates: a wrong password fails here, at start.
+        // Later calls refresh an expired token themselves (auto refresh): they are unary, and
+        // etcd does not check tokens on the lease keep-alive stream.
+        let options = crate::sync::access::secure(options, security)?;
         let mut client = bounded(Client::connect(endpoints, Some(options))).await?;
         bounded(client.status()).await?;
         Ok(Self { client })

@@ -147,6 +147,8 @@ impl Instance {
 pub struct Registration {
     /// etcd client URLs.
     pub endpoints: Vec<String>,
+    /// TLS and user for a locked-down etcd.
+    pub security: crate::config::EtcdSecurity,
     /// The instance.
     pub instance: Instance,
     /// Its layout.
@@ -176,7 +178,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// # Errors
 /// etcd unreachable (within [`etcd::CALL_TIMEOUT`]) or a bad endpoint.
 pub async fn connect(registration: &Registration) -> Result<Etcd, EtcdError> {
-    Etcd::connect(&registration.endpoints).await
+    Etcd::connect(&registration.endpoints, &registration.security).await
 }
 
 /// Runs until `shutdown` resolves, then deletes the key and revokes the lease.

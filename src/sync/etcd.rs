@@ -56,9 +56,20 @@ pub enum SyncError {
         /// The compaction revision etcd reported.
         compacted: i64,
     },
-    /// etcd answered with an error or could not be reached.
+    /// etcd answered with an error or could not be reached (shown with its whole chain of
+    /// causes: "transport error" alone tells an operator nothing).
+    #[error("{}", super::access::chain(.0))]
+    // Not `#[from]`: that would make it the `source` too, and a printer that walks sources
+    // (anyhow's `{:#}`) would show the chain twice.
+    Etcd(etcd_client::Error),
+    /// etcd refused the token a watch was created with (expired, or lost in an etcd restart):
+    /// authenticate again and re-watch. Watches are streams, which etcd-client's token refresh
+    /// does not retry.
+    #[error("etcd refused the auth token: {0}")]
+    Auth(String),
+    /// A TLS file srvd cannot use.
     #[error(transparent)]
-    Etcd(#[from] etcd_client::Error),
+    File(#[from] super::access::FileError),
     /// A call did not finish within its bound.
     #[error("etcd did not answer within {0:?}")]
     Timeout(Duration),
@@ -73,6 +84,12 @@ pub enum SyncError {
     /// The watch stream ended or answered unexpectedly.
     #[error("watch: {0}")]
     Watch(String),
+}
+
+impl From<etcd_client::Error> for SyncError {
+    fn from(error: etcd_client::Error) -> Self {
+        Self::Etcd(error)
+    }
 }
 
 /// One key as etcd holds it.
@@ -137,6 +154,12 @@ pub struct Listing {
 /// endpoint given is used, and calls fail over between them).
 #[derive(Clone)]
 pub struct Etcd {
+    /// Kept for authenticating again (its clones share the token with `kv`, `watch`, `lease`).
+    client: Client,
+    /// The user srvd authenticates as, if etcd has auth enabled.
+    user: Option<(String, crate::config::Secret)>,
+    /// The endpoints, for messages.
+    endpoints: String,
     kv: KvClient,
     watch: WatchClient,
     lease: LeaseClient,
@@ -244,14 +267,27 @@ impl Etcd {
         endpoints: &[String],
         prefix: &str,
         max_response_bytes: usize,
+        security: &crate::config::EtcdSecurity,
     ) -> Result<Self, SyncError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             // Detect a dead peer on an idle watch within seconds, not at the TCP timeout.
             .with_keep_alive(Duration::from_secs(3), Duration::from_secs(3))
             .with_keep_alive_while_idle(true);
+        // TLS only: the user is set by `authenticate`, so that connecting stays lazy (with a
+        // user, etcd-client authenticates inside `connect` and fails while etcd is down).
+        let tls_only = crate::config::EtcdSecurity {
+            tls: security.tls.clone(),
+            user: None,
+        };
+        let mut options = super::access::secure(options, &tls_only)?;
+        if security.user.is_some() {
+            options = options.with_auto_token_refresh(true);
+        }
         let client = Client::connect(endpoints, Some(options)).await?;
         Ok(Self {
+            user: security.user.clone(),
+            endpoints: endpoints.join(","),
             kv: client
                 .kv_client()
                 .max_decoding_message_size(max_response_bytes),
@@ -259,10 +295,47 @@ impl Etcd {
                 .watch_client()
                 .max_decoding_message_size(max_response_bytes),
             lease: client.lease_client(),
+            client,
             prefix: prefix.as_bytes().to_vec(),
             max_response_bytes,
             page_size: PAGE_SIZE,
         })
+    }
+
+    /// The endpoints, comma-separated, for messages.
+    pub fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
+    /// Whether srvd authenticates to etcd as a user.
+    pub fn has_user(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// Gets a fresh auth token for the user (nothing without one). Every clone of this
+    /// connection uses the new token, and from then on unary calls refresh it themselves.
+    ///
+    /// # Errors
+    /// etcd unreachable, or the user or password refused.
+    pub async fn authenticate(&mut self) -> Result<(), SyncError> {
+        let Some((user, password)) = &self.user else {
+            return Ok(());
+        };
+        let creds = Some((user.clone(), password.expose().to_string()));
+        bounded(self.client.update_user(creds)).await
+    }
+
+    /// Proves at start that etcd accepts srvd: authenticates (with a user) and makes one small
+    /// read, so a wrong CA, a refused client certificate or a wrong password is known at once.
+    ///
+    /// # Errors
+    /// The first failure.
+    pub async fn probe(&mut self) -> Result<(), SyncError> {
+        self.authenticate().await?;
+        let options = GetOptions::new().with_prefix().with_count_only();
+        bounded(self.kv.get(self.prefix.clone(), Some(options)))
+            .await
+            .map(|_| ())
     }
 
     /// The same connection listing at most `keys` keys per page (at least 1): lets a test put
@@ -523,11 +596,16 @@ impl Etcd {
 }
 
 fn cancel_error(response: &etcd_client::WatchResponse, wanted: i64) -> SyncError {
+    let reason = response.cancel_reason();
     if response.compact_revision() > 0 {
         SyncError::Compacted {
             wanted,
             compacted: response.compact_revision(),
         }
+    } else if reason.contains("permission denied") || reason.contains("auth token") {
+        // etcd 3.4 cancels a watch created with an expired or unknown token as "permission
+        // denied" (it cannot tell the two apart at that point).
+        SyncError::Auth(reason.to_string())
     } else {
         SyncError::Watch(format!("canceled: {}", response.cancel_reason()))
     }
@@ -535,7 +613,11 @@ fn cancel_error(response: &etcd_client::WatchResponse, wanted: i64) -> SyncError
 
 /// A broken watch stream; "too large" is told apart so the log can say which flag to raise.
 fn watch_error(error: etcd_client::Error, limit: usize) -> SyncError {
-    if is_too_large(&error) {
+    if let etcd_client::Error::GRpcStatus(status) = &error
+        && i32::from(status.code()) == super::access::UNAUTHENTICATED
+    {
+        SyncError::Auth(status.message().to_string())
+    } else if is_too_large(&error) {
         SyncError::TooLarge {
             what: "an etcd watch response".into(),
             limit,

@@ -154,7 +154,9 @@ mod tests {
                 open.push(stream);
             }
         });
-        let etcd = Etcd::connect(&[url], "/skydns/", 1 << 20).await.unwrap();
+        let etcd = Etcd::connect(&[url], "/skydns/", 1 << 20, &Default::default())
+            .await
+            .unwrap();
         let table = LeaseTable::new(LeaseBounds::default(), |_| {});
         table.acquire(7);
         let (status, _) = tokio::sync::watch::channel(SyncStatus::default());

@@ -23,6 +23,10 @@
 //!   revision, and resuming from that would skip the rest of the backlog. The outage is logged
 //!   once ("unreachable" and "response too large" apart), the recovery once; queries keep the
 //!   last snapshot meanwhile.
+//! - Auth token refused (etcd with auth: a watch created with an expired token, or after an
+//!   etcd restart lost it, is cancelled; etcd-client renews tokens for unary calls only):
+//!   authenticate again at once and resume from the same revisions; logged once at `info`. Refused
+//!   again right after a fresh token: a user that may not read the prefix, trouble as above.
 //! - History compacted (under any prefix): read every prefix afresh and swap the new mirror in
 //!   whole.
 //! - A key whose value srvd cannot serve is skipped with one warning naming it and counted; an
@@ -30,6 +34,7 @@
 //!   The same key skipped again for the same reason within 10 s is counted, not logged, and the
 //!   next warning for it carries `repeats` (`sync/skips.rs`), so a writer cannot flood the log.
 
+pub mod access;
 pub mod etcd;
 mod leases;
 mod skips;
@@ -614,6 +619,8 @@ enum Trouble {
     Unreachable,
     /// etcd answers, but a response exceeds `--etcd-max-response-bytes`.
     TooLarge,
+    /// etcd refuses the watch even with a fresh token (the user may not read the prefix).
+    Refused,
 }
 
 impl Trouble {
@@ -708,9 +715,21 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
     let mut need_list = true;
     let mut health = Health::default();
     let mut backoff = BACKOFF_START;
+    // An auth refusal was just answered with a new token: one more refusal right after it is
+    // no expiry but a user that may not watch the prefix, handled as trouble (warn, back off).
+    let mut reauthenticated = false;
+    // Token renewals are logged at `info` once per run, then at `debug`.
+    let mut auth_logged = false;
     while !shutdown.is_cancelled() {
         let result = if need_list {
-            syncer.relist().await.map(|()| {
+            // A listing is rare: get a token first, so a start while etcd was down (no token
+            // yet) or an etcd that lost its tokens is read with a valid one.
+            let authenticated = syncer.etcd.authenticate().await;
+            let relisted = match authenticated {
+                Ok(()) => syncer.relist().await,
+                Err(error) => Err(error),
+            };
+            relisted.map(|()| {
                 syncer.metrics.contact();
                 need_list = false;
                 if health.progressed() {
@@ -721,6 +740,11 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
         } else {
             syncer.watch(&mut health, &mut backoff, &shutdown).await
         };
+        if !matches!(result, Err(SyncError::Auth(_))) {
+            // Anything but another refusal: a fresh token was not refused, so the next
+            // refusal is a new expiry (logged at debug: one line per expiry would be noise).
+            reauthenticated = false;
+        }
         match result {
             Ok(()) => {}
             Err(SyncError::Compacted { wanted, compacted }) => {
@@ -730,12 +754,54 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
                 );
                 need_list = true;
             }
+            Err(SyncError::Auth(reason)) => {
+                // etcd-client refreshes the token for unary calls only: a watch created with an
+                // expired token (or after an etcd restart, which forgets every simple token) is
+                // cancelled. Get a new token and resume from the last revision.
+                let renewed = syncer.etcd.authenticate().await;
+                let refused_again = std::mem::replace(&mut reauthenticated, true);
+                match renewed {
+                    Ok(()) if !refused_again => {
+                        if auth_logged {
+                            debug!(%reason, "etcd auth token renewed for the watch");
+                        } else {
+                            info!(
+                                %reason,
+                                revision = syncer.reached(),
+                                "etcd refused the watch's auth token; authenticated again, resuming"
+                            );
+                            auth_logged = true;
+                        }
+                        // At once: nothing is wrong with etcd.
+                        continue;
+                    }
+                    // Refused right after a fresh token: not an expiry (the user may not read
+                    // the prefix); trouble, logged once, retried with backoff.
+                    Ok(()) => {
+                        if health.failed(Trouble::Refused).is_some() {
+                            warn!(%reason, "etcd refuses the watch even with a fresh auth token (may the etcd user read the prefix?); answering from the last snapshot, retrying");
+                        }
+                    }
+                    Err(error) => {
+                        if health.failed(Trouble::of(&error)).is_some() {
+                            warn!(%error, "etcd refused the watch's auth token and authenticating again failed; answering from the last snapshot, retrying");
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_CAP);
+            }
             Err(error) => {
                 match health.failed(Trouble::of(&error)) {
                     Some(Trouble::TooLarge) => warn!(
                         %error,
                         "an etcd response is too large to decode; answering from the last snapshot, retrying"
                     ),
+                    // Logged where it is found (the `Auth` arm above).
+                    Some(Trouble::Refused) => {}
                     Some(Trouble::Unreachable) => warn!(
                         %error,
                         "etcd unreachable; answering from the last snapshot until it is back"

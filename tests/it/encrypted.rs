@@ -25,18 +25,17 @@ const HOST: &str = "srvd.test";
 /// A CA and a leaf certificate for [`HOST`] and 127.0.0.1 signed by it, written as PEM into
 /// `dir`: (ca.pem, cert.pem, key.pem).
 fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "srvd test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(vec![HOST.to_string(), "127.0.0.1".into()]).unwrap();
     params.distinguished_name.push(DnType::CommonName, HOST);
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
     let paths = (
         dir.join("ca.pem"),
         dir.join("cert.pem"),

@@ -515,3 +515,112 @@ fn the_readme_dns_over_tls_and_https_commands_work_as_written() {
         assert!(!out.contains("ANSWER: 0,"), "{command}\n{out}");
     }
 }
+
+/// The README's TLS and password walk-through, run as written: its openssl commands make the
+/// certificates, a test etcd is started with the README's TLS flags on them (its URL replaces
+/// `https://127.0.0.1:22379`, a temporary directory replaces `/tmp/srvd-tls`), the README's
+/// etcdctl lines turn auth on and write, and the srvd binary started with the README's flags
+/// answers the SRV question.
+#[tokio::test]
+async fn the_readme_tls_etcd_example_answers_as_the_readme_says() {
+    let readme = readme();
+    let section = section(&readme, "etcd over TLS and with a password");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a sh block");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let lines: Vec<&str> = block
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect();
+    let etcd_at = lines
+        .iter()
+        .position(|l| l.starts_with("etcd "))
+        .expect("an etcd command");
+    assert!(
+        lines[etcd_at].contains(
+            "--cert-file $D/etcd.pem --key-file $D/etcd-key.pem --trusted-ca-file $D/ca.pem --client-cert-auth"
+        ),
+        "the test etcd runs with the README's TLS flags: {}",
+        lines[etcd_at]
+    );
+    let sh = |script: String| {
+        let output = Command::new("sh")
+            .arg("-ec")
+            .arg(&script)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{script}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let with_dir = |l: &str| l.replace("/tmp/srvd-tls", &d);
+    sh(lines[..etcd_at]
+        .iter()
+        .map(|l| with_dir(l))
+        .collect::<Vec<_>>()
+        .join("\n"));
+    let etcd = crate::support::etcd::EtcdServer::start_with(crate::support::etcd::EtcdOptions {
+        tls: Some(crate::support::etcd::Pki::from_dir(dir.path())),
+        client_cert_auth: true,
+        ..Default::default()
+    })
+    .await;
+    let with_url = |l: &str| {
+        l.replace("https://127.0.0.1:22379", &etcd.url)
+            .replace("$D", &d)
+    };
+    let after: Vec<&str> = lines[etcd_at + 1..].to_vec();
+    let defs = format!(
+        "D={d}\n{}",
+        with_url(after.iter().find(|l| l.starts_with("E=")).unwrap())
+    );
+    let setup: Vec<String> = after
+        .iter()
+        .take_while(|l| !l.starts_with("scripts/serve"))
+        .map(|l| with_url(l))
+        .collect();
+    sh(format!("D={d}\n{}", setup.join("\n")));
+    let serve = after
+        .iter()
+        .find(|l| l.starts_with("scripts/serve "))
+        .expect("a serve command");
+    let serve_args: Vec<String> = with_url(serve)
+        .split_whitespace()
+        .skip(1)
+        .map(String::from)
+        .collect();
+    let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let process = spawn_binary(root, &serve_args);
+    let port = process.addr.port().to_string();
+    let put = after.iter().find(|l| l.contains(" put ")).expect("a put");
+    sh(format!("{defs}\n{}", with_url(put)));
+    let dig_command = after
+        .iter()
+        .find(|l| l.starts_with("dig "))
+        .expect("a dig command");
+    let args: Vec<&str> = dig_command
+        .split_whitespace()
+        .skip(1)
+        .map(|a| if a == "1053" { port.as_str() } else { a })
+        .collect();
+    let out = crate::support::eventually(Duration::from_secs(10), "the put is answered", || {
+        let args = args.clone();
+        async move {
+            let out = dig(&args);
+            out.contains("ANSWER: 1,").then_some(out)
+        }
+    })
+    .await;
+    assert!(
+        out.contains("_http._tcp.backend.service.local. 300 IN SRV 10 100 8080 x1._http._tcp.backend.service.local."),
+        "{out}"
+    );
+}

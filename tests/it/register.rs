@@ -596,3 +596,79 @@ async fn bad_input_is_one_line_and_a_failure_status() {
     }
     assert_eq!(read(&mut client, KEY).await, None, "nothing was written");
 }
+
+/// `srvd register` against an etcd that demands TLS client certificates and a password, with
+/// tokens that expire after 2 s: the instance is registered, and when its lease is revoked
+/// after the token expired, it is registered again (a new grant and put: calls that meet the
+/// expired token and must authenticate again). A wrong password is one clear start error that
+/// does not show the password.
+#[tokio::test]
+async fn registers_in_an_etcd_with_tls_client_certificates_and_auth() {
+    use crate::support::etcd::{EtcdOptions, Pki};
+    let pki = Pki::generate();
+    let etcd = EtcdServer::start_with(EtcdOptions {
+        tls: Some(pki.clone()),
+        client_cert_auth: true,
+        root_password: Some("reg-Pa55".into()),
+        auth_token_ttl: Some(2),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let right = dir.path().join("right");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&right, "reg-Pa55\n").unwrap();
+    std::fs::write(&wrong, "not-reg-Pa55-qx\n").unwrap();
+    let text = |p: &Path| p.to_str().unwrap().to_string();
+    let (ca, cert, key) = (text(&pki.ca), text(&pki.client_cert), text(&pki.client_key));
+    let (right, wrong) = (text(&right), text(&wrong));
+    let locked = |password: &str| -> Vec<String> {
+        [
+            "--etcd-ca",
+            &ca,
+            "--etcd-cert",
+            &cert,
+            "--etcd-key",
+            &key,
+            "--etcd-user",
+            "root",
+            "--etcd-password-file",
+            password,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let args = locked(&right);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _register = Register::spawn(&web_args(&etcd.url, &args));
+    let mut client = etcd.client().await;
+    let first = until_value(&mut client, KEY, PASSING, Duration::from_secs(10)).await;
+    etcd.until_tokens_expire().await;
+    client.lease_revoke(first).await.unwrap();
+    let second = eventually(Duration::from_secs(15), "registered again", || {
+        let mut client = client.clone();
+        async move {
+            match read(&mut client, KEY).await {
+                Some((v, lease)) if v == PASSING && lease != 0 && lease != first => Some(lease),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert_ne!(first, second);
+
+    let args = locked(&wrong);
+    let mut all: Vec<&str> = vec!["register"];
+    all.extend(web_args(
+        &etcd.url,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let (code, stderr) = failing(&all[1..]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains(&etcd.url), "{stderr}");
+    assert!(stderr.contains("wrong etcd user or password"), "{stderr}");
+    assert!(
+        !stderr.contains("not-reg-Pa55-qx"),
+        "the password leaked: {stderr}"
+    );
+}

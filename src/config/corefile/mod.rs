@@ -267,6 +267,7 @@ struct EtcdSettings {
     path: String,
     endpoints: Vec<String>,
     bounds: (u32, u32),
+    security: super::EtcdSecurity,
 }
 
 /// Collects settings across blocks, and errors.
@@ -837,7 +838,7 @@ impl Reader {
     fn directive(&mut self, d: &Directive, block_zones: &[Name], root: Option<&Path>) {
         let name = d.name.text.as_str();
         match name {
-            "etcd" => self.etcd(d, block_zones),
+            "etcd" => self.etcd(d, block_zones, root),
             "file" => self.file(d, block_zones, root),
             "registry" => self.registry(d, block_zones),
             "root" => {
@@ -956,7 +957,7 @@ impl Reader {
         out
     }
 
-    fn etcd(&mut self, d: &Directive, block_zones: &[Name]) {
+    fn etcd(&mut self, d: &Directive, block_zones: &[Name], root: Option<&Path>) {
         let zones = self.zones_or_block(d, &d.args, block_zones);
         let mut settings = EtcdSettings {
             path: "skydns".into(),
@@ -965,6 +966,15 @@ impl Reader {
                 LeaseBounds::default().min_secs,
                 LeaseBounds::default().max_secs,
             ),
+            security: super::EtcdSecurity::default(),
+        };
+        // CoreDNS resolves relative TLS file names against `root`.
+        let file = |text: &str| {
+            let path = PathBuf::from(text);
+            match root {
+                Some(root) if path.is_relative() => root.join(path),
+                _ => path,
+            }
         };
         for sub in &d.block {
             let args = sub.args.as_slice();
@@ -1007,16 +1017,33 @@ impl Reader {
                         settings.endpoints = endpoints;
                     }
                 }
-                "credentials" => match args.len() {
-                    0 => self.fail(arg_error(sub)),
-                    2 => self.fail(error(&sub.name, "etcd", "credentials: etcd authentication is not supported yet")),
+                "credentials" => match args {
+                    [] => self.fail(arg_error(sub)),
+                    [user, password] => {
+                        settings.security.user =
+                            Some((user.text.clone(), super::Secret::new(password.text.clone())));
+                    }
                     _ => self.fail(error(&sub.name, "etcd", "credentials requires 2 arguments, username and password")),
                 },
+                // CoreDNS's `tls [CERT KEY] [CACERT]`: none, the system's CAs; one, a CA; two, a
+                // client certificate with the system's CAs; three, both.
                 "tls" => {
-                    if args.len() > 3 {
-                        self.fail(error(&sub.name, "etcd", "tls: expected at most CERT KEY CACERT"));
-                    } else {
-                        self.fail(error(&sub.name, "etcd", "tls: etcd over TLS is not supported yet"));
+                    let tls = match args {
+                        [] => Some(super::EtcdTls::default()),
+                        [ca] => Some(super::EtcdTls { ca: Some(file(&ca.text)), identity: None }),
+                        [cert, key] => Some(super::EtcdTls {
+                            ca: None,
+                            identity: Some((file(&cert.text), file(&key.text))),
+                        }),
+                        [cert, key, ca] => Some(super::EtcdTls {
+                            ca: Some(file(&ca.text)),
+                            identity: Some((file(&cert.text), file(&key.text))),
+                        }),
+                        _ => None,
+                    };
+                    match tls {
+                        Some(tls) => settings.security.tls = Some(tls),
+                        None => self.fail(error(&sub.name, "etcd", "tls: expected at most CERT KEY CACERT")),
                     }
                 }
                 "min-lease-ttl" | "max-lease-ttl" => match args {
@@ -1028,6 +1055,14 @@ impl Reader {
                     _ => self.fail(arg_error(sub)),
                 },
                 other => self.fail(error(&sub.name, "etcd", format!("unknown property '{other}'"))),
+            }
+        }
+        if settings.security.tls.is_some()
+            || settings.endpoints.iter().any(|e| e.starts_with("https://"))
+        {
+            match std::mem::take(&mut settings.security).settle(&settings.endpoints) {
+                Ok(security) => settings.security = security,
+                Err(e) => self.fail(error(&d.name, "etcd", e)),
             }
         }
         match &self.etcd {
@@ -1156,6 +1191,7 @@ impl Reader {
         };
         let mut etcd = self.etcd.map(|(settings, _)| {
             let mut config = EtcdConfig::new(settings.endpoints);
+            config.security = settings.security;
             config.prefix = format!("/{}", settings.path.trim_start_matches('/'));
             config.zones = self.etcd_zones.clone();
             config.lease_bounds = LeaseBounds {
@@ -1297,10 +1333,6 @@ mod tests {
                 "Corefile:3: etcd: Wrong argument count or unexpected line ending after 'credentials'",
             ),
             (
-                "etcd {\n credentials username password\n}",
-                "Corefile:3: etcd: credentials: etcd authentication is not supported yet",
-            ),
-            (
                 "etcd {\n min-lease-ttl -30s\n}",
                 "Corefile:3: etcd: invalid min-lease-ttl value: \"-30s\": expected seconds (e.g. 30) or a duration such as 90s, 5m, 2h30m",
             ),
@@ -1313,8 +1345,16 @@ mod tests {
                 "Corefile:3: etcd: Wrong argument count or unexpected line ending after 'path'",
             ),
             (
-                "etcd {\n tls cert key\n}",
-                "Corefile:3: etcd: tls: etcd over TLS is not supported yet",
+                "etcd {\n tls a b c d\n}",
+                "Corefile:3: etcd: tls: expected at most CERT KEY CACERT",
+            ),
+            (
+                "etcd {\n credentials a b c\n}",
+                "Corefile:3: etcd: credentials requires 2 arguments, username and password",
+            ),
+            (
+                "etcd {\n endpoint http://localhost:2379\n tls ca.pem\n}",
+                "Corefile:2: etcd: etcd TLS files are given but the endpoints (http://localhost:2379) are http://: use https:// URLs",
             ),
         ] {
             assert_eq!(read(&block(etcd)).unwrap_err(), [want], "{etcd}");
@@ -1323,6 +1363,51 @@ mod tests {
         etcd(&block(
             "etcd {\n stubzones\n debug\n upstream 8.8.8.8\n path /other\n}",
         ));
+    }
+
+    /// CoreDNS's `tls` argument rules (0: system CAs, 1: CA, 2: cert and key, 3: all three),
+    /// relative files under `root`, and `credentials` kept out of `Debug` output.
+    #[test]
+    fn etcd_tls_and_credentials_follow_corefile_rules() {
+        use crate::config::EtcdTls;
+        let tls = |line: &str| {
+            etcd(&format!(
+                "service.local:1053 {{\n root /etc/srvd\n etcd {{\n  endpoint https://e:2379\n  {line}\n }}\n}}\n"
+            ))
+            .security
+            .tls
+            .unwrap()
+        };
+        let at = |f: &str| PathBuf::from("/etc/srvd").join(f);
+        assert_eq!(tls("tls"), EtcdTls::default());
+        assert_eq!(
+            tls("tls ca.pem"),
+            EtcdTls {
+                ca: Some(at("ca.pem")),
+                identity: None
+            }
+        );
+        assert_eq!(
+            tls("tls c.pem /abs/k.pem"),
+            EtcdTls {
+                ca: None,
+                identity: Some((at("c.pem"), PathBuf::from("/abs/k.pem")))
+            }
+        );
+        assert_eq!(
+            tls("tls c.pem k.pem ca.pem"),
+            EtcdTls {
+                ca: Some(at("ca.pem")),
+                identity: Some((at("c.pem"), at("k.pem")))
+            }
+        );
+        // An https endpoint alone: TLS with the system's CAs.
+        let e = etcd("service.local:1053 {\n etcd {\n  endpoint https://e:2379\n }\n}\n");
+        assert_eq!(e.security.tls, Some(EtcdTls::default()));
+        let e = etcd("service.local:1053 {\n etcd {\n  credentials root s3cr3t-pw\n }\n}\n");
+        let (user, password) = e.security.user.clone().unwrap();
+        assert_eq!((user.as_str(), password.expose()), ("root", "s3cr3t-pw"));
+        assert!(!format!("{e:?}").contains("s3cr3t"), "{e:?}");
     }
 
     #[test]

@@ -293,10 +293,14 @@ async fn one_key_larger_than_the_limit_is_an_error_naming_the_key_and_the_flag()
         .put(format!("{PREFIX}huge"), big_value(1), None)
         .await
         .unwrap();
-    let mut etcd_client =
-        srvd::sync::etcd::Etcd::connect(std::slice::from_ref(&etcd.url), "/skydns/", 1024 * 1024)
-            .await
-            .unwrap();
+    let mut etcd_client = srvd::sync::etcd::Etcd::connect(
+        std::slice::from_ref(&etcd.url),
+        "/skydns/",
+        1024 * 1024,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     let error = etcd_client.list().await.unwrap_err().to_string();
     assert_eq!(
         error,
@@ -405,11 +409,15 @@ async fn a_paged_listing_raced_by_writes_is_exactly_the_store_at_its_revision() 
         })
     };
     started_rx.recv().await.unwrap();
-    let mut lister =
-        srvd::sync::etcd::Etcd::connect(std::slice::from_ref(&etcd.url), "/skydns/", FOUR_MIB)
-            .await
-            .unwrap()
-            .with_page_size(7);
+    let mut lister = srvd::sync::etcd::Etcd::connect(
+        std::slice::from_ref(&etcd.url),
+        "/skydns/",
+        FOUR_MIB,
+        &Default::default(),
+    )
+    .await
+    .unwrap()
+    .with_page_size(7);
     let listing = lister.list().await.unwrap();
     stop.cancel();
     let writes = writer.await.unwrap();

@@ -6,4 +6,5 @@ mod leases;
 mod registry;
 mod registry_answers;
 mod scenarios;
+mod secure;
 mod sync;

@@ -1,22 +1,121 @@
 //! A real `etcd` (Debian's etcd-server) on free loopback ports with a temporary data dir,
-//! stopped by PID on drop; its log is printed when a test fails while it runs.
+//! stopped by PID on drop; its log is printed when a test fails while it runs. Optionally with
+//! TLS (certificates made at run time with rcgen: [`Pki`]), client-certificate checks, and auth
+//! enabled for user `root` (through `etcdctl`, as an operator does it).
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_client::Client;
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
 /// A running etcd member.
 pub struct EtcdServer {
     child: Option<Child>,
-    /// Its client URL (`http://127.0.0.1:PORT`).
+    /// Its client URL (`http://127.0.0.1:PORT`, or `https://` with TLS).
     pub url: String,
     client_port: u16,
     peer_port: u16,
     dir: tempfile::TempDir,
     log: PathBuf,
+    options: EtcdOptions,
+    /// Auth is enabled (so the readiness check and [`EtcdServer::client`] log in as root).
+    auth_on: bool,
+}
+
+/// How a test wants etcd locked down.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdOptions {
+    /// Serve https with this PKI's server certificate.
+    pub tls: Option<Pki>,
+    /// Demand client certificates signed by the PKI's CA (`--client-cert-auth`).
+    pub client_cert_auth: bool,
+    /// Enable auth with user `root` and this password.
+    pub root_password: Option<String>,
+    /// Tokens expire this many seconds after they are issued (`--auth-token jwt,...,ttl=`).
+    pub auth_token_ttl: Option<u32>,
+}
+
+/// A CA, etcd's server certificate (for 127.0.0.1 and localhost) and a client certificate,
+/// as PEM files in a temporary directory.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    /// The directory holding generated files: removed with the last clone.
+    _dir: Option<std::sync::Arc<tempfile::TempDir>>,
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Server certificate and key.
+    pub server_cert: PathBuf,
+    /// Server key.
+    pub server_key: PathBuf,
+    /// Client certificate (signed by `ca`).
+    pub client_cert: PathBuf,
+    /// Client key.
+    pub client_key: PathBuf,
+}
+
+impl Pki {
+    /// Makes a fresh CA and certificates (ECDSA P-256, rcgen on ring).
+    pub fn generate() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        // A name of its own, so a certificate of another test's CA is an unknown issuer.
+        static CAS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = CAS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ca_params.distinguished_name.push(
+            DnType::CommonName,
+            format!("srvd test CA {} {n}", std::process::id()),
+        );
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |cn: &str| {
+            let mut params =
+                CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                    .unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &ca).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf("etcd");
+        let (client_cert, client_key) = leaf("srvd");
+        Self {
+            ca: write("ca.pem", ca.pem()),
+            server_cert: write("server.pem", server_cert),
+            server_key: write("server-key.pem", server_key),
+            client_cert: write("client.pem", client_cert),
+            client_key: write("client-key.pem", client_key),
+            _dir: Some(std::sync::Arc::new(dir)),
+        }
+    }
+
+    /// Files made elsewhere (the README's openssl commands) in `dir`: `ca.pem`, `etcd.pem`,
+    /// `etcd-key.pem`, `srvd.pem`, `srvd-key.pem`.
+    pub fn from_dir(dir: &Path) -> Self {
+        Self {
+            _dir: None,
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("etcd.pem"),
+            server_key: dir.join("etcd-key.pem"),
+            client_cert: dir.join("srvd.pem"),
+            client_key: dir.join("srvd-key.pem"),
+        }
+    }
+
+    fn pem(path: &Path) -> String {
+        std::fs::read_to_string(path).unwrap()
+    }
 }
 
 fn free_port() -> u16 {
@@ -30,23 +129,212 @@ fn free_port() -> u16 {
 impl EtcdServer {
     /// Starts etcd and waits (bounded) until it answers.
     pub async fn start() -> Self {
+        Self::start_with(EtcdOptions::default()).await
+    }
+
+    /// Starts etcd locked down as `options` says; with a root password, auth is enabled (user
+    /// `root` added and `auth enable` run with etcdctl) before this returns.
+    pub async fn start_with(options: EtcdOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("etcd.log");
         let client_port = free_port();
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let mut server = Self {
             child: None,
-            url: format!("http://127.0.0.1:{client_port}"),
+            url: format!("{scheme}://127.0.0.1:{client_port}"),
             client_port,
             peer_port: free_port(),
             dir,
             log,
+            options,
+            auth_on: false,
         };
-        server.launch().await;
+        // A port found free may be taken by a parallel test before etcd binds it: a fresh
+        // etcd may move to other ports (a restart may not, so only here).
+        for _ in 0..4 {
+            if server.try_launch().await {
+                break;
+            }
+            server.client_port = free_port();
+            server.peer_port = free_port();
+            server.url = format!("{scheme}://127.0.0.1:{}", server.client_port);
+            let _ = std::fs::remove_file(&server.log);
+            let _ = std::fs::remove_dir_all(server.dir.path().join("data"));
+        }
+        if server.child.is_none() {
+            server.launch().await;
+        }
+        if let Some(password) = server.options.root_password.clone() {
+            server.etcdctl(&["user", "add", &format!("root:{password}")]);
+            server.etcdctl(&["auth", "enable"]);
+            server.auth_on = true;
+            // Proves the password works before a test relies on it.
+            server.client().await;
+        }
         server
     }
 
+    /// Runs etcdctl against this etcd (with its TLS files and, once auth is on, as root),
+    /// asserting that it succeeds; returns its output.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(&self.url);
+        if let Some(pki) = &self.options.tls {
+            command.arg("--cacert").arg(&pki.ca);
+            command.arg("--cert").arg(&pki.client_cert);
+            command.arg("--key").arg(&pki.client_key);
+        }
+        if self.auth_on
+            && let Some(password) = &self.options.root_password
+        {
+            command.arg("--user").arg(format!("root:{password}"));
+        }
+        let out = command.args(args).output().expect("etcdctl is installed");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits (bounded) until a token issued now has expired (`auth_token_ttl`), so that every
+    /// token issued before this call has too: polls with a client that never refreshes its
+    /// token until etcd refuses it ("invalid auth token", UNAUTHENTICATED).
+    pub async fn until_tokens_expire(&self) {
+        let password = self.options.root_password.clone().expect("auth is on");
+        let options = self
+            .connect_options()
+            .with_user("root", password)
+            .with_auto_token_refresh(false);
+        let probe = Client::connect([&self.url], Some(options)).await.unwrap();
+        super::eventually(Duration::from_secs(15), "the auth token expired", || {
+            let mut probe = probe.clone();
+            async move {
+                match probe.get("/", None).await {
+                    Err(etcd_client::Error::GRpcStatus(s)) if i32::from(s.code()) == 16 => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+    }
+
+    /// The options a client that etcd accepts connects with (CA, client certificate, root).
+    pub fn connect_options(&self) -> ConnectOptions {
+        let mut options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+        if let Some(pki) = &self.options.tls {
+            options = options.with_tls(
+                TlsOptions::new()
+                    .ca_certificate(Certificate::from_pem(Pki::pem(&pki.ca)))
+                    .identity(Identity::from_pem(
+                        Pki::pem(&pki.client_cert),
+                        Pki::pem(&pki.client_key),
+                    )),
+            );
+        }
+        if self.auth_on
+            && let Some(password) = &self.options.root_password
+        {
+            options = options
+                .with_user("root", password.clone())
+                .with_auto_token_refresh(true);
+        }
+        options
+    }
+
+    /// [`EtcdServer::launch`], except that an etcd that exits because its port was taken is
+    /// reported (`false`, no child left) instead of failing the test.
+    async fn try_launch(&mut self) -> bool {
+        self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.answers().await {
+                return true;
+            }
+            if let Some(child) = &mut self.child
+                && child.try_wait().ok().flatten().is_some()
+                && self.log_text().contains("address already in use")
+            {
+                self.child = None;
+                return false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not start: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn answers(&self) -> bool {
+        if let Ok(mut client) = Client::connect([&self.url], Some(self.connect_options())).await {
+            tokio::time::timeout(Duration::from_secs(1), client.get("/", None))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        } else {
+            false
+        }
+    }
+
     async fn launch(&mut self) {
+        self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.answers().await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not start: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn spawn(&mut self) {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut locked = Vec::new();
+        if let Some(pki) = &self.options.tls {
+            locked.push("--cert-file".to_string());
+            locked.push(pki.server_cert.display().to_string());
+            locked.push("--key-file".to_string());
+            locked.push(pki.server_key.display().to_string());
+            locked.push("--trusted-ca-file".to_string());
+            locked.push(pki.ca.display().to_string());
+            if self.options.client_cert_auth {
+                locked.push("--client-cert-auth".to_string());
+            }
+        }
+        if let Some(ttl) = self.options.auth_token_ttl {
+            // JWT, not simple tokens: a simple token's TTL starts again at each use, so a test
+            // could not poll for its expiry without postponing it; a JWT's expiry is fixed.
+            let key = rcgen::KeyPair::generate().unwrap();
+            let (private, public) = (
+                self.dir.path().join("jwt.key"),
+                self.dir.path().join("jwt.pub"),
+            );
+            if !private.exists() {
+                std::fs::write(&private, key.serialize_pem()).unwrap();
+                std::fs::write(&public, key.public_key_pem()).unwrap();
+            }
+            locked.push("--auth-token".to_string());
+            locked.push(format!(
+                "jwt,pub-key={},priv-key={},sign-method=ES256,ttl={ttl}s",
+                public.display(),
+                private.display()
+            ));
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -61,6 +349,7 @@ impl EtcdServer {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("srvd-test={peer}")])
+            .args(&locked)
             .args([
                 "--logger",
                 "zap",
@@ -74,27 +363,13 @@ impl EtcdServer {
             .spawn()
             .expect("etcd is installed (scripts/install-deps installs etcd-server)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(mut client) = Client::connect([&self.url], None).await
-                && tokio::time::timeout(Duration::from_secs(1), client.get("/", None))
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not start: {}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     /// A client for tests to write with.
     pub async fn client(&self) -> Client {
-        Client::connect([&self.url], None).await.unwrap()
+        Client::connect([&self.url], Some(self.connect_options()))
+            .await
+            .unwrap()
     }
 
     /// Stops etcd (SIGKILL by PID) and waits for it to exit.
@@ -124,7 +399,12 @@ impl EtcdServer {
     pub async fn move_to_new_port(&mut self) -> String {
         self.stop();
         self.client_port = free_port();
-        self.url = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        self.url = format!("{scheme}://127.0.0.1:{}", self.client_port);
         self.launch().await;
         self.url.clone()
     }
