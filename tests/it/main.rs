@@ -7,6 +7,8 @@ mod browse;
 mod client;
 mod corefile;
 mod etcd;
+#[cfg(feature = "hickory")]
+mod hickory;
 mod ops;
 mod order;
 mod protocol;
