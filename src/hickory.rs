@@ -223,7 +223,15 @@ impl ZoneHandler for SrvdZone {
                 Transport::Tcp,
                 None,
             ),
-            Some(info) => self.respond(info.query.original(), transport_of(info.protocol), None),
+            // The request's own question keeps the client's spelling for the owner names.
+            Some(info) if info.query.name() == name && info.query.query_type() == rtype => {
+                self.respond(info.query.original(), transport_of(info.protocol), None)
+            }
+            Some(info) => self.respond(
+                &Query::query(Name::from(name.clone()), rtype),
+                transport_of(info.protocol),
+                None,
+            ),
         }
     }
 

@@ -326,6 +326,11 @@ async fn hickory_serves_srvds_zone_files_with_srvds_answers() {
             RecordType::SRV,
             ResponseCode::NoError,
         ),
+        (
+            "a.svc.example.test.",
+            RecordType::ANY,
+            ResponseCode::NoError,
+        ),
     ];
     for (name, qtype, rcode) in cases {
         let what = format!("{name} {qtype}");
@@ -334,6 +339,24 @@ async fn hickory_serves_srvds_zone_files_with_srvds_answers() {
         assert_eq!(from_hickory.metadata.response_code, rcode, "{what}");
         assert_same(&what, &from_hickory, &tcp(srvd.addr, &q).await);
     }
+    // Owners are spelled as the client asked, as srvd spells them.
+    // (`query` parses names as UTF-8, which folds case: spell this one in ASCII.)
+    let mut q = query("a.svc.example.test.", RecordType::A);
+    q.queries[0] = hickory_proto::op::Query::query(
+        hickory_proto::rr::Name::from_ascii("A.Svc.Example.TEST.").unwrap(),
+        RecordType::A,
+    );
+    let (mixed, from_srvd) = (udp(hickory.udp, &q).await, udp(srvd.addr, &q).await);
+    assert_eq!(
+        from_srvd.answers[0].name.to_ascii(),
+        "A.Svc.Example.TEST.",
+        "{from_srvd:?}"
+    );
+    assert_eq!(
+        mixed.answers[0].name.to_ascii(),
+        "A.Svc.Example.TEST.",
+        "{mixed:?}"
+    );
     // The zone file's SOA has TTL 3600 and MINIMUM 120: a negative answer carries 120.
     let nx = udp(hickory.udp, &query("nope.example.test.", RecordType::A)).await;
     assert_eq!(
@@ -507,5 +530,48 @@ async fn the_readme_hickory_example_answers_as_srvd_serve_does() {
         &udp(example, &q).await,
         &udp(srvd.addr, &q).await,
     );
+    srvd.shutdown().await;
+}
+
+/// Before the first full etcd read (here: an etcd that never answers), srvd's etcd zones answer
+/// SERVFAIL, never a wrong NXDOMAIN; a hickory authoritative zone cannot return SERVFAIL, so the
+/// handler skips and the catalog answers SERVFAIL, as `srvd serve` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_zone_not_yet_read_answers_servfail_through_hickory_too() {
+    // A port nothing listens on: srvd retries in the background and never finishes a read.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let srvd = TestServer::start_with(&fixture_zones(), |config| {
+        let mut etcd = EtcdConfig::new(vec![nowhere.clone()]);
+        etcd.zones = vec![srvd::config::parse_zone("service.local").unwrap()];
+        config.zones = ZoneSource::None;
+        config.etcd = Some(etcd);
+    })
+    .await;
+    let hickory = HickoryZone::start(&nowhere).await;
+    assert!(
+        hickory
+            .zones
+            .running()
+            .sync_status()
+            .unwrap()
+            .revision
+            .is_none()
+    );
+    for (name, qtype) in [
+        (SRV_NAME, RecordType::SRV),
+        ("nope.service.local.", RecordType::A),
+    ] {
+        let q = query(name, qtype);
+        let from_hickory = udp(hickory.udp, &q).await;
+        assert_eq!(
+            from_hickory.metadata.response_code,
+            ResponseCode::ServFail,
+            "{name} {qtype}: {from_hickory:?}"
+        );
+        let from_srvd = udp(srvd.addr, &q).await;
+        assert_eq!(from_srvd.metadata.response_code, ResponseCode::ServFail);
+        assert!(from_hickory.answers.is_empty() && from_hickory.authorities.is_empty());
+    }
+    hickory.stop().await;
     srvd.shutdown().await;
 }
