@@ -19,6 +19,8 @@
 //!   other handler then answers SERVFAIL (and logs that at `error`);
 //! - after a positive SOA answer the catalog asks for the apex NS to put in Authority: srvd's
 //!   answers carry none, so that lookup is empty.
+//! - what `server::handler` refuses before asking a zone (AXFR, IXFR, classes other than IN and
+//!   ANY) is REFUSED here too; hickory's defaults would answer an AXFR with an empty NOERROR.
 //!
 //! What stays hickory's: the response header, EDNS, and the encoding. srvd's encoder is run
 //! first at hickory's size limit only to learn how much glue fits (srvd drops whole glue
@@ -34,7 +36,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use hickory_proto::op::{Query, ResponseCode};
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestInfo};
 use hickory_server::zone_handler::{
     AuthLookup, AxfrPolicy, Catalog, LookupControlFlow, LookupError, LookupOptions, LookupRecords,
@@ -149,6 +151,9 @@ fn hickory_limit(transport: Transport, payload: Option<u16>) -> u16 {
 /// drops whole glue RRsets from the end without setting TC, so the records kept are a prefix.
 /// When the answer records themselves do not fit, none: hickory cuts the answer and sets TC.
 fn fitting_additionals(query: &Query, answer: &Answer<'_>, limit: u16, edns: bool) -> usize {
+    if answer.additional.is_empty() {
+        return 0;
+    }
     let response = Response {
         header: RequestHeader {
             id: 0,
@@ -247,9 +252,30 @@ impl ZoneHandler for SrvdZone {
             Ok(info) => info,
             Err(error) => return (LookupControlFlow::Break(Err(error)), None),
         };
+        // What `server::handler` refuses before any zone is asked (IXFR reaches here; AXFR goes
+        // to `zone_transfer`).
+        if !matches!(info.query.query_class(), DNSClass::IN | DNSClass::ANY)
+            || matches!(info.query.query_type(), RecordType::AXFR | RecordType::IXFR)
+        {
+            let refused = LookupError::from(ResponseCode::Refused);
+            return (LookupControlFlow::Break(Err(refused)), None);
+        }
         let payload = request.edns.as_ref().map(|edns| edns.max_payload());
         let flow = self.respond(info.query.original(), transport_of(info.protocol), payload);
         (flow, None)
+    }
+
+    /// REFUSED, as `srvd serve` answers AXFR (hickory's default, NOTIMP, comes out as NOERROR).
+    async fn zone_transfer(
+        &self,
+        _request: &Request,
+        _lookup_options: LookupOptions,
+        _now: u64,
+    ) -> Option<(
+        Result<hickory_server::zone_handler::ZoneTransfer, LookupError>,
+        Option<hickory_proto::rr::TSigResponseContext>,
+    )> {
+        Some((Err(LookupError::from(ResponseCode::Refused)), None))
     }
 
     /// No DNSSEC: srvd's zones are unsigned.

@@ -339,6 +339,28 @@ async fn hickory_serves_srvds_zone_files_with_srvds_answers() {
         assert_eq!(from_hickory.metadata.response_code, rcode, "{what}");
         assert_same(&what, &from_hickory, &tcp(srvd.addr, &q).await);
     }
+    // What srvd refuses before asking a zone: zone transfers, classes other than IN.
+    let mut chaos = query("a.svc.example.test.", RecordType::A);
+    chaos.queries[0].set_query_class(hickory_proto::rr::DNSClass::CH);
+    for (what, q) in [
+        ("AXFR", query("example.test.", RecordType::AXFR)),
+        ("IXFR", query("example.test.", RecordType::IXFR)),
+        ("class CH", chaos),
+    ] {
+        let from_hickory = tcp(hickory.tcp, &q).await;
+        assert_eq!(
+            from_hickory.metadata.response_code,
+            ResponseCode::Refused,
+            "{what}: {from_hickory:?}"
+        );
+        assert_eq!(
+            tcp(srvd.addr, &q).await.metadata.response_code,
+            ResponseCode::Refused,
+            "{what}"
+        );
+        assert!(from_hickory.answers.is_empty(), "{what}");
+    }
+
     // Owners are spelled as the client asked, as srvd spells them.
     // (`query` parses names as UTF-8, which folds case: spell this one in ASCII.)
     let mut q = query("a.svc.example.test.", RecordType::A);
