@@ -299,7 +299,9 @@ fn transport_of(protocol: hickory_server::net::xfer::Protocol) -> Transport {
 
 /// srvd's zones, loaded and kept in sync exactly as `srvd serve` does (zone files, an etcd
 /// mirror on the caller's tokio runtime, reloads), without srvd's DNS listeners: hickory serves
-/// them. Dropping it does not stop the sync task; call [`Zones::stop`].
+/// them. Dropping it leaves the sync task running, so the handlers it gave out stay live (a
+/// dropped value must not freeze a zone a catalog still serves); [`Zones::stop`] ends it, after
+/// which those handlers answer from the last snapshot.
 #[derive(Debug)]
 pub struct Zones {
     running: Running,

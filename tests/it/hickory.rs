@@ -275,7 +275,31 @@ async fn hickory_serves_srvds_etcd_zone_with_srvds_answers() {
         updated.additionals
     );
 
-    hickory.stop().await;
+    // Dropping `Zones` leaves the sync running: the catalog's handlers stay live.
+    let HickoryZone {
+        udp: hickory_udp,
+        mut server,
+        zones,
+        ..
+    } = hickory;
+    drop(zones);
+    put(
+        &mut client,
+        &format!("{base}/x5"),
+        r#"{"host":"10.0.0.5","port":8080,"priority":10,"weight":10}"#,
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "x5 after Zones was dropped",
+        || async {
+            let reply = udp(hickory_udp, &query(SRV_NAME, RecordType::SRV)).await;
+            (reply.answers.len() == 5).then_some(())
+        },
+    )
+    .await;
+
+    server.shutdown_gracefully().await.unwrap();
     srvd.shutdown().await;
 }
 
