@@ -597,6 +597,13 @@ impl Running {
         self.index.load_full()
     }
 
+    /// The handle every snapshot is published through (a reload publishes through the same
+    /// one): what answers outside srvd's own listeners read, one `load` per question, so they
+    /// follow etcd and reloads as srvd's listeners do (`hickory::SrvdZone`).
+    pub fn index_handle(&self) -> Arc<IndexHandle> {
+        self.index.clone()
+    }
+
     /// Waits (up to `limit`) until the mirror reflects at least `revision`; returns whether it does.
     pub async fn wait_for_revision(&self, revision: i64, limit: std::time::Duration) -> bool {
         let Some(mut status) = self.sync_status.clone() else {

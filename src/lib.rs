@@ -11,7 +11,8 @@
 //!
 //! Modules: [`dnssd`] (RFC 2782 order, shared); with the `client` feature `client` (service
 //! resolution for programs); with the `server` feature `zonefile`, `backend`, `index`, `sync`,
-//! `answer`, `server`, `config`, `daemon`, `register` (the `srvd register` sidecar); `cli` with both. See ARCHITECTURE.md.
+//! `answer`, `server`, `config`, `daemon`, `register` (the `srvd register` sidecar); `cli` with both; with the `hickory` feature `hickory`
+//! (srvd's zones as hickory-server `ZoneHandler`s). See ARCHITECTURE.md.
 
 pub mod dnssd;
 
@@ -27,6 +28,8 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod daemon;
+#[cfg(feature = "hickory")]
+pub mod hickory;
 #[cfg(feature = "server")]
 pub mod index;
 #[cfg(feature = "server")]

@@ -8,6 +8,8 @@ mod client;
 mod corefile;
 mod encrypted;
 mod etcd;
+#[cfg(feature = "hickory")]
+mod hickory;
 mod ops;
 mod order;
 mod protocol;
