@@ -56,7 +56,15 @@ pub enum StartError {
     /// A DNS over TLS or HTTPS certificate or key file is unreadable or invalid (names the
     /// file).
     #[error("TLS certificate or key {0}")]
-    Tls(#[from] server::tls::TlsFileError),
+    Tls(server::tls::TlsFileError),
+}
+
+// Not `#[from]`: that would also make the file error the source, and `main` prints the chain,
+// so its text would appear twice.
+impl From<server::tls::TlsFileError> for StartError {
+    fn from(error: server::tls::TlsFileError) -> Self {
+        Self::Tls(error)
+    }
 }
 
 impl From<crate::sync::etcd::SyncError> for StartError {

@@ -497,6 +497,16 @@ fn a_bad_certificate_or_key_stops_the_start_naming_the_file() {
             crate::support::srvd::run_binary_expecting_failure(&fixture_zones(), &all);
         assert_ne!(code, 0);
         assert!(stderr.contains(names), "names {names}: {stderr}");
+        // The error is printed with its chain: the file's own error must not appear twice.
+        let error = stderr
+            .lines()
+            .find(|l| l.starts_with("srvd:"))
+            .unwrap_or("");
+        assert_eq!(
+            error.matches(names).count(),
+            1,
+            "names {names} once: {stderr}"
+        );
     }
     // `srvd check` reads a Corefile's certificates as `serve` does.
     let corefile = dir.path().join("Corefile");
