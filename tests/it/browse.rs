@@ -28,7 +28,9 @@ fn ip(text: &str) -> IpAddr {
 
 /// A loopback address where nothing answers DNS.
 fn dead_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // On 127.0.0.2, where no other test binds: a port freed on 127.0.0.1 may be taken by the
+    // next test server before this one asks it.
+    let listener = TcpListener::bind("127.0.0.2:0").unwrap();
     listener.local_addr().unwrap()
 }
 
