@@ -394,3 +394,79 @@ async fn a_replica_started_while_a_member_is_frozen_reads_and_watches_through_th
     cluster.thaw(0);
     assert_mirror_equals_etcd(addr, &mut client, &[]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_member_frozen_past_the_keep_alive_is_noticed_once_and_resumed_after() {
+    let etcd = crate::support::etcd::EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    for i in 0..STABLE {
+        client
+            .put(key(&format!("s{i}")), value(stable_ip(i)), None)
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut srvd = spawn_binary_logging(
+        dir.path(),
+        &["--etcd", &etcd.url, "--zone", "skydns.test."],
+        "srvd=info",
+    );
+    let addr = srvd.addr;
+    arrives(
+        addr,
+        "s0",
+        stable_ip(0),
+        Duration::from_secs(10),
+        Instant::now(),
+    )
+    .await;
+    let queries = QueryLoop::start(addr);
+    let frozen = Instant::now();
+    etcd.freeze();
+    tokio::task::block_in_place(|| {
+        srvd.log_until(Duration::from_secs(30), |log| {
+            log.iter().any(|l| l.contains("etcd unreachable"))
+        });
+    });
+    let noticed = frozen.elapsed();
+    // The fault lasts 10 s (longer than the 6 s keep-alive): srvd retries against a member that
+    // completes connects and answers nothing; every try must end, none may log the outage again.
+    tokio::time::sleep_until((frozen + Duration::from_secs(10)).into()).await;
+    etcd.thaw();
+    let thawed = Instant::now();
+    let mut client = etcd.client().await;
+    client
+        .put(key("after"), value(Ipv4Addr::new(10, 5, 0, 1)), None)
+        .await
+        .unwrap();
+    let first = arrives(
+        addr,
+        "after",
+        Ipv4Addr::new(10, 5, 0, 1),
+        Duration::from_secs(30),
+        thawed,
+    )
+    .await;
+    eprintln!(
+        "figure: only member frozen; outage logged after {noticed:?}; after the thaw an update visible in {first:?}"
+    );
+    let (count, failures) = queries.finish().await;
+    assert!(count > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {count} queries failed: {failures:#?}",
+        failures.len()
+    );
+    tokio::task::block_in_place(|| {
+        srvd.log_until(Duration::from_secs(10), |log| {
+            log.iter().any(|l| l.contains("etcd reachable again"))
+        });
+    });
+    let unreachable = srvd
+        .log
+        .iter()
+        .filter(|l| l.contains("etcd unreachable"))
+        .count();
+    assert_eq!(unreachable, 1, "the outage is logged once: {:#?}", srvd.log);
+    assert_mirror_equals_etcd(addr, &mut client, &[]).await;
+}

@@ -380,6 +380,23 @@ impl EtcdServer {
         }
     }
 
+    /// Freezes etcd (SIGSTOP by PID): the kernel still completes TCP connects to it, but it
+    /// answers nothing until [`EtcdServer::thaw`] (a SIGKILL on drop ends it either way).
+    pub fn freeze(&self) {
+        self.signal(rustix::process::Signal::STOP);
+    }
+
+    /// Lets a frozen etcd run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(rustix::process::Signal::CONT);
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let child = self.child.as_ref().expect("etcd is running");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a PID is positive");
+        rustix::process::kill_process(pid, signal).expect("signal delivered");
+    }
+
     /// Starts etcd again on the same port and data.
     pub async fn restart(&mut self) {
         self.stop();
