@@ -1,6 +1,7 @@
 //! srvd against a real etcd: CoreDNS-compatible answers and the mirror's sync guarantees.
 
 mod catch_up;
+mod cluster;
 mod large;
 mod leases;
 mod registry;

@@ -380,6 +380,23 @@ impl EtcdServer {
         }
     }
 
+    /// Freezes etcd (SIGSTOP by PID): the kernel still completes TCP connects to it, but it
+    /// answers nothing until [`EtcdServer::thaw`] (a SIGKILL on drop ends it either way).
+    pub fn freeze(&self) {
+        self.signal(rustix::process::Signal::STOP);
+    }
+
+    /// Lets a frozen etcd run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(rustix::process::Signal::CONT);
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let child = self.child.as_ref().expect("etcd is running");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a PID is positive");
+        rustix::process::kill_process(pid, signal).expect("signal delivered");
+    }
+
     /// Starts etcd again on the same port and data.
     pub async fn restart(&mut self) {
         self.stop();
@@ -428,5 +445,285 @@ impl Drop for EtcdServer {
             eprintln!("--- etcd log ({}):\n{}", self.url, self.log_text());
         }
         self.stop();
+    }
+}
+
+/// One member of an [`EtcdCluster`].
+struct Member {
+    name: String,
+    /// Its client URL.
+    url: String,
+    peer: String,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    /// Stopped with SIGSTOP and not yet continued (so drop continues it before killing).
+    frozen: bool,
+}
+
+/// A 3-member etcd cluster on free loopback ports, each member with its own data dir; members
+/// are killed, frozen (SIGSTOP) and restarted by PID, one at a time, as a test breaks things.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// Starts three members and waits (bounded) until each answers and the cluster has a leader.
+    pub async fn start() -> Self {
+        // Ports found free may be taken before etcd binds them: a fresh cluster moves to others.
+        for _ in 0..4 {
+            let dir = tempfile::tempdir().unwrap();
+            let members: Vec<Member> = (0..3)
+                .map(|i| Member {
+                    name: format!("m{i}"),
+                    url: format!("http://127.0.0.1:{}", free_port()),
+                    peer: format!("http://127.0.0.1:{}", free_port()),
+                    data: dir.path().join(format!("m{i}")),
+                    log: dir.path().join(format!("m{i}.log")),
+                    child: None,
+                    frozen: false,
+                })
+                .collect();
+            let mut cluster = Self { members, _dir: dir };
+            for i in 0..3 {
+                cluster.spawn(i);
+            }
+            if cluster.until_ready().await {
+                return cluster;
+            }
+        }
+        panic!("a 3-member etcd cluster did not start on free ports in 4 attempts");
+    }
+
+    /// The `--initial-cluster` value naming all three members.
+    fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let initial = self.initial_cluster();
+        let m = &mut self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data)
+            .args(["--listen-client-urls", &m.url])
+            .args(["--advertise-client-urls", &m.url])
+            .args(["--listen-peer-urls", &m.peer])
+            .args(["--initial-advertise-peer-urls", &m.peer])
+            .args(["--initial-cluster", &initial])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "srvd-test-cluster"])
+            // Short election timings: a lost leader is replaced within about a second.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd is installed (scripts/install-deps installs etcd-server)");
+        m.child = Some(child);
+        m.frozen = false;
+    }
+
+    /// Waits (bounded, 30 s) until every running member answers a linearizable read; `false`
+    /// when a member exited because its port was taken (the caller starts afresh).
+    async fn until_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut all = true;
+            for i in 0..self.members.len() {
+                if self.members[i].child.is_some() && !self.answers(i).await {
+                    all = false;
+                }
+            }
+            if all {
+                return true;
+            }
+            for m in &mut self.members {
+                if let Some(child) = &mut m.child
+                    && child.try_wait().ok().flatten().is_some()
+                    && std::fs::read_to_string(&m.log)
+                        .unwrap_or_default()
+                        .contains("address already in use")
+                {
+                    self.stop_all();
+                    return false;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd cluster did not start: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether member `i` answers a (linearizable, so quorum-backed) read within a second.
+    async fn answers(&self, i: usize) -> bool {
+        let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1));
+        let Ok(mut client) = Client::connect([&self.members[i].url], Some(options)).await else {
+            return false;
+        };
+        tokio::time::timeout(Duration::from_secs(1), client.get("/", None))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Every member's client URL, in member order.
+    pub fn urls(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.url.clone()).collect()
+    }
+
+    /// A client talking to member `i` only (writes through it reach the leader).
+    pub async fn client(&self, i: usize) -> Client {
+        let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+        Client::connect([&self.members[i].url], Some(options))
+            .await
+            .unwrap()
+    }
+
+    /// The index of the current leader, asked of a running member through the maintenance
+    /// API (bounded: 10 s, through an election).
+    pub async fn leader(&self) -> usize {
+        let live: Vec<usize> = (0..3)
+            .filter(|i| self.members[*i].child.is_some() && !self.members[*i].frozen)
+            .collect();
+        super::eventually(Duration::from_secs(10), "the cluster has a leader", || {
+            let live = live.clone();
+            async move {
+                for i in live {
+                    let mut client = self.client(i).await;
+                    let Ok(Ok(status)) =
+                        tokio::time::timeout(Duration::from_secs(1), client.status()).await
+                    else {
+                        continue;
+                    };
+                    let own = status.header()?.member_id();
+                    if status.leader() == 0 {
+                        continue;
+                    }
+                    if status.leader() == own {
+                        return Some(i);
+                    }
+                    // Ask the leader itself, so the answer is the member's index.
+                    let members = client.member_list().await.ok()?;
+                    let leader = members
+                        .members()
+                        .iter()
+                        .find(|m| m.id() == status.leader())?;
+                    return self.members.iter().position(|m| m.name == leader.name());
+                }
+                None
+            }
+        })
+        .await
+    }
+
+    /// How many watchers member `i` serves (its `/metrics`): tells which member holds a client's
+    /// watch when the test's own clients watch nothing (0 for a killed or frozen member).
+    pub async fn watchers(&self, i: usize) -> u64 {
+        if self.members[i].child.is_none() || self.members[i].frozen {
+            return 0;
+        }
+        let addr = self.members[i]
+            .url
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap();
+        let (_, body) = super::http::get(addr, "/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
+    /// Kills member `i` (SIGKILL by PID) and waits for it to exit.
+    pub fn kill(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        if let Some(mut child) = m.child.take() {
+            if m.frozen {
+                Self::signal(&child, rustix::process::Signal::CONT);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        m.frozen = false;
+    }
+
+    /// Freezes member `i` (SIGSTOP): its sockets stay open and the kernel still completes TCP
+    /// connects to it, but it answers nothing.
+    pub fn freeze(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        Self::signal(m.child.as_ref().unwrap(), rustix::process::Signal::STOP);
+        m.frozen = true;
+    }
+
+    /// Thaws member `i` (SIGCONT).
+    pub fn thaw(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        Self::signal(m.child.as_ref().unwrap(), rustix::process::Signal::CONT);
+        m.frozen = false;
+    }
+
+    fn signal(child: &Child, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a PID is positive");
+        rustix::process::kill_process(pid, signal).expect("signal delivered");
+    }
+
+    /// Starts member `i` again on its ports and data (it rejoins the cluster) and waits
+    /// (bounded) until it answers.
+    pub async fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.answers(i).await {
+            assert!(
+                Instant::now() < deadline,
+                "etcd member {i} did not restart: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| {
+                format!(
+                    "--- {} ({}):\n{}",
+                    m.name,
+                    m.url,
+                    std::fs::read_to_string(&m.log).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        self.stop_all();
     }
 }

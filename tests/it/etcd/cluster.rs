@@ -1,0 +1,472 @@
+//! srvd on a 3-member etcd cluster while members die and freeze: every query in a continuous
+//! loop is answered, updates written through the surviving members arrive, and at the end the
+//! mirror equals a full read of etcd key for key. Figures (time to notice, time to the first
+//! update after the fault) are printed for the report; no test asserts a speed.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, GetOptions};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+
+use crate::support::dns::{a_of, query, udp_raw};
+use crate::support::etcd::EtcdCluster;
+use crate::support::eventually;
+use crate::support::srvd::{SrvdProcess, spawn_binary_logging};
+
+/// Names the query loop asks for; never changed, so each has one right answer.
+const STABLE: u32 = 10;
+
+fn key(name: &str) -> String {
+    format!("/skydns/test/skydns/{name}")
+}
+
+fn value(ip: Ipv4Addr) -> String {
+    format!(r#"{{"host":"{ip}"}}"#)
+}
+
+fn stable_ip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, 0, u8::try_from(i).unwrap())
+}
+
+/// Writes through member `via`, retrying (bounded) while the cluster elects a new leader.
+async fn put_via(cluster: &EtcdCluster, via: usize, name: &str, ip: Ipv4Addr) -> i64 {
+    eventually(
+        Duration::from_secs(15),
+        "a write through a survivor",
+        || async move {
+            let mut client = cluster.client(via).await;
+            let put = client.put(key(name), value(ip), None);
+            match tokio::time::timeout(Duration::from_secs(2), put).await {
+                Ok(Ok(r)) => r.header().map(|h| h.revision()),
+                _ => None,
+            }
+        },
+    )
+    .await
+}
+
+/// The query loop: asks for the stable names round-robin until `stop` (or 200,000 queries /
+/// 120 s, whichever comes first), counting queries and wrong or missing answers.
+struct QueryLoop {
+    stop: Arc<AtomicBool>,
+    queries: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl QueryLoop {
+    fn start(addr: SocketAddr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let queries = Arc::new(AtomicU64::new(0));
+        let (flag, count) = (stop.clone(), queries.clone());
+        let task = tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut failures = Vec::new();
+            let mut n = 0u32;
+            while !flag.load(Ordering::Relaxed) && n < 200_000 && Instant::now() < deadline {
+                let i = n % STABLE;
+                let name = format!("s{i}.skydns.test.");
+                let bytes = query(&name, RecordType::A).to_vec().unwrap();
+                let got = udp_raw(addr, &bytes)
+                    .await
+                    .and_then(|b| Message::from_vec(&b).ok());
+                let right = got.as_ref().is_some_and(|m| {
+                    m.metadata.response_code == ResponseCode::NoError
+                        && m.answers
+                            .iter()
+                            .filter_map(|r| match &r.data {
+                                RData::A(a) => Some(a.0),
+                                _ => None,
+                            })
+                            .eq([stable_ip(i)])
+                });
+                if !right {
+                    failures.push(format!(
+                        "query {n} for {name}: {:?}",
+                        got.map(|m| (m.metadata.response_code, m.answers))
+                    ));
+                }
+                n += 1;
+                count.store(u64::from(n), Ordering::Relaxed);
+            }
+            failures
+        });
+        Self {
+            stop,
+            queries,
+            task,
+        }
+    }
+
+    /// Stops the loop; returns (queries, failures).
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.task.await.unwrap();
+        (self.queries.load(Ordering::Relaxed), failures)
+    }
+}
+
+/// Starts a cluster holding the stable names and srvd (the binary) on all three endpoints,
+/// waiting (bounded) until srvd answers from its first read.
+async fn cluster_and_srvd(dir: &std::path::Path) -> (EtcdCluster, SrvdProcess) {
+    let cluster = EtcdCluster::start().await;
+    let mut client = cluster.client(0).await;
+    for i in 0..STABLE {
+        client
+            .put(key(&format!("s{i}")), value(stable_ip(i)), None)
+            .await
+            .unwrap();
+    }
+    let endpoints = cluster.urls().join(",");
+    let srvd = spawn_binary_logging(
+        dir,
+        &["--etcd", &endpoints, "--zone", "skydns.test."],
+        "srvd=info",
+    );
+    let addr = srvd.addr;
+    eventually(
+        Duration::from_secs(10),
+        "srvd's first read",
+        || async move {
+            (a_of(addr, "s0.skydns.test.").await == Some(vec![stable_ip(0)])).then_some(())
+        },
+    )
+    .await;
+    (cluster, srvd)
+}
+
+/// The member holding srvd's watch (the test's own clients watch nothing), bounded.
+async fn watching_member(cluster: &EtcdCluster) -> usize {
+    eventually(
+        Duration::from_secs(10),
+        "a member holds srvd's watch",
+        || async {
+            for i in 0..3 {
+                if cluster.watchers(i).await > 0 {
+                    return Some(i);
+                }
+            }
+            None
+        },
+    )
+    .await
+}
+
+/// Waits (bounded) until `name` answers `ip`; returns how long after `since` it did.
+async fn arrives(
+    addr: SocketAddr,
+    name: &str,
+    ip: Ipv4Addr,
+    limit: Duration,
+    since: Instant,
+) -> Duration {
+    let fqdn = format!("{name}.skydns.test.");
+    let fqdn = &fqdn;
+    eventually(limit, &format!("{name} arrives"), || async move {
+        (a_of(addr, fqdn).await == Some(vec![ip])).then_some(())
+    })
+    .await;
+    since.elapsed()
+}
+
+/// Every key under `/skydns/` in etcd, read in full through `client`, answers in srvd as etcd
+/// holds it, and srvd answers nothing for a name whose key is gone.
+async fn assert_mirror_equals_etcd(addr: SocketAddr, client: &mut Client, gone: &[&str]) {
+    let all = client
+        .get("/skydns/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert!(
+        all.kvs().len() > STABLE as usize,
+        "{} keys",
+        all.kvs().len()
+    );
+    for kv in all.kvs() {
+        let name = kv
+            .key_str()
+            .unwrap()
+            .trim_start_matches("/skydns/test/skydns/");
+        let host: serde_json::Value = serde_json::from_slice(kv.value()).unwrap();
+        let ip: Ipv4Addr = host["host"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            a_of(addr, &format!("{name}.skydns.test.")).await,
+            Some(vec![ip]),
+            "{}",
+            kv.key_str().unwrap()
+        );
+    }
+    for name in gone {
+        assert_eq!(
+            a_of(addr, &format!("{name}.skydns.test.")).await,
+            None,
+            "{name}"
+        );
+    }
+}
+
+fn survivor(not: &[usize]) -> usize {
+    (0..3).find(|i| !not.contains(i)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_watched_member_then_the_leader_costs_no_answer_and_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cluster, srvd) = cluster_and_srvd(dir.path()).await;
+    let addr = srvd.addr;
+    let queries = QueryLoop::start(addr);
+
+    // 1. The member srvd watches through dies.
+    let watched = watching_member(&cluster).await;
+    let killed = Instant::now();
+    cluster.kill(watched);
+    let via = survivor(&[watched]);
+    put_via(&cluster, via, "u1", Ipv4Addr::new(10, 2, 0, 1)).await;
+    let accepted = killed.elapsed();
+    let first = arrives(
+        addr,
+        "u1",
+        Ipv4Addr::new(10, 2, 0, 1),
+        Duration::from_secs(30),
+        killed,
+    )
+    .await;
+    let rewatched = watching_member(&cluster).await;
+    assert_ne!(rewatched, watched, "the watch moved to a live member");
+    eprintln!(
+        "figure: watched member {watched} killed; a write accepted after {accepted:?}, visible in srvd after {first:?}"
+    );
+    let mut client = cluster.client(via).await;
+    client
+        .put(key("gone"), value(Ipv4Addr::new(10, 2, 9, 9)), None)
+        .await
+        .unwrap();
+    cluster.restart(watched).await;
+
+    // 2. The leader dies (quorum holds: the first member is back).
+    let leader = cluster.leader().await;
+    let killed = Instant::now();
+    cluster.kill(leader);
+    let via = survivor(&[leader]);
+    put_via(&cluster, via, "u2", Ipv4Addr::new(10, 2, 0, 2)).await;
+    let accepted = killed.elapsed();
+    let mut client = cluster.client(via).await;
+    client.delete(key("gone"), None).await.unwrap();
+    let first = arrives(
+        addr,
+        "u2",
+        Ipv4Addr::new(10, 2, 0, 2),
+        Duration::from_secs(30),
+        killed,
+    )
+    .await;
+    eprintln!(
+        "figure: leader {leader} killed; a write accepted after {accepted:?}, visible in srvd after {first:?}"
+    );
+
+    let (count, failures) = queries.finish().await;
+    assert!(count > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {count} queries failed: {failures:#?}",
+        failures.len()
+    );
+    eprintln!("figure: {count} queries, 0 failed");
+    // Wait for the delete, then compare everything.
+    eventually(Duration::from_secs(10), "the delete arrives", || async {
+        a_of(addr, "gone.skydns.test.")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_mirror_equals_etcd(addr, &mut client, &["gone"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_member_is_noticed_served_around_and_loses_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cluster, mut srvd) = cluster_and_srvd(dir.path()).await;
+    let addr = srvd.addr;
+    let queries = QueryLoop::start(addr);
+
+    let watched = watching_member(&cluster).await;
+    let frozen = Instant::now();
+    cluster.freeze(watched);
+    let via = survivor(&[watched]);
+    put_via(&cluster, via, "f1", Ipv4Addr::new(10, 3, 0, 1)).await;
+    let accepted = frozen.elapsed();
+    let first = arrives(
+        addr,
+        "f1",
+        Ipv4Addr::new(10, 3, 0, 1),
+        Duration::from_secs(45),
+        frozen,
+    )
+    .await;
+    tokio::task::block_in_place(|| {
+        srvd.log_until(Duration::from_secs(5), |log| {
+            log.iter().any(|l| l.contains("etcd unreachable"))
+        });
+    });
+    let noticed = frozen.elapsed();
+    eprintln!(
+        "figure: member {watched} frozen; a write accepted after {accepted:?}, visible in srvd after {first:?}, outage logged by {noticed:?}"
+    );
+
+    // While it stays frozen, updates keep arriving; then it thaws and rejoins.
+    put_via(&cluster, via, "f2", Ipv4Addr::new(10, 3, 0, 2)).await;
+    arrives(
+        addr,
+        "f2",
+        Ipv4Addr::new(10, 3, 0, 2),
+        Duration::from_secs(10),
+        Instant::now(),
+    )
+    .await;
+    cluster.thaw(watched);
+    put_via(&cluster, watched, "f3", Ipv4Addr::new(10, 3, 0, 3)).await;
+    arrives(
+        addr,
+        "f3",
+        Ipv4Addr::new(10, 3, 0, 3),
+        Duration::from_secs(10),
+        Instant::now(),
+    )
+    .await;
+
+    let (count, failures) = queries.finish().await;
+    assert!(count > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {count} queries failed: {failures:#?}",
+        failures.len()
+    );
+    eprintln!("figure: {count} queries, 0 failed");
+    let unreachable = srvd
+        .log
+        .iter()
+        .filter(|l| l.contains("etcd unreachable"))
+        .count();
+    assert_eq!(unreachable, 1, "the outage is logged once: {:#?}", srvd.log);
+    let mut client = cluster.client(via).await;
+    assert_mirror_equals_etcd(addr, &mut client, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_while_a_member_is_frozen_reads_and_watches_through_the_others() {
+    let cluster = EtcdCluster::start().await;
+    let mut client = cluster.client(1).await;
+    for i in 0..STABLE {
+        client
+            .put(key(&format!("s{i}")), value(stable_ip(i)), None)
+            .await
+            .unwrap();
+    }
+    let mut cluster = cluster;
+    // Member 0 (first in srvd's list) accepts TCP connects but answers nothing.
+    cluster.freeze(0);
+    let dir = tempfile::tempdir().unwrap();
+    let endpoints = cluster.urls().join(",");
+    let started = Instant::now();
+    let srvd = spawn_binary_logging(
+        dir.path(),
+        &["--etcd", &endpoints, "--zone", "skydns.test."],
+        "srvd=info",
+    );
+    let addr = srvd.addr;
+    let read = arrives(addr, "s0", stable_ip(0), Duration::from_secs(45), started).await;
+    let written = Instant::now();
+    put_via(&cluster, 2, "w1", Ipv4Addr::new(10, 4, 0, 1)).await;
+    let first = arrives(
+        addr,
+        "w1",
+        Ipv4Addr::new(10, 4, 0, 1),
+        Duration::from_secs(45),
+        written,
+    )
+    .await;
+    eprintln!(
+        "figure: started with member 0 frozen; first read after {read:?}, first update {first:?} after its write"
+    );
+    cluster.thaw(0);
+    assert_mirror_equals_etcd(addr, &mut client, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_member_frozen_past_the_keep_alive_is_noticed_once_and_resumed_after() {
+    let etcd = crate::support::etcd::EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    for i in 0..STABLE {
+        client
+            .put(key(&format!("s{i}")), value(stable_ip(i)), None)
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut srvd = spawn_binary_logging(
+        dir.path(),
+        &["--etcd", &etcd.url, "--zone", "skydns.test."],
+        "srvd=info",
+    );
+    let addr = srvd.addr;
+    arrives(
+        addr,
+        "s0",
+        stable_ip(0),
+        Duration::from_secs(10),
+        Instant::now(),
+    )
+    .await;
+    let queries = QueryLoop::start(addr);
+    let frozen = Instant::now();
+    etcd.freeze();
+    tokio::task::block_in_place(|| {
+        srvd.log_until(Duration::from_secs(30), |log| {
+            log.iter().any(|l| l.contains("etcd unreachable"))
+        });
+    });
+    let noticed = frozen.elapsed();
+    // The fault lasts 10 s (longer than the 6 s keep-alive): srvd retries against a member that
+    // completes connects and answers nothing; every try must end, none may log the outage again.
+    tokio::time::sleep_until((frozen + Duration::from_secs(10)).into()).await;
+    etcd.thaw();
+    let thawed = Instant::now();
+    let mut client = etcd.client().await;
+    client
+        .put(key("after"), value(Ipv4Addr::new(10, 5, 0, 1)), None)
+        .await
+        .unwrap();
+    let first = arrives(
+        addr,
+        "after",
+        Ipv4Addr::new(10, 5, 0, 1),
+        Duration::from_secs(30),
+        thawed,
+    )
+    .await;
+    eprintln!(
+        "figure: only member frozen; outage logged after {noticed:?}; after the thaw an update visible in {first:?}"
+    );
+    let (count, failures) = queries.finish().await;
+    assert!(count > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {count} queries failed: {failures:#?}",
+        failures.len()
+    );
+    tokio::task::block_in_place(|| {
+        srvd.log_until(Duration::from_secs(10), |log| {
+            log.iter().any(|l| l.contains("etcd reachable again"))
+        });
+    });
+    let unreachable = srvd
+        .log
+        .iter()
+        .filter(|l| l.contains("etcd unreachable"))
+        .count();
+    assert_eq!(unreachable, 1, "the outage is logged once: {:#?}", srvd.log);
+    assert_mirror_equals_etcd(addr, &mut client, &[]).await;
+}
