@@ -267,7 +267,7 @@ impl Handler {
             recursion_desired: header.metadata.recursion_desired,
             checking_disabled: header.metadata.checking_disabled,
         };
-        let decoded = decode(&mut decoder, &header, request_header);
+        let decoded = decode(request, &mut decoder, &header, request_header);
         let outcome = match &decoded {
             Err(()) => {
                 trace!("FORMERR: undecodable message");
@@ -545,13 +545,34 @@ impl Handler {
     }
 }
 
-/// Decodes everything after the header. Any error is a FORMERR.
+/// Whether the first question's name is written without compression pointers. It is the
+/// message's first name, so a pointer in it can only lead into the header or back into itself
+/// (a loop): never a real client's query. Decoded anyway, the name grows (the fuzzer found one
+/// pointing into the header), and the echoed question would make a REFUSED or FORMERR answer
+/// larger than the query: an amplifier. A truncated name is left to the decoder to reject.
+fn first_name_uncompressed(raw: &[u8]) -> bool {
+    let mut at = 12; // after the header
+    while let Some(&len) = raw.get(at) {
+        match len {
+            0 => return true,
+            1..=63 => at += 1 + usize::from(len),
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Decodes everything after the header (`raw` is the whole request). Any error is a FORMERR.
 fn decode(
+    raw: &[u8],
     decoder: &mut BinDecoder<'_>,
     header: &Header,
     request_header: RequestHeader,
 ) -> Result<Request, ()> {
     let qdcount = usize::from(header.counts.queries);
+    if qdcount > 0 && !first_name_uncompressed(raw) {
+        return Err(());
+    }
     let queries = Message::read_queries(decoder, qdcount).map_err(|_| ())?;
     let op = header.metadata.op_code;
     for (count, is_additional) in [

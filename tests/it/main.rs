@@ -8,6 +8,7 @@ mod client;
 mod corefile;
 mod encrypted;
 mod etcd;
+mod fuzz_corpus;
 #[cfg(feature = "hickory")]
 mod hickory;
 mod ops;

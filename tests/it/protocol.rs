@@ -114,6 +114,13 @@ async fn hostile_packets_get_formerr_or_silence_and_the_server_keeps_answering()
             Some(ResponseCode::FormErr),
         ),
         (
+            // Decoded, the name grows (the header's bytes 2.. read as the label `\000`):
+            // echoed in a REFUSED it made the answer larger than the query (found by fuzzing).
+            "compression pointer into the header",
+            [header(1, 0, 0x0100), question(&[0xC0, 0x02])].concat(),
+            Some(ResponseCode::FormErr),
+        ),
+        (
             "truncated question",
             [header(1, 0, 0x0100), b"\x01a\x03sv".to_vec()].concat(),
             Some(ResponseCode::FormErr),
