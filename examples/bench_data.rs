@@ -746,10 +746,10 @@ async fn main() {
         let count = number(&args, "--sample-count", 20u32);
         write_sample(&path, services, count).expect("write the sample");
     }
-    if let Some(url) = arg(&args, "--etcd") {
-        if let Err(e) = load_etcd(&url, services).await {
-            eprintln!("bench_data: loading etcd at {url}: {e}");
-            std::process::exit(1);
-        }
+    if let Some(url) = arg(&args, "--etcd")
+        && let Err(e) = load_etcd(&url, services).await
+    {
+        eprintln!("bench_data: loading etcd at {url}: {e}");
+        std::process::exit(1);
     }
 }

@@ -108,7 +108,7 @@ fn run(target: &str, dir: &Path, inputs: u64, limit: Option<Duration>, seed: u64
     let mut crashes = 0u64;
     let mut input = Vec::new();
     while run < inputs {
-        if run % 1024 == 0 && limit.is_some_and(|l| start.elapsed() >= l) {
+        if run.is_multiple_of(1024) && limit.is_some_and(|l| start.elapsed() >= l) {
             break;
         }
         input.clear();

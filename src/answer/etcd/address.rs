@@ -133,7 +133,7 @@ pub(super) fn split255(text: &[u8]) -> Vec<&[u8]> {
         return vec![text];
     }
     let mut parts: Vec<&[u8]> = text.chunks(255).collect();
-    if text.len() % 255 == 0 {
+    if text.len().is_multiple_of(255) {
         parts.push(&[]);
     }
     parts

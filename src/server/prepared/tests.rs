@@ -152,8 +152,8 @@ const TCP: Sent = Sent {
 
 fn query_bytes(id: u16, name: &str, qtype: RecordType, sent: Sent) -> Vec<u8> {
     let mut message = Message::new(id, MessageType::Query, OpCode::Query);
-    message.metadata.recursion_desired = id % 2 == 0;
-    message.metadata.checking_disabled = id % 3 == 0;
+    message.metadata.recursion_desired = id.is_multiple_of(2);
+    message.metadata.checking_disabled = id.is_multiple_of(3);
     // `from_ascii` keeps the spelling (`from_str` folds it).
     message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
     if let Some(payload) = sent.edns {
