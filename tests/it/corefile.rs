@@ -239,9 +239,7 @@ async fn serve_conf_answers_from_the_corefiles_zone_file_and_etcd() {
     .unwrap();
     let mut process = spawn_serve(dir.path(), &["--conf", "Corefile"], "info");
     assert_eq!(process.addr.port(), port);
-    process.log_until(std::time::Duration::from_secs(10), |log| {
-        log.iter().any(|l| l.contains("etcd initial sync complete"))
-    });
+    process.until_etcd_synced(std::time::Duration::from_secs(10));
     assert!(
         process.log.iter().any(|l| l.contains("cache: not needed")),
         "{:#?}",
@@ -420,9 +418,7 @@ async fn reload_keeps_an_unchanged_etcd_backend_without_reading_etcd_again() {
     };
     std::fs::write(dir.path().join("Corefile"), corefile("")).unwrap();
     let mut process = spawn_serve(dir.path(), &["--conf", "Corefile"], "info");
-    process.log_until(std::time::Duration::from_secs(10), |log| {
-        log.iter().any(|l| l.contains("etcd initial sync complete"))
-    });
+    process.until_etcd_synced(std::time::Duration::from_secs(10));
     std::fs::write(
         dir.path().join("Corefile"),
         corefile("  file db.example.test example.test\n"),

@@ -402,9 +402,7 @@ async fn the_readme_corefile_is_served_as_written() {
         .expect("a serve command");
     let args: Vec<&str> = serve.split_whitespace().collect();
     let mut process = crate::support::srvd::spawn_serve(dir.path(), &args, "info");
-    process.log_until(Duration::from_secs(10), |log| {
-        log.iter().any(|l| l.contains("etcd initial sync complete"))
-    });
+    process.until_etcd_synced(Duration::from_secs(10));
     let out = dig(&[
         "@127.0.0.1",
         "-p",

@@ -332,9 +332,7 @@ async fn a_value_too_large_for_the_limit_is_logged_once_as_such_not_as_unreachab
     );
     // The first read must be done before the huge value exists, or it is that read (not the
     // watch) that meets it.
-    srvd.log_until(Duration::from_secs(20), |log| {
-        log.iter().any(|l| l.contains("etcd initial sync complete"))
-    });
+    srvd.until_etcd_synced(Duration::from_secs(20));
     // A 1.2 MB value during the watch: every retry of the watch meets it again.
     client
         .put(format!("{PREFIX}huge"), big_value(1), None)

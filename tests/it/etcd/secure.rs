@@ -62,9 +62,7 @@ async fn srvd_mirrors_an_etcd_that_demands_client_certificates() {
             path(&pki.client_key),
         ],
     );
-    srvd.log_until(Duration::from_secs(10), |log| {
-        log.iter().any(|l| l.contains("etcd initial sync complete"))
-    });
+    srvd.until_etcd_synced(Duration::from_secs(10));
     let reply = dns::udp(
         srvd.addr,
         &dns::query("_web._tcp.svc.test.", RecordType::SRV),
@@ -174,9 +172,7 @@ async fn auth_etcd_mirrors_with_the_right_password_and_names_a_wrong_one() {
             "right",
         ],
     );
-    srvd.log_until(Duration::from_secs(10), |log| {
-        log.iter().any(|l| l.contains("etcd initial sync complete"))
-    });
+    srvd.until_etcd_synced(Duration::from_secs(10));
     until_srv(srvd.addr, "_web._tcp.svc.test.", 8080).await;
     assert!(!srvd.log.iter().any(|l| l.contains("right-Pa55")));
 
@@ -275,9 +271,7 @@ async fn token_renewals_are_logged_once() {
             "pw",
         ],
     );
-    srvd.log_until(Duration::from_secs(10), |log| {
-        log.iter().any(|l| l.contains("etcd initial sync complete"))
-    });
+    srvd.until_etcd_synced(Duration::from_secs(10));
     for port in [8091, 8092] {
         etcd.until_tokens_expire().await;
         etcd.restart().await;

@@ -252,6 +252,13 @@ pub fn spawn_serve(cwd: &Path, args: &[&str], filter: &str) -> SrvdProcess {
 }
 
 impl SrvdProcess {
+    /// Waits (at most `limit`) until srvd logs that its first full etcd read is done.
+    pub fn until_etcd_synced(&mut self, limit: Duration) {
+        self.log_until(limit, |log| {
+            log.iter().any(|l| l.contains("etcd initial sync complete"))
+        });
+    }
+
     /// Reads stderr on until `done(&log)` holds, for at most `limit`; panics with the log
     /// otherwise.
     pub fn log_until(&mut self, limit: Duration, done: impl Fn(&[String]) -> bool) {
