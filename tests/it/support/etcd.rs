@@ -383,7 +383,7 @@ impl EtcdServer {
     /// Freezes etcd (SIGSTOP by PID): the kernel still completes TCP connects to it, but it
     /// answers nothing until [`EtcdServer::thaw`] (a SIGKILL on drop ends it either way).
     pub fn freeze(&self) {
-        self.signal(rustix::process::Signal::STOP);
+        freeze_process(self.child.as_ref().expect("etcd is running"));
     }
 
     /// Lets a frozen etcd run again (SIGCONT).
@@ -666,7 +666,7 @@ impl EtcdCluster {
     /// connects to it, but it answers nothing.
     pub fn freeze(&mut self, i: usize) {
         let m = &mut self.members[i];
-        Self::signal(m.child.as_ref().unwrap(), rustix::process::Signal::STOP);
+        freeze_process(m.child.as_ref().unwrap());
         m.frozen = true;
     }
 
@@ -725,5 +725,33 @@ impl Drop for EtcdCluster {
             eprintln!("{}", self.logs());
         }
         self.stop_all();
+    }
+}
+
+/// SIGSTOPs `child` and waits (bounded) until every one of its threads has stopped: `kill`
+/// returns once the signal is queued, and a busy etcd could otherwise still deliver a write
+/// that the caller makes "after" the freeze.
+fn freeze_process(child: &Child) {
+    let raw = child.id();
+    let pid = rustix::process::Pid::from_raw(raw as i32).expect("a PID is positive");
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).expect("signal delivered");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{raw}/task")).expect("the process exists");
+        let all_stopped = tasks.flatten().all(|task| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+            })
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd {raw} did not stop on SIGSTOP"
+        );
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
