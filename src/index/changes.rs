@@ -45,6 +45,10 @@ pub fn registry_hash() -> u64 {
 #[derive(Debug, Clone)]
 pub struct ChangeLog {
     lineage: u64,
+    /// Changes recorded so far: equal counts mean equal contents. The mirror's revision cannot
+    /// say that: with several prefixes it is the one every prefix has reached, and a change in
+    /// a prefix that is ahead leaves it where it was.
+    recorded: u64,
     changed: imbl::HashMap<u64, Revision>,
     floor: Revision,
 }
@@ -55,6 +59,7 @@ impl ChangeLog {
         static LINEAGES: AtomicU64 = AtomicU64::new(1);
         Self {
             lineage: LINEAGES.fetch_add(1, Ordering::Relaxed),
+            recorded: 0,
             changed: imbl::HashMap::new(),
             floor: revision,
         }
@@ -65,12 +70,19 @@ impl ChangeLog {
         self.lineage
     }
 
+    /// How many changes were recorded in this lineage: a mirror with the same lineage and count
+    /// holds exactly the same keys.
+    pub fn recorded(&self) -> u64 {
+        self.recorded
+    }
+
     /// Records that `key` changed at `revision`: the key and each of its ancestor paths.
     ///
     /// Deepest first, stopping at the first path already dated `revision`: a touch dates all
     /// of a path's ancestors at once, so theirs are too. The keys of one transaction share a
     /// revision, so its shared ancestors are written once, not once per key.
     pub fn touch(&mut self, key: &str, revision: Revision) {
+        self.recorded += 1;
         if self.changed.len() >= MAX_PATHS {
             self.changed = imbl::HashMap::new();
             self.floor = revision;

@@ -25,7 +25,8 @@
 //!   etcd paths its answer read (`Answer::deps`). It is sent only while the zones are the same
 //!   ones, the mirror descends from the same listing, and none of those paths changed after the
 //!   revision it was built at (`index::changes`): a write storm on some keys leaves every other
-//!   prepared response in place. A stale entry is rebuilt by the next query that meets it.
+//!   prepared response in place. "Nothing changed at all" is the change log's count, never the
+//!   mirror's revision, which a change in a prefix ahead of the others leaves where it was. A stale entry is rebuilt by the next query that meets it.
 //! - **Bounded.** At most `budget` bytes per handler, split evenly over the shards; a shard
 //!   that would overflow is emptied first. An entry costs its one allocation (key, path
 //!   hashes, pieces, records), its map slot and the allocator's header.
@@ -55,8 +56,10 @@ struct Origin {
     generation: u64,
     /// `ChangeLog::lineage` of the mirror (0: no mirror).
     lineage: u64,
-    /// The mirror's revision.
+    /// The mirror's revision: a change to a path an entry read after it makes the entry stale.
     built: Revision,
+    /// `ChangeLog::recorded`: while it is unchanged, so is every path.
+    recorded: u64,
 }
 
 impl Origin {
@@ -66,6 +69,7 @@ impl Origin {
             generation: index.generation(),
             lineage: mirror.map_or(0, |m| m.changes().lineage()),
             built: mirror.map_or(0, Mirror::revision),
+            recorded: mirror.map_or(0, |m| m.changes().recorded()),
         }
     }
 }
@@ -446,7 +450,7 @@ impl Stored {
         if now.generation != self.origin.generation || now.lineage != self.origin.lineage {
             return false;
         }
-        if now.built == self.origin.built || self.deps == 0 {
+        if now.recorded == self.origin.recorded || self.deps == 0 {
             return true;
         }
         index

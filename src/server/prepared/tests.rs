@@ -415,6 +415,51 @@ fn a_change_drops_only_the_responses_that_read_its_key() {
     }
 }
 
+/// With a SkyDNS and a registry prefix, the mirror's revision is the one both prefixes have
+/// reached, so a change in the prefix that is ahead leaves that revision where it was: the
+/// responses that read the change must still be dropped (seen as a registry browse answering
+/// NXDOMAIN after the zone's serial had reached the instance's write).
+#[test]
+fn a_change_ahead_of_the_mirrors_revision_still_drops_what_read_it() {
+    let (base, paths) = base();
+    let mut mirror = listing(&paths, &etcd_entries());
+    let mut pair = Pair::new(with_mirror(&base, mirror.clone()));
+    let asked = [
+        ("svc.etcd.test.", RecordType::A),
+        ("none.etcd.test.", RecordType::A),
+    ];
+    for (name, qtype) in asked {
+        assert!(compare(&mut pair, name, qtype, UDP_1232), "{name} prepared");
+    }
+    mirror.apply(
+        2,
+        [change(
+            "/skydns/test/etcd/svc/h",
+            Some(r#"{"host":"10.1.0.10"}"#),
+        )],
+    );
+    mirror.apply(
+        3,
+        [change(
+            "/skydns/test/etcd/none",
+            Some(r#"{"host":"10.1.0.11"}"#),
+        )],
+    );
+    // The other prefix is still at revision 1.
+    mirror.set_revision(1);
+    pair.handle.publish(with_mirror(&base, mirror));
+    for (name, qtype) in asked {
+        assert!(
+            !pair.holds_prepared(&query_bytes(8, name, qtype, UDP_1232), Transport::Udp),
+            "{name} dropped"
+        );
+        assert!(
+            compare(&mut pair, name, qtype, UDP_1232),
+            "{name} follows the change"
+        );
+    }
+}
+
 /// 20,000 distinct questions through a cache of 256 KiB: it keeps answering, and never holds
 /// more than its budget.
 #[test]
