@@ -9,3 +9,6 @@
 #[allow(dead_code)]
 #[path = "../it/support/mod.rs"]
 mod support;
+
+mod replicas;
+mod storm;

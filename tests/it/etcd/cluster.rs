@@ -4,110 +4,15 @@
 //! update after the fault) are printed for the report; no test asserts a speed.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, GetOptions};
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{RData, RecordType};
-
-use crate::support::dns::{a_of, query, udp_raw};
+use crate::support::dns::a_of;
 use crate::support::etcd::EtcdCluster;
 use crate::support::eventually;
+use crate::support::skydns::{
+    QueryLoop, STABLE, assert_mirror_equals_etcd, key, put_via, stable_ip, value,
+};
 use crate::support::srvd::{SrvdProcess, spawn_binary_logging};
-
-/// Names the query loop asks for; never changed, so each has one right answer.
-const STABLE: u32 = 10;
-
-fn key(name: &str) -> String {
-    format!("/skydns/test/skydns/{name}")
-}
-
-fn value(ip: Ipv4Addr) -> String {
-    format!(r#"{{"host":"{ip}"}}"#)
-}
-
-fn stable_ip(i: u32) -> Ipv4Addr {
-    Ipv4Addr::new(10, 1, 0, u8::try_from(i).unwrap())
-}
-
-/// Writes through member `via`, retrying (bounded) while the cluster elects a new leader.
-async fn put_via(cluster: &EtcdCluster, via: usize, name: &str, ip: Ipv4Addr) -> i64 {
-    eventually(
-        Duration::from_secs(15),
-        "a write through a survivor",
-        || async move {
-            let mut client = cluster.client(via).await;
-            let put = client.put(key(name), value(ip), None);
-            match tokio::time::timeout(Duration::from_secs(2), put).await {
-                Ok(Ok(r)) => r.header().map(|h| h.revision()),
-                _ => None,
-            }
-        },
-    )
-    .await
-}
-
-/// The query loop: asks for the stable names round-robin until `stop` (or 200,000 queries /
-/// 120 s, whichever comes first), counting queries and wrong or missing answers.
-struct QueryLoop {
-    stop: Arc<AtomicBool>,
-    queries: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<Vec<String>>,
-}
-
-impl QueryLoop {
-    fn start(addr: SocketAddr) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let queries = Arc::new(AtomicU64::new(0));
-        let (flag, count) = (stop.clone(), queries.clone());
-        let task = tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let mut failures = Vec::new();
-            let mut n = 0u32;
-            while !flag.load(Ordering::Relaxed) && n < 200_000 && Instant::now() < deadline {
-                let i = n % STABLE;
-                let name = format!("s{i}.skydns.test.");
-                let bytes = query(&name, RecordType::A).to_vec().unwrap();
-                let got = udp_raw(addr, &bytes)
-                    .await
-                    .and_then(|b| Message::from_vec(&b).ok());
-                let right = got.as_ref().is_some_and(|m| {
-                    m.metadata.response_code == ResponseCode::NoError
-                        && m.answers
-                            .iter()
-                            .filter_map(|r| match &r.data {
-                                RData::A(a) => Some(a.0),
-                                _ => None,
-                            })
-                            .eq([stable_ip(i)])
-                });
-                if !right {
-                    failures.push(format!(
-                        "query {n} for {name}: {:?}",
-                        got.map(|m| (m.metadata.response_code, m.answers))
-                    ));
-                }
-                n += 1;
-                count.store(u64::from(n), Ordering::Relaxed);
-            }
-            failures
-        });
-        Self {
-            stop,
-            queries,
-            task,
-        }
-    }
-
-    /// Stops the loop; returns (queries, failures).
-    async fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let failures = self.task.await.unwrap();
-        (self.queries.load(Ordering::Relaxed), failures)
-    }
-}
 
 /// Starts a cluster holding the stable names and srvd (the binary) on all three endpoints,
 /// waiting (bounded) until srvd answers from its first read.
@@ -170,41 +75,6 @@ async fn arrives(
     })
     .await;
     since.elapsed()
-}
-
-/// Every key under `/skydns/` in etcd, read in full through `client`, answers in srvd as etcd
-/// holds it, and srvd answers nothing for a name whose key is gone.
-async fn assert_mirror_equals_etcd(addr: SocketAddr, client: &mut Client, gone: &[&str]) {
-    let all = client
-        .get("/skydns/", Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    assert!(
-        all.kvs().len() > STABLE as usize,
-        "{} keys",
-        all.kvs().len()
-    );
-    for kv in all.kvs() {
-        let name = kv
-            .key_str()
-            .unwrap()
-            .trim_start_matches("/skydns/test/skydns/");
-        let host: serde_json::Value = serde_json::from_slice(kv.value()).unwrap();
-        let ip: Ipv4Addr = host["host"].as_str().unwrap().parse().unwrap();
-        assert_eq!(
-            a_of(addr, &format!("{name}.skydns.test.")).await,
-            Some(vec![ip]),
-            "{}",
-            kv.key_str().unwrap()
-        );
-    }
-    for name in gone {
-        assert_eq!(
-            a_of(addr, &format!("{name}.skydns.test.")).await,
-            None,
-            "{name}"
-        );
-    }
 }
 
 fn survivor(not: &[usize]) -> usize {

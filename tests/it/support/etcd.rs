@@ -649,6 +649,24 @@ impl EtcdCluster {
             .map_or(0, |v| v as u64)
     }
 
+    /// Member `i`'s counter or gauge `name` (an unlabelled sample, or the sum of its labelled
+    /// ones) from its `/metrics`; 0 for a killed or frozen member.
+    pub async fn metric(&self, i: usize, name: &str) -> f64 {
+        if self.members[i].child.is_none() || self.members[i].frozen {
+            return 0.0;
+        }
+        metric_at(&self.members[i].url, name).await
+    }
+
+    /// [`EtcdCluster::metric`] summed over the members.
+    pub async fn metric_sum(&self, name: &str) -> f64 {
+        let mut sum = 0.0;
+        for i in 0..self.members.len() {
+            sum += self.metric(i, name).await;
+        }
+        sum
+    }
+
     /// Kills member `i` (SIGKILL by PID) and waits for it to exit.
     pub fn kill(&mut self, i: usize) {
         let m = &mut self.members[i];
@@ -725,6 +743,145 @@ impl Drop for EtcdCluster {
             eprintln!("{}", self.logs());
         }
         self.stop_all();
+    }
+}
+
+/// The sum of the samples of `name` (unlabelled or labelled) in the Prometheus text that
+/// `url` (`http://127.0.0.1:PORT`) serves at `/metrics`.
+async fn metric_at(url: &str, name: &str) -> f64 {
+    let addr = url.trim_start_matches("http://").parse().unwrap();
+    let (_, body) = super::http::get(addr, "/metrics").await;
+    sum_samples(&body, name)
+}
+
+/// The sum of the samples of metric `name` in Prometheus text `body` (0 when absent).
+pub fn sum_samples(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `etcd grpc-proxy start` in front of a cluster's members, on a free loopback port with its
+/// own data dir: the way many srvd replicas share one cluster, since the proxy serves identical
+/// watches from one watch of its own on a member. Stopped by PID on drop.
+pub struct EtcdProxy {
+    child: Option<Child>,
+    /// Its client URL (`http://127.0.0.1:PORT`), for srvd's `--etcd`.
+    pub url: String,
+    metrics: String,
+    endpoints: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl EtcdProxy {
+    /// Starts a proxy for `endpoints` (client URLs) and waits (bounded) until a read through it
+    /// succeeds.
+    pub async fn start(endpoints: &[String]) -> Self {
+        for _ in 0..4 {
+            let mut proxy = Self {
+                child: None,
+                url: format!("http://127.0.0.1:{}", free_port()),
+                metrics: format!("http://127.0.0.1:{}", free_port()),
+                endpoints: endpoints.to_vec(),
+                dir: tempfile::tempdir().unwrap(),
+            };
+            if proxy.launch().await {
+                return proxy;
+            }
+        }
+        panic!("etcd grpc-proxy did not start on free ports in 4 attempts");
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("proxy.log")
+    }
+
+    /// Spawns the proxy on its ports and waits (bounded, 30 s) until it answers; `false` when it
+    /// exited because a port was taken.
+    async fn launch(&mut self) -> bool {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
+        let child = Command::new("etcd")
+            .args(["grpc-proxy", "start"])
+            .arg(format!("--endpoints={}", self.endpoints.join(",")))
+            .arg(format!(
+                "--listen-addr={}",
+                self.url.trim_start_matches("http://")
+            ))
+            .arg(format!("--metrics-addr={}", self.metrics))
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd is installed (scripts/install-deps installs etcd-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(1));
+            if let Ok(mut client) = Client::connect([&self.url], Some(options)).await
+                && let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_secs(1), client.get("/", None)).await
+            {
+                return true;
+            }
+            if let Some(child) = &mut self.child
+                && child.try_wait().ok().flatten().is_some()
+            {
+                self.child = None;
+                let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+                assert!(
+                    text.contains("address already in use"),
+                    "etcd grpc-proxy exited: {text}"
+                );
+                return false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd grpc-proxy did not start: {}",
+                std::fs::read_to_string(self.log()).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The proxy's counter or gauge `name` (summed over labels) from its `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_at(&self.metrics, name).await
+    }
+
+    /// Kills the proxy (SIGKILL by PID): every replica behind it is cut off from etcd.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the proxy again on the same ports (its replicas reconnect to the same URL).
+    pub async fn restart(&mut self) {
+        self.stop();
+        assert!(self.launch().await, "the proxy's port was taken meanwhile");
+    }
+}
+
+impl Drop for EtcdProxy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- etcd grpc-proxy log ({}):\n{}",
+                self.url,
+                std::fs::read_to_string(self.log()).unwrap_or_default()
+            );
+        }
+        self.stop();
     }
 }
 

@@ -5,6 +5,7 @@ pub mod dns;
 pub mod etcd;
 pub mod http;
 pub mod proxy;
+pub mod skydns;
 pub mod srvd;
 
 use std::path::PathBuf;
