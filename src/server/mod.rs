@@ -163,6 +163,7 @@ pub struct Server {
 impl Server {
     /// No loops yet; `shutdown` stops every loop the server ever starts.
     pub fn new(limits: TcpLimits, shutdown: CancellationToken) -> Self {
+        raise_open_files_limit(limits.max_connections);
         Self {
             limits,
             shutdown,
@@ -389,7 +390,23 @@ async fn serve_tcp(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
+                    // Out of descriptors before the bound (a soft limit below it): the
+                    // pressure rule makes room as it does at the bound; the connection that
+                    // could not be accepted waits in the backlog meanwhile.
+                    if out_of_files(&error)
+                        && let Some(closed) = tcp.connections.close_oldest_idle(limits.close_idle_after)
+                    {
+                        if let Some(count) = tcp.closed_idle.hit() {
+                            warn!(
+                                %error,
+                                closed = count,
+                                "out of file descriptors; closing the tcp connections idle the longest to make room"
+                            );
+                        }
+                        let _ = timeout(SLOT_WAIT, closed.ended()).await;
+                        continue;
+                    }
+                    // Otherwise back off briefly instead of spinning.
                     if let Some(count) = tcp.accept_errors.hit() {
                         warn!(%error, count, "tcp accept error");
                     }
@@ -465,14 +482,51 @@ async fn serve_tcp(
     }
 }
 
+/// Whether an accept failed for want of file descriptors (this process's or the system's).
+fn out_of_files(error: &io::Error) -> bool {
+    let code = error.raw_os_error();
+    code == Some(rustix::io::Errno::MFILE.raw_os_error())
+        || code == Some(rustix::io::Errno::NFILE.raw_os_error())
+}
+
+/// Descriptors srvd needs besides its TCP connections: listeners, UDP sockets, etcd and HTTP
+/// connections, files read at a reload.
+const RESERVED_FILES: u64 = 64;
+
+/// Raises the soft limit on open files to the hard one, as every Go program (CoreDNS among
+/// them) does at start: the usual soft limit, 1024, is below what a bound of thousands of TCP
+/// connections needs. Warns when the limit in force cannot hold `max_connections`; past it
+/// the accept loop closes the quietest connection as it does at the bound.
+fn raise_open_files_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let soft = limit.current;
+        limit.current = limit.maximum;
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            debug!(%error, ?soft, "cannot raise the soft limit on open files");
+        }
+    }
+    let open_files = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let needed = (max_connections as u64).saturating_add(RESERVED_FILES);
+    if open_files < needed {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            warn!(
+                open_files,
+                max_connections,
+                "the open files limit (RLIMIT_NOFILE) is below the tcp connection bound; out of descriptors, the tcp connections idle the longest are closed to make room"
+            );
+        });
+    }
+}
+
 /// A connection slot: a free one, or the slot of the quietest connection, closed to make room.
 async fn slot(tcp: &TcpShared, limits: TcpLimits) -> Option<OwnedSemaphorePermit> {
     if let Ok(permit) = tcp.slots.clone().try_acquire_owned() {
         return Some(permit);
     }
-    if !tcp.connections.close_oldest_idle(limits.close_idle_after) {
-        return None;
-    }
+    tcp.connections.close_oldest_idle(limits.close_idle_after)?;
     if let Some(count) = tcp.closed_idle.hit() {
         warn!(
             limit = limits.max_connections,
@@ -510,10 +564,13 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         // Bytes already received win over shutdown (`biased`, read first). The reactor may learn
         // of them only after the shutdown wake-up, so on shutdown a query that has reached the
         // socket still gets a short, bounded chance to be read.
+        // One deadline for the whole query, from the last answer (or the accept): a slowloris
+        // trickling a byte now and then gets no fresh timeout per part of it.
+        let deadline = tokio::time::Instant::now() + limits.idle_timeout;
         let mut first = [0u8; 1];
         let n = tokio::select! {
             biased;
-            read = timeout(limits.idle_timeout, stream.read(&mut first)) => match read {
+            read = tokio::time::timeout_at(deadline, stream.read(&mut first)) => match read {
                 Ok(read) => read?,
                 Err(_) => return Ok(()),
             },
@@ -528,10 +585,10 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(());
         }
         let mut second = [0u8; 1];
-        read_in_time(&mut stream, &mut second, limits.idle_timeout).await?;
+        read_by(&mut stream, &mut second, deadline).await?;
         let len = usize::from(u16::from_be_bytes([first[0], second[0]]));
         request.resize(len, 0);
-        read_in_time(&mut stream, &mut request, limits.idle_timeout).await?;
+        read_by(&mut stream, &mut request, deadline).await?;
         connections.progress(connection);
 
         handlers.refresh(&mut current, Transport::Tcp, true);
@@ -561,12 +618,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn read_in_time<S: AsyncRead + Unpin>(
+async fn read_by<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut [u8],
-    limit: Duration,
+    deadline: tokio::time::Instant,
 ) -> io::Result<()> {
-    timeout(limit, stream.read_exact(buf))
+    tokio::time::timeout_at(deadline, stream.read_exact(buf))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "read timed out"))?
         .map(|_| ())

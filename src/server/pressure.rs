@@ -70,12 +70,19 @@ pub struct Connection {
     last_progress: AtomicU64,
     /// Cancelled to close the connection under pressure.
     close: CancellationToken,
+    /// Cancelled once its task has ended (and its socket is closed).
+    ended: CancellationToken,
 }
 
 impl Connection {
     /// Resolves when the accept loop chose this connection to make room.
     pub async fn closed(&self) {
         self.close.cancelled().await;
+    }
+
+    /// Resolves once the connection's task has ended, its socket closed.
+    pub async fn ended(&self) {
+        self.ended.cancelled().await;
     }
 }
 
@@ -108,6 +115,7 @@ impl ConnectionTable {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             last_progress: AtomicU64::new(self.now()),
             close: CancellationToken::new(),
+            ended: CancellationToken::new(),
         });
         self.lock().insert(connection.id, connection.clone());
         connection
@@ -126,14 +134,15 @@ impl ConnectionTable {
         Duration::from_nanos(self.now().saturating_sub(last))
     }
 
-    /// Forgets a connection that ended.
+    /// Forgets a connection that ended (its socket already closed).
     pub fn remove(&self, connection: &Connection) {
         self.lock().remove(&connection.id);
+        connection.ended.cancel();
     }
 
     /// Closes the connection that has made no progress for the longest time, if that is at least
-    /// `quiet_for`. Returns whether one was closed (its slot frees once its task has ended).
-    pub fn close_oldest_idle(&self, quiet_for: Duration) -> bool {
+    /// `quiet_for`. Returns the one closed (its slot frees once its task has ended).
+    pub fn close_oldest_idle(&self, quiet_for: Duration) -> Option<Arc<Connection>> {
         let cutoff = self
             .now()
             .saturating_sub(u64::try_from(quiet_for.as_nanos()).unwrap_or(u64::MAX));
@@ -143,14 +152,11 @@ impl ConnectionTable {
             .map(|c| (c.last_progress.load(Ordering::Relaxed), c.id))
             .filter(|(progress, _)| *progress <= cutoff)
             .min();
-        let Some((_, id)) = oldest else {
-            return false;
-        };
+        let (_, id) = oldest?;
         // Removed here, so a second accept under pressure picks another connection.
-        if let Some(connection) = live.remove(&id) {
-            connection.close.cancel();
-        }
-        true
+        let connection = live.remove(&id)?;
+        connection.close.cancel();
+        Some(connection)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
@@ -188,10 +194,10 @@ mod tests {
         let third = table.add();
         table.progress(&first);
         // `second` is now the quietest, then `third`.
-        assert!(table.close_oldest_idle(Duration::ZERO));
+        assert!(table.close_oldest_idle(Duration::ZERO).is_some());
         assert!(second.close.is_cancelled());
         assert!(!first.close.is_cancelled() && !third.close.is_cancelled());
-        assert!(table.close_oldest_idle(Duration::ZERO));
+        assert!(table.close_oldest_idle(Duration::ZERO).is_some());
         assert!(third.close.is_cancelled());
         assert!(!first.close.is_cancelled());
     }
@@ -200,9 +206,12 @@ mod tests {
     fn recently_active_connections_are_not_closed() {
         let table = ConnectionTable::default();
         let connection = table.add();
-        assert!(!table.close_oldest_idle(Duration::from_secs(3600)));
+        assert!(table.close_oldest_idle(Duration::from_secs(3600)).is_none());
         assert!(!connection.close.is_cancelled());
         table.remove(&connection);
-        assert!(!table.close_oldest_idle(Duration::ZERO), "nothing left");
+        assert!(
+            table.close_oldest_idle(Duration::ZERO).is_none(),
+            "nothing left"
+        );
     }
 }

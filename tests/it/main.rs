@@ -11,6 +11,7 @@ mod etcd;
 mod fuzz_corpus;
 #[cfg(feature = "hickory")]
 mod hickory;
+mod hostile;
 mod ops;
 mod order;
 mod protocol;

@@ -3,7 +3,9 @@
 
 pub mod dns;
 pub mod etcd;
+pub mod hostile;
 pub mod http;
+pub mod load;
 pub mod proxy;
 pub mod skydns;
 pub mod srvd;

@@ -205,9 +205,26 @@ pub fn spawn_binary_logging(cwd: &Path, args: &[&str], filter: &str) -> SrvdProc
 /// Runs `srvd serve ARGS...` in `cwd` (no `--listen` added: e.g. with `--conf`), `RUST_LOG` set
 /// to `filter`, and waits (bounded) for its serving line.
 pub fn spawn_serve(cwd: &Path, args: &[&str], filter: &str) -> SrvdProcess {
-    let child = Command::new(env!("CARGO_BIN_EXE_srvd"))
-        .arg("serve")
-        .args(args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_srvd"));
+    command.arg("serve").args(args);
+    spawn_command(command, cwd, filter)
+}
+
+/// [`spawn_binary`] started with a soft limit of `soft` open files (the hard one unchanged), as
+/// a shell's `ulimit -S -n` leaves it; the shell execs srvd, so the PID is srvd's.
+pub fn spawn_binary_with_open_files(cwd: &Path, args: &[&str], soft: u64) -> SrvdProcess {
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -S -n {soft} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_srvd"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args);
+    spawn_command(command, cwd, "info")
+}
+
+fn spawn_command(mut command: Command, cwd: &Path, filter: &str) -> SrvdProcess {
+    let child = command
         .current_dir(cwd)
         .env("RUST_LOG", filter)
         .env("NO_COLOR", "1")
