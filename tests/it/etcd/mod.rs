@@ -6,6 +6,7 @@ mod large;
 mod leases;
 mod registry;
 mod registry_answers;
+mod restarts;
 mod scenarios;
 mod secure;
 mod sync;
