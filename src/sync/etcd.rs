@@ -39,7 +39,17 @@ const KV_OVERHEAD: usize = 32;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// gRPC status code OUT_OF_RANGE: tonic's "message too large" (and etcd's "compacted").
 const OUT_OF_RANGE: i32 = 11;
-/// Bound on one unary call (a page, a lease look-up). Watches are streams and have no bound.
+/// HTTP/2 keep-alive ping interval. etcd closes a connection ("too many pings", GOAWAY) after
+/// three pings that come sooner than its `--grpc-keepalive-min-time` (5 s by default) since the
+/// last one, counted over the connection's life until etcd next sends data, so an idle watch
+/// pinged every 3 s was cut every 12 s. hyper sends the next ping an interval after the last
+/// frame read (the previous pong), so pings are never closer than this.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(6);
+/// How long a ping may go unanswered: a frozen (SIGSTOPped) or unplugged member, which still
+/// completes TCP connects but answers nothing, is found within interval + timeout (9 s).
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on one unary call (a page, a lease look-up) and on creating a watch (a watch's stream,
+/// once confirmed, has no bound).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why an etcd operation failed.
@@ -271,9 +281,15 @@ impl Etcd {
     ) -> Result<Self, SyncError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
-            // Detect a dead peer on an idle watch within seconds, not at the TCP timeout.
-            .with_keep_alive(Duration::from_secs(3), Duration::from_secs(3))
-            .with_keep_alive_while_idle(true);
+            // Detect a dead or frozen peer under an open watch or call within seconds, not at
+            // the TCP timeout, without breaking etcd's ping policy (see `KEEP_ALIVE_INTERVAL`).
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(false)
+            // A member that lost its leader cancels the watch ("etcdserver: no leader", after
+            // about three election timeouts) instead of keeping a stream that never delivers
+            // again while the rest of the cluster moves on; a unary call to it fails at once
+            // instead of waiting out its bound. Either way the next try goes to another member.
+            .with_require_leader(true);
         // TLS only: the user is set by `authenticate`, so that connecting stays lazy (with a
         // user, etcd-client authenticates inside `connect` and fails while etcd is down).
         let tls_only = crate::config::EtcdSecurity {
@@ -533,6 +549,16 @@ impl Etcd {
     /// # Errors
     /// As [`Etcd::watch`].
     pub async fn watch_prefix(&mut self, prefix: &[u8], revision: i64) -> Result<Watch, SyncError> {
+        // The whole creation, not only the wait for `created`: opening the stream waits for
+        // etcd's response headers, and only the keep-alive stands between that and a member
+        // (or a proxy in front of one) that answers pings but never the watch.
+        tokio::time::timeout(CALL_TIMEOUT, self.create_watch(prefix, revision))
+            .await
+            .map_err(|_| SyncError::Timeout(CALL_TIMEOUT))?
+    }
+
+    /// Opens the stream and waits for etcd to confirm the watch (unbounded: see `watch_prefix`).
+    async fn create_watch(&mut self, prefix: &[u8], revision: i64) -> Result<Watch, SyncError> {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision)
@@ -548,9 +574,9 @@ impl Etcd {
         // The first response confirms creation; a compacted start revision then cancels it.
         let mut pending = Vec::new();
         loop {
-            let response = tokio::time::timeout(CALL_TIMEOUT, stream.message())
+            let response = stream
+                .message()
                 .await
-                .map_err(|_| SyncError::Timeout(CALL_TIMEOUT))?
                 .map_err(|e| watch_error(e, limit))?
                 .ok_or_else(|| SyncError::Watch("stream closed before creation".into()))?;
             if response.canceled() {

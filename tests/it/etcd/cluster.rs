@@ -176,7 +176,7 @@ async fn a_frozen_member_is_noticed_served_around_and_loses_no_update() {
         frozen,
     )
     .await;
-    // The keep-alive (3 s interval, 3 s timeout) bounds the notice from the freeze, not from
+    // The keep-alive (6 s interval, 3 s timeout) bounds the notice from the freeze, not from
     // the write's arrival.
     tokio::task::block_in_place(|| {
         srvd.log_until(Duration::from_secs(15), |log| {
@@ -301,7 +301,7 @@ async fn the_only_member_frozen_past_the_keep_alive_is_noticed_once_and_resumed_
         });
     });
     let noticed = frozen.elapsed();
-    // The fault lasts 10 s (longer than the 6 s keep-alive): srvd retries against a member that
+    // The fault lasts 10 s (longer than the 9 s keep-alive): srvd retries against a member that
     // completes connects and answers nothing; every try must end, none may log the outage again.
     tokio::time::sleep_until((frozen + Duration::from_secs(10)).into()).await;
     etcd.thaw();
@@ -341,4 +341,108 @@ async fn the_only_member_frozen_past_the_keep_alive_is_noticed_once_and_resumed_
         .count();
     assert_eq!(unreachable, 1, "the outage is logged once: {:#?}", srvd.log);
     assert_mirror_equals_etcd(addr, &mut client, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_member_that_loses_its_leader_is_noticed_served_around_and_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cluster, mut srvd) = cluster_and_srvd(dir.path()).await;
+    let addr = srvd.addr;
+    let queries = QueryLoop::start(addr);
+
+    // The other two members die: the watched one stays up but has no leader, and without
+    // `hasleader` on the watch it would keep a stream that never delivers again, silently.
+    let watched = watching_member(&cluster).await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != watched).collect();
+    let cut = Instant::now();
+    for i in &others {
+        cluster.kill(*i);
+    }
+    tokio::task::block_in_place(|| {
+        srvd.log_until(Duration::from_secs(30), |log| {
+            log.iter().any(|l| l.contains("etcd unreachable"))
+        });
+    });
+    let noticed = cut.elapsed();
+    let notice = srvd
+        .log
+        .iter()
+        .find(|l| l.contains("etcd unreachable"))
+        .unwrap()
+        .clone();
+    assert!(
+        notice.contains("no leader"),
+        "{notice}\nafter {noticed:?}; log: {:#?}",
+        srvd.log
+    );
+
+    // Quorum again: a write through a restarted member arrives.
+    for i in &others {
+        cluster.restart(*i).await;
+    }
+    let back = Instant::now();
+    put_via(&cluster, others[0], "l1", Ipv4Addr::new(10, 6, 0, 1)).await;
+    let first = arrives(
+        addr,
+        "l1",
+        Ipv4Addr::new(10, 6, 0, 1),
+        Duration::from_secs(30),
+        back,
+    )
+    .await;
+    eprintln!("the notice: {notice}");
+    eprintln!(
+        "figure: watched member {watched} lost its leader; outage logged after {noticed:?}; after the restart an update visible in {first:?}"
+    );
+
+    let (count, failures) = queries.finish().await;
+    assert!(count > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {count} queries failed: {failures:#?}",
+        failures.len()
+    );
+    eprintln!("figure: {count} queries, 0 failed");
+    let unreachable = srvd
+        .log
+        .iter()
+        .filter(|l| l.contains("etcd unreachable"))
+        .count();
+    assert_eq!(unreachable, 1, "the outage is logged once: {:#?}", srvd.log);
+    let mut client = cluster.client(others[0]).await;
+    assert_mirror_equals_etcd(addr, &mut client, &[]).await;
+}
+
+/// etcd (`--grpc-keepalive-min-time`, 5 s by default) closes a connection whose client pings
+/// more often than that, after three such pings ("too many pings"): a watch idle for 20 s
+/// must keep its one stream, with no outage logged and no re-watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watch_keeps_its_connection_under_etcds_ping_policy() {
+    let etcd = crate::support::etcd::EtcdServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut srvd = spawn_binary_logging(
+        dir.path(),
+        &["--etcd", &etcd.url, "--zone", "skydns.test."],
+        "srvd=debug",
+    );
+    srvd.until_etcd_synced(Duration::from_secs(10));
+    // Idle well past etcd's strike limit (the fourth early ping, 12 s at a 3 s interval).
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let mut client = etcd.client().await;
+    client
+        .put(key("idle"), value(Ipv4Addr::new(10, 7, 0, 1)), None)
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| {
+        srvd.log_until(Duration::from_secs(10), |log| {
+            log.iter()
+                .any(|l| l.contains("etcd event") && l.contains("/idle"))
+        });
+    });
+    let troubles: Vec<&String> = srvd
+        .log
+        .iter()
+        .filter(|l| l.contains("etcd unreachable") || l.contains("reachable again"))
+        .collect();
+    assert!(troubles.is_empty(), "{troubles:#?}");
 }

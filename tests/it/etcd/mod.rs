@@ -7,6 +7,7 @@ mod leases;
 mod registry;
 mod registry_answers;
 mod replicas;
+mod restarts;
 mod scenarios;
 mod secure;
 mod sync;

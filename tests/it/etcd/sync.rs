@@ -3,15 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use etcd_client::{Client, PutOptions};
+use etcd_client::{Client, PutOptions, Txn, TxnOp};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::support::dns::{self, a_of, query, udp};
 use crate::support::etcd::EtcdServer;
-use crate::support::srvd::TestServer;
+use crate::support::srvd::{TestServer, spawn_binary_logging};
 use crate::support::{eventually, shipped_zones};
 
 const ZONE: &[&str] = &["skydns.test."];
@@ -601,4 +603,152 @@ async fn before_the_first_sync_etcd_zones_answer_servfail_not_nxdomain() {
     );
     running.shutdown();
     running.wait().await;
+}
+
+/// Writes `hosts` (key index → address) in transactions of 100.
+async fn put_all(client: &mut Client, hosts: impl Iterator<Item = (String, Ipv4Addr)>) {
+    let ops: Vec<TxnOp> = hosts
+        .map(|(key, host)| TxnOp::put(key, format!(r#"{{"host":"{host}"}}"#), None))
+        .collect();
+    for chunk in ops.chunks(100) {
+        client
+            .txn(Txn::new().and_then(chunk.to_vec()))
+            .await
+            .unwrap();
+    }
+}
+
+fn multi_key(j: u8) -> String {
+    format!("/skydns/test/skydns/multi/m{j}")
+}
+
+/// srvd is cut off while etcd is written to and compacted past its revision: it re-reads
+/// everything exactly once, and a query loop running across that re-read sees the old mirror
+/// or the new one, whole, for every answer: a name that exists before and after never goes
+/// missing, and a name with several records never answers a mix of old and new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_while_away_is_one_full_reread_swapped_in_whole() {
+    const KEYS: u32 = 3000;
+    let mut etcd = EtcdServer::start().await;
+    let home = etcd.url.clone();
+    let mut client = etcd.client().await;
+    put_all(&mut client, (0..KEYS).map(|i| (bulk_key(i), ip(i)))).await;
+    let old: Vec<Ipv4Addr> = (0..8).map(|j| Ipv4Addr::new(10, 9, 0, j)).collect();
+    put_all(
+        &mut client,
+        (0..8).map(|j| (multi_key(j), old[usize::from(j)])),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut srvd = spawn_binary_logging(
+        dir.path(),
+        &["--etcd", &home, "--zone", "skydns.test."],
+        "srvd=info",
+    );
+    srvd.until_etcd_synced(Duration::from_secs(10));
+    let addr = srvd.addr;
+
+    // Away: a third of the keys deleted, a third changed, new ones added; every record of the
+    // multi-record name changed, one deleted, one added; then compacted.
+    let away = etcd.move_to_new_port().await;
+    let mut client = Client::connect([&away], None).await.unwrap();
+    let mut model: BTreeMap<u32, Option<Ipv4Addr>> = (0..KEYS).map(|i| (i, Some(ip(i)))).collect();
+    for i in (0..KEYS).filter(|i| i % 3 == 0) {
+        client.delete(bulk_key(i), None).await.unwrap();
+        model.insert(i, None);
+    }
+    let changed = (0..KEYS).filter(|i| i % 3 == 1);
+    put_all(
+        &mut client,
+        changed.clone().map(|i| (bulk_key(i), ip(i + 100_000))),
+    )
+    .await;
+    model.extend(changed.map(|i| (i, Some(ip(i + 100_000)))));
+    put_all(
+        &mut client,
+        (KEYS..KEYS + 300).map(|i| (bulk_key(i), ip(i))),
+    )
+    .await;
+    model.extend((KEYS..KEYS + 300).map(|i| (i, Some(ip(i)))));
+    client.delete(multi_key(7), None).await.unwrap();
+    let mut new: Vec<Ipv4Addr> = (0..7).map(|j| Ipv4Addr::new(10, 9, 1, j)).collect();
+    new.push(Ipv4Addr::new(10, 9, 1, 8));
+    let moved = (0..7).map(|j| (multi_key(j), new[usize::from(j)]));
+    put_all(&mut client, moved.chain([(multi_key(8), new[7])])).await;
+    let last = client
+        .get("/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    client.compact(last, None).await.unwrap();
+
+    // Queries across the re-read: unchanged names (i % 3 == 2) and the multi-record name.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let (old_set, new_set) = (old.clone(), new.clone());
+    let queries = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut failures, mut seen_old, mut seen_new, mut n) = (Vec::new(), 0u32, 0u32, 0u32);
+        // Runs on until told to stop and it has itself seen the new mirror a few times.
+        let done = |seen_new| flag.load(Ordering::Relaxed) && seen_new >= 20;
+        while !done(seen_new) && n < 200_000 && Instant::now() < deadline {
+            if n % 2 == 0 {
+                let i = (n / 2 * 3 + 2) % KEYS / 3 * 3 + 2;
+                let got = a_of(addr, &bulk_name(i)).await;
+                if got != Some(vec![ip(i)]) {
+                    failures.push(format!("{}: {got:?}", bulk_name(i)));
+                }
+            } else {
+                let mut got = a_of(addr, "multi.skydns.test.").await.unwrap_or_default();
+                got.sort_unstable();
+                if got == old_set {
+                    seen_old += 1;
+                } else if got == new_set {
+                    seen_new += 1;
+                } else {
+                    failures.push(format!("multi.skydns.test.: {got:?}"));
+                }
+            }
+            n += 1;
+        }
+        (n, failures, seen_old, seen_new)
+    });
+    eventually(Duration::from_secs(10), "queries run", || async {
+        (a_of(addr, "multi.skydns.test.").await.is_some()).then_some(())
+    })
+    .await;
+    etcd.move_back(&home).await;
+    tokio::task::block_in_place(|| {
+        srvd.log_until(Duration::from_secs(30), |log| {
+            log.iter()
+                .any(|l| l.contains("etcd mirror re-read in full"))
+        });
+    });
+    let mut sorted = a_of(addr, "multi.skydns.test.").await.unwrap();
+    sorted.sort_unstable();
+    assert_eq!(sorted, new, "the new records, each once");
+    stop.store(true, Ordering::Relaxed);
+    let (count, failures, seen_old, seen_new) = queries.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {count} answers neither the old mirror nor the new one: {failures:#?}",
+        failures.len()
+    );
+    assert!(
+        seen_old > 0 && seen_new > 0,
+        "the loop ran across the swap: {seen_old} old, {seen_new} new"
+    );
+    eprintln!(
+        "figure: {count} queries across the re-read ({seen_old} old, {seen_new} new), 0 failed"
+    );
+    assert_mirror_equals(addr, &model).await;
+    let count = |text: &str| srvd.log.iter().filter(|l| l.contains(text)).count();
+    assert_eq!(
+        (count("re-reading everything"), count("re-read in full")),
+        (1, 1),
+        "one full re-read: {:#?}",
+        srvd.log
+    );
 }
