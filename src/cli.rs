@@ -153,7 +153,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub max_lease_ttl: String,
     /// Largest etcd response srvd accepts, in bytes. Must exceed etcd's --max-request-bytes
-    /// (1.5 MiB by default; the largest single key); larger listings are read in smaller pages.
+    /// plus 512 KiB (2 MiB by default: the largest single key and watch fragment); larger listings are read in smaller pages.
     #[arg(long, value_name = "BYTES", default_value_t = crate::sync::etcd::DEFAULT_MAX_RESPONSE_BYTES)]
     pub etcd_max_response_bytes: usize,
     /// Also serve the service registry under this etcd prefix (`PREFIX/<service>/<instance>`,

@@ -9,8 +9,9 @@
 //! and (for publishing, never for resuming) the answer to a progress request (see `Notice`).
 //!
 //! Sizes: one message must fit the client's decode limit (`--etcd-max-response-bytes`). The
-//! watch asks for fragments, so etcd splits a response at its `--max-request-bytes` (one event
-//! is never split); fragments are held back until their last revision is complete, so a cut
+//! watch asks for fragments, so etcd splits a response at its `--max-request-bytes` plus 512 KiB
+//! (etcd 3.4's `grpcOverheadBytes`: a 2 MiB fragment under the default 1.5 MiB; one event is
+//! never split); fragments are held back until their last revision is complete, so a cut
 //! between fragments never leaves a revision half-applied. The listing pages by count and,
 //! when a page is too large, halves the page and tries again.
 
@@ -34,7 +35,8 @@ const PAGE_SIZE: i64 = 75_000;
 /// Bytes a key costs in a range response beyond its key and value (revisions, lease, framing).
 const KV_OVERHEAD: usize = 32;
 /// The default decode limit for one etcd response: etcd's recommended maximum
-/// `--max-request-bytes` (10 MiB) bounds one key and one watch fragment; 16 MiB leaves headroom
+/// `--max-request-bytes` (10 MiB) bounds one key, and one watch fragment to 10.5 MiB (etcd adds
+/// 512 KiB to the flag when it cuts fragments); 16 MiB leaves headroom
 /// for framing, and a page of many keys is split when it would exceed it.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// gRPC status code OUT_OF_RANGE: tonic's "message too large" (and etcd's "compacted").

@@ -4,12 +4,13 @@
 //! wrong, bounded memory); none asserts a speed. Run them with `scripts/soak`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod hostile;
 /// The integration tests' helpers (real etcd, the srvd binary, DNS over real sockets); each
 /// soak run uses some of them.
 #[allow(dead_code)]
 #[path = "../it/support/mod.rs"]
 mod support;
 
+mod hostile;
+mod large;
 mod replicas;
 mod storm;

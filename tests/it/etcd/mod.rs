@@ -2,6 +2,7 @@
 
 mod catch_up;
 mod cluster;
+mod huge;
 mod large;
 mod leases;
 mod registry;

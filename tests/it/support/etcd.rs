@@ -22,6 +22,8 @@ pub struct EtcdServer {
     options: EtcdOptions,
     /// Auth is enabled (so the readiness check and [`EtcdServer::client`] log in as root).
     auth_on: bool,
+    /// More etcd flags ([`EtcdServer::start_with_flags`]).
+    flags: Vec<String>,
 }
 
 /// How a test wants etcd locked down.
@@ -135,6 +137,12 @@ impl EtcdServer {
     /// Starts etcd locked down as `options` says; with a root password, auth is enabled (user
     /// `root` added and `auth enable` run with etcdctl) before this returns.
     pub async fn start_with(options: EtcdOptions) -> Self {
+        Self::start_with_flags(options, &[]).await
+    }
+
+    /// [`EtcdServer::start_with`] passing etcd more `flags`, e.g. `--max-txn-ops 100000`: the
+    /// large-data tests raise etcd's limits.
+    pub async fn start_with_flags(options: EtcdOptions, flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("etcd.log");
         let client_port = free_port();
@@ -152,6 +160,7 @@ impl EtcdServer {
             log,
             options,
             auth_on: false,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         // A port found free may be taken by a parallel test before etcd binds it: a fresh
         // etcd may move to other ports (a restart may not, so only here).
@@ -350,6 +359,7 @@ impl EtcdServer {
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("srvd-test={peer}")])
             .args(&locked)
+            .args(&self.flags)
             .args([
                 "--logger",
                 "zap",
