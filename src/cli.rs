@@ -153,7 +153,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub max_lease_ttl: String,
     /// Largest etcd response srvd accepts, in bytes. Must exceed etcd's --max-request-bytes
-    /// plus 512 KiB (2 MiB by default: the largest single key and watch fragment); larger listings are read in smaller pages.
+    /// (the largest key and transaction); larger listings are read in smaller pages, and a
+    /// larger watch response (a long catch-up) is replaced by a full re-read.
     #[arg(long, value_name = "BYTES", default_value_t = crate::sync::etcd::DEFAULT_MAX_RESPONSE_BYTES)]
     pub etcd_max_response_bytes: usize,
     /// Also serve the service registry under this etcd prefix (`PREFIX/<service>/<instance>`,
@@ -375,8 +376,8 @@ impl ServeArgs {
         );
         anyhow::ensure!(
             self.etcd_max_response_bytes >= MIN_RESPONSE_BYTES,
-            "--etcd-max-response-bytes must be at least {MIN_RESPONSE_BYTES} (1 MiB): etcd's \
-             responses to srvd are up to --max-request-bytes (1.5 MiB by default) large"
+            "--etcd-max-response-bytes must be at least {MIN_RESPONSE_BYTES} (1 MiB): one etcd \
+             key or transaction can be up to etcd's --max-request-bytes (1.5 MiB by default)"
         );
         let registry_zone = match &self.registry_zone {
             Some(zone) => {

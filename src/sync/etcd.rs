@@ -9,11 +9,13 @@
 //! and (for publishing, never for resuming) the answer to a progress request (see `Notice`).
 //!
 //! Sizes: one message must fit the client's decode limit (`--etcd-max-response-bytes`). The
-//! watch asks for fragments, so etcd splits a response at its `--max-request-bytes` plus 512 KiB
-//! (etcd 3.4's `grpcOverheadBytes`: a 2 MiB fragment under the default 1.5 MiB; one event is
-//! never split); fragments are held back until their last revision is complete, so a cut
-//! between fragments never leaves a revision half-applied. The listing pages by count and,
-//! when a page is too large, halves the page and tries again.
+//! listing pages by count and, when a page is too large, halves the page and tries again. The
+//! watch does not ask for fragments (etcd 3.4 cuts them in time quadratic in their events), so
+//! a live transaction arrives as one response about the size of its request, and a catch-up
+//! over many revisions as one response that may exceed the limit: that is
+//! [`SyncError::TooLarge`], which the sync task answers with a full re-read (whose pages fit).
+//! Fragments from a server that sends them anyway are held back until their last revision is
+//! complete, so a revision is never applied in part.
 
 use std::time::Duration;
 
@@ -35,9 +37,9 @@ const PAGE_SIZE: i64 = 75_000;
 /// Bytes a key costs in a range response beyond its key and value (revisions, lease, framing).
 const KV_OVERHEAD: usize = 32;
 /// The default decode limit for one etcd response: etcd's recommended maximum
-/// `--max-request-bytes` (10 MiB) bounds one key, and one watch fragment to 10.5 MiB (etcd adds
-/// 512 KiB to the flag when it cuts fragments); 16 MiB leaves headroom
-/// for framing, and a page of many keys is split when it would exceed it.
+/// `--max-request-bytes` (10 MiB) bounds one key and one transaction, whose watch response is
+/// about as large plus per-key metadata; 16 MiB leaves headroom, a page of many keys is split
+/// when it would exceed it, and a larger watch response is a full re-read.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// gRPC status code OUT_OF_RANGE: tonic's "message too large" (and etcd's "compacted").
 const OUT_OF_RANGE: i32 = 11;
@@ -564,8 +566,10 @@ impl Etcd {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision)
-            .with_progress_notify()
-            .with_fragment();
+            // No `with_fragment`: etcd 3.4 re-measures a fragment after each event it adds
+            // (quadratic in the events: minutes of etcd CPU for a catch-up over two
+            // 100,000-key transactions). A response too large to decode is a re-read instead.
+            .with_progress_notify();
         let limit = self.max_response_bytes;
         let (sender, mut stream) = self
             .watch

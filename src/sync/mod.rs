@@ -747,6 +747,17 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
         }
         match result {
             Ok(()) => {}
+            // A watch response too large to decode: a catch-up over many revisions comes as
+            // one message. The listing's pages always fit, so read everything at the current
+            // revision and watch on from there (one re-read per such response, no backoff).
+            Err(SyncError::TooLarge { what, limit }) if !need_list => {
+                info!(
+                    limit,
+                    revision = syncer.reached(),
+                    "{what} is larger than --etcd-max-response-bytes; re-reading everything instead"
+                );
+                need_list = true;
+            }
             Err(SyncError::Compacted { wanted, compacted }) => {
                 info!(
                     wanted,

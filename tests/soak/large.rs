@@ -169,8 +169,10 @@ async fn transactions_of_a_hundred_thousand_keys_live_and_in_a_catch_up_publish_
     proxy.open(&[]);
     until_generation(addr, keys, 3).await;
     println!(
-        "figure: catch-up over two transactions of {keys} keys: answered {:?} after reconnect",
-        reopened.elapsed()
+        "figure: catch-up over two transactions of {keys} keys: answered {:?} after reconnect, \
+         full reads {} (a catch-up larger than --etcd-max-response-bytes is a re-read)",
+        reopened.elapsed(),
+        metric(metrics, "srvd_etcd_full_reads_total").await
     );
     done.store(true, Ordering::Relaxed);
     let rounds = checker.await.unwrap();
