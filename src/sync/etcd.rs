@@ -16,8 +16,12 @@
 //! [`SyncError::TooLarge`], which the sync task answers with a full re-read (whose pages fit).
 //! Fragments from a server that sends them anyway are held back until their last revision is
 //! complete, so a revision is never applied in part.
+//!
+//! Liveness: HTTP/2 pings bound every call and watch creation against a frozen peer; a watch
+//! stream that stays silent is also asked for an answer on itself (see `LIVENESS_IDLE`), which
+//! keeps `etcd grpc-proxy`'s stricter ping policy from cutting it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, ConnectOptions, EventType, GetOptions, GetResponse as RangeResponse, KvClient,
@@ -52,6 +56,22 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(6);
 /// How long a ping may go unanswered: a frozen (SIGSTOPped) or unplugged member, which still
 /// completes TCP connects but answers nothing, is found within interval + timeout (9 s).
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a watch stream may stay silent before srvd asks it for an answer (a liveness probe:
+/// a second watcher created and cancelled on the same stream). The answer is server data, and
+/// grpc-go forgives the next ping after the server sends data: `etcd grpc-proxy` (3.4) keeps
+/// grpc-go's default ping policy (one ping per 5 minutes, GOAWAY "too_many_pings" after the
+/// third strike), so HTTP/2 pings alone cut an idle watch through it every ~24 s. Data at least
+/// every 10 s (under two `KEEP_ALIVE_INTERVAL`s) keeps the strikes at 1 at most.
+const LIVENESS_IDLE: Duration = Duration::from_secs(10);
+/// How long a liveness probe may go unanswered before the stream counts as broken: the answer
+/// comes from whatever serves the watch (a member, or a proxy and, when no other watch on the
+/// probe's key is open there, the member behind it), so a stream that no longer delivers is
+/// found within `LIVENESS_IDLE` + this even where HTTP/2 pings are answered.
+const LIVENESS_DEADLINE: Duration = Duration::from_secs(5);
+/// Appended to a watched prefix: the one key a liveness probe watches. Under the prefix, so a
+/// user allowed to watch the prefix may watch it too; nobody writes it (an event on it would be
+/// mirrored as a key srvd skips, and the probe's own events are dropped).
+const PROBE_SUFFIX: &[u8] = b"\0srvd-liveness";
 /// Bound on one unary call (a page, a lease look-up) and on creating a watch (a watch's stream,
 /// once confirmed, has no bound).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -571,6 +591,8 @@ impl Etcd {
             // 100,000-key transactions). A response too large to decode is a re-read instead.
             .with_progress_notify();
         let limit = self.max_response_bytes;
+        let mut probe_key = prefix.to_vec();
+        probe_key.extend_from_slice(PROBE_SUFFIX);
         let (sender, mut stream) = self
             .watch
             .watch(prefix.to_vec(), Some(options))
@@ -599,11 +621,16 @@ impl Etcd {
                 }
                 return Ok(Watch {
                     stream,
+                    probe_sender: WatchRequestSender(sender.0.clone()),
                     requester: Some(ProgressRequester(sender)),
                     id: response.watch_id(),
                     pending,
                     held: Vec::new(),
                     limit,
+                    probe_key,
+                    probe: Probe::None,
+                    heard: Instant::now(),
+                    asked: None,
                 });
             }
             pending.push(response);
@@ -758,9 +785,52 @@ impl ProgressRequester {
     }
 }
 
+/// Where the stream's liveness probe stands (at most one is out at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// None out.
+    None,
+    /// Created, its `created` reply (which names its id) not yet received.
+    Creating,
+    /// Confirmed as the watcher with this id and cancelled; its `canceled` reply not yet received.
+    Canceling(i64),
+}
+
+/// Whether a response with `watch_id` belongs to the liveness probe in state `probe` (on a
+/// stream whose watcher is `own`), and if so the probe's next state; `None`: the watcher's own.
+/// Only one probe is out at a time and the watcher was confirmed before it, so any `created`
+/// reply for another id while one is being created is the probe's (`etcd grpc-proxy` numbers
+/// watchers itself, ignoring a requested id). A cancellation is the probe's only by its id: the
+/// watcher's own still ends the watch.
+fn probe_reply(
+    probe: Probe,
+    own: i64,
+    watch_id: i64,
+    created: bool,
+    canceled: bool,
+) -> Option<Probe> {
+    match probe {
+        Probe::Creating if created && watch_id != own => Some(if canceled {
+            // Refused at once (it still answered): nothing to cancel.
+            Probe::None
+        } else {
+            Probe::Canceling(watch_id)
+        }),
+        // Its cancellation, or an event on its key written meanwhile.
+        Probe::Canceling(probe) if watch_id == probe => Some(if canceled {
+            Probe::None
+        } else {
+            Probe::Canceling(probe)
+        }),
+        _ => None,
+    }
+}
+
 /// A confirmed watch.
 pub struct Watch {
     stream: WatchResponseStream,
+    /// The stream's sending half, for liveness probes.
+    probe_sender: WatchRequestSender,
     /// Until taken: the sending half of the stream, for progress requests.
     requester: Option<ProgressRequester>,
     /// This watcher's id on its stream: tells its own progress notifications from answers.
@@ -768,6 +838,13 @@ pub struct Watch {
     pending: Vec<etcd_client::WatchResponse>,
     held: Vec<RawEvent>,
     limit: usize,
+    /// The exact key a liveness probe watches.
+    probe_key: Vec<u8>,
+    probe: Probe,
+    /// When the stream last delivered anything.
+    heard: Instant,
+    /// When a liveness probe was asked for, if nothing has been heard since.
+    asked: Option<Instant>,
 }
 
 impl Watch {
@@ -787,21 +864,87 @@ impl Watch {
             self.push(&response, &mut batches)?;
         }
         while batches.is_empty() {
-            let next = self
-                .stream
-                .message()
-                .await
-                .map_err(|e| watch_error(e, self.limit))?
-                .ok_or_else(|| SyncError::Watch("stream closed".into()))?;
-            self.push(&next, &mut batches)?;
+            let next = self.next_response().await?;
+            self.receive(&next, &mut batches).await?;
         }
         while let Some(next) = self.stream.message().now_or_never() {
             let next = next
                 .map_err(|e| watch_error(e, self.limit))?
                 .ok_or_else(|| SyncError::Watch("stream closed".into()))?;
-            self.push(&next, &mut batches)?;
+            self.receive(&next, &mut batches).await?;
         }
         Ok(batches)
+    }
+
+    /// The next response; after `LIVENESS_IDLE` of silence asks for one (a liveness probe), and
+    /// fails when that goes unanswered for `LIVENESS_DEADLINE`. A response that is already in
+    /// counts even when srvd comes back late (the timeout polls the stream first).
+    async fn next_response(&mut self) -> Result<etcd_client::WatchResponse, SyncError> {
+        loop {
+            let deadline = match self.asked {
+                Some(at) => at + LIVENESS_DEADLINE,
+                None => self.heard + LIVENESS_IDLE,
+            };
+            match tokio::time::timeout_at(deadline.into(), self.stream.message()).await {
+                Ok(next) => {
+                    return next
+                        .map_err(|e| watch_error(e, self.limit))?
+                        .ok_or_else(|| SyncError::Watch("stream closed".into()));
+                }
+                Err(_) if self.asked.is_some() => {
+                    return Err(SyncError::Watch(format!(
+                        "no answer within {LIVENESS_DEADLINE:?} to a liveness probe after \
+                         {LIVENESS_IDLE:?} of silence"
+                    )));
+                }
+                Err(_) => self.ask().await?,
+            }
+        }
+    }
+
+    /// Sends a liveness probe: a watcher on one exact key from the current revision, which any
+    /// etcd watch server (a member or `etcd grpc-proxy`, which answers no progress request)
+    /// confirms with a `created` reply and which costs no history read. With one already out,
+    /// its outstanding reply is the answer awaited.
+    async fn ask(&mut self) -> Result<(), SyncError> {
+        self.asked = Some(Instant::now());
+        if self.probe == Probe::None {
+            self.probe_sender
+                .watch(self.probe_key.clone(), Some(WatchOptions::new()))
+                .await?;
+            self.probe = Probe::Creating;
+        }
+        tracing::trace!(probe = ?self.probe, "liveness probe");
+        Ok(())
+    }
+
+    /// Takes one response: a liveness probe's own replies (and any event on its key) end there
+    /// (a probe's cancellation must never end the watch); the rest goes to `push`.
+    async fn receive(
+        &mut self,
+        response: &etcd_client::WatchResponse,
+        batches: &mut Vec<WatchBatch>,
+    ) -> Result<(), SyncError> {
+        self.heard = Instant::now();
+        self.asked = None;
+        let id = response.watch_id();
+        let Some(next) = probe_reply(
+            self.probe,
+            self.id,
+            id,
+            response.created(),
+            response.canceled(),
+        ) else {
+            return self.push(response, batches);
+        };
+        if let Probe::Canceling(probe) = next
+            && self.probe == Probe::Creating
+        {
+            self.probe_sender.cancel(probe).await?;
+        }
+        tracing::trace!(watch_id = id, probe = ?next, "liveness probe reply");
+        self.probe = next;
+        Ok(())
     }
 
     fn push(
@@ -848,7 +991,7 @@ impl Watch {
 
 #[cfg(test)]
 mod tests {
-    use super::{Notice, RawEvent, RawKv, assemble, notice, prefix_end};
+    use super::{Notice, Probe, RawEvent, RawKv, assemble, notice, prefix_end, probe_reply};
 
     fn put(key: &str, revision: i64) -> RawEvent {
         RawEvent::Put(RawKv {
@@ -916,6 +1059,49 @@ mod tests {
         assert_eq!(notice(0, 0, false, true, Some(9)), Notice::None, "events");
         assert_eq!(notice(0, -1, false, true, Some(9)), Notice::None, "events");
         assert_eq!(notice(0, 0, false, false, None), Notice::None, "no header");
+    }
+
+    #[test]
+    fn a_probes_replies_are_its_own_and_never_end_the_watch() {
+        // The watcher is id 0 on its stream; the probe gets the next id.
+        assert_eq!(
+            probe_reply(Probe::None, 0, 0, false, true),
+            None,
+            "own cancel"
+        );
+        assert_eq!(
+            probe_reply(Probe::Creating, 0, 1, true, false),
+            Some(Probe::Canceling(1))
+        );
+        assert_eq!(
+            probe_reply(Probe::Creating, 0, 0, false, false),
+            None,
+            "own events while the probe is created"
+        );
+        assert_eq!(
+            probe_reply(Probe::Creating, 0, -1, false, false),
+            None,
+            "a progress answer"
+        );
+        assert_eq!(
+            probe_reply(Probe::Creating, 0, -1, true, true),
+            Some(Probe::None),
+            "refused"
+        );
+        assert_eq!(
+            probe_reply(Probe::Canceling(1), 0, 1, false, false),
+            Some(Probe::Canceling(1)),
+            "an event on the probe's key"
+        );
+        assert_eq!(
+            probe_reply(Probe::Canceling(1), 0, 1, false, true),
+            Some(Probe::None)
+        );
+        assert_eq!(
+            probe_reply(Probe::Canceling(1), 0, 0, false, true),
+            None,
+            "the watcher's own cancel still ends the watch"
+        );
     }
 
     #[test]

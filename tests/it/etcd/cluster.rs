@@ -414,35 +414,45 @@ async fn a_watched_member_that_loses_its_leader_is_noticed_served_around_and_cau
 }
 
 /// etcd (`--grpc-keepalive-min-time`, 5 s by default) closes a connection whose client pings
-/// more often than that, after three such pings ("too many pings"): a watch idle for 20 s
-/// must keep its one stream, with no outage logged and no re-watch.
+/// more often than that, after three such pings ("too many pings"), and `etcd grpc-proxy` keeps
+/// grpc-go's default (5 minutes), so through it every ping after the first since the server last
+/// sent data is a strike: a watch idle for 30 s, directly and through the proxy, must keep its
+/// one stream, with no outage logged and no re-watch, and still deliver the next write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_watch_keeps_its_connection_under_etcds_ping_policy() {
+async fn an_idle_watch_keeps_its_connection_directly_and_through_a_grpc_proxy() {
     let etcd = crate::support::etcd::EtcdServer::start().await;
+    let proxy = crate::support::etcd::EtcdProxy::start(std::slice::from_ref(&etcd.url)).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut srvd = spawn_binary_logging(
-        dir.path(),
-        &["--etcd", &etcd.url, "--zone", "skydns.test."],
-        "srvd=debug",
-    );
-    srvd.until_etcd_synced(Duration::from_secs(10));
-    // Idle well past etcd's strike limit (the fourth early ping, 12 s at a 3 s interval).
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    let mut replicas = Vec::new();
+    for url in [&etcd.url, &proxy.url] {
+        let mut srvd = spawn_binary_logging(
+            dir.path(),
+            &["--etcd", url, "--zone", "skydns.test."],
+            "srvd=debug",
+        );
+        srvd.until_etcd_synced(Duration::from_secs(10));
+        replicas.push((url, srvd));
+    }
+    // Idle past both strike limits: the fourth early ping (24 s at a 6 s interval through the
+    // proxy, which never allows one; 12 s at 3 s directly, were the interval ever shortened).
+    tokio::time::sleep(Duration::from_secs(30)).await;
     let mut client = etcd.client().await;
     client
         .put(key("idle"), value(Ipv4Addr::new(10, 7, 0, 1)), None)
         .await
         .unwrap();
-    tokio::task::block_in_place(|| {
-        srvd.log_until(Duration::from_secs(10), |log| {
-            log.iter()
-                .any(|l| l.contains("etcd event") && l.contains("/idle"))
+    for (url, srvd) in &mut replicas {
+        tokio::task::block_in_place(|| {
+            srvd.log_until(Duration::from_secs(10), |log| {
+                log.iter()
+                    .any(|l| l.contains("etcd event") && l.contains("/idle"))
+            });
         });
-    });
-    let troubles: Vec<&String> = srvd
-        .log
-        .iter()
-        .filter(|l| l.contains("etcd unreachable") || l.contains("reachable again"))
-        .collect();
-    assert!(troubles.is_empty(), "{troubles:#?}");
+        let troubles: Vec<&String> = srvd
+            .log
+            .iter()
+            .filter(|l| l.contains("etcd unreachable") || l.contains("reachable again"))
+            .collect();
+        assert!(troubles.is_empty(), "through {url}: {troubles:#?}");
+    }
 }
