@@ -439,16 +439,20 @@ async fn serve_tcp(
         let tcp = tcp.clone();
         let tls = tls.clone();
         tracker.spawn(async move {
+            // The first query's deadline runs from the accept: a DoT client that dawdles through
+            // its handshake gets no fresh idle timeout for the query after it.
+            let first_deadline = tokio::time::Instant::now() + limits.idle_timeout;
             let served = async {
                 let Some((transport, acceptor)) = tls else {
-                    return serve_connection(stream, peer, &handlers, current, limits, &shutdown, &tcp.connections, &connection, false)
+                    return serve_connection(stream, peer, &handlers, current, limits, first_deadline, &shutdown, &tcp.connections, &connection, false)
                         .await
                         .map_err(|e| e.to_string());
                 };
-                // The handshake holds the slot, so it is bounded like a query: the idle timeout.
+                // The handshake holds the slot, so it is bounded like a query, within the same
+                // deadline as the first query.
                 let stream = tokio::select! {
                     biased;
-                    handshake = timeout(limits.idle_timeout, acceptor.accept(stream)) => match handshake {
+                    handshake = tokio::time::timeout_at(first_deadline, acceptor.accept(stream)) => match handshake {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => return Err(format!("tls handshake failed: {error}")),
                         Err(_) => return Err("tls handshake timed out".into()),
@@ -457,7 +461,7 @@ async fn serve_tcp(
                 };
                 tcp.connections.progress(&connection);
                 match transport {
-                    tls::Encrypted::Tls => serve_connection(stream, peer, &handlers, current, limits, &shutdown, &tcp.connections, &connection, true)
+                    tls::Encrypted::Tls => serve_connection(stream, peer, &handlers, current, limits, first_deadline, &shutdown, &tcp.connections, &connection, true)
                         .await
                         .map_err(|e| e.to_string()),
                     tls::Encrypted::Https => {
@@ -542,7 +546,9 @@ async fn slot(tcp: &TcpShared, limits: TcpLimits) -> Option<OwnedSemaphorePermit
 }
 
 /// Serves queries on one connection, one at a time, until EOF, idle timeout or shutdown.
-/// `encrypted` (DNS over TLS): answers are padded when the query asks (RFC 7830).
+/// The first query must be whole by `first_deadline` (set at the accept), each later one within
+/// the idle timeout of the answer before it. `encrypted` (DNS over TLS): answers are padded
+/// when the query asks (RFC 7830).
 #[allow(clippy::too_many_arguments)]
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
@@ -550,6 +556,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     handlers: &HandlerSlot,
     mut current: Current,
     limits: TcpLimits,
+    first_deadline: tokio::time::Instant,
     shutdown: &CancellationToken,
     connections: &ConnectionTable,
     connection: &Connection,
@@ -558,6 +565,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut request = Vec::new();
     let mut response = Vec::new();
     let mut framed = Vec::new();
+    let mut next_deadline = Some(first_deadline);
     loop {
         // Between queries shutdown wins; once the first byte of a query arrived, it is in flight
         // and gets its answer (bounded by the idle timeout).
@@ -566,7 +574,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         // socket still gets a short, bounded chance to be read.
         // One deadline for the whole query, from the last answer (or the accept): a slowloris
         // trickling a byte now and then gets no fresh timeout per part of it.
-        let deadline = tokio::time::Instant::now() + limits.idle_timeout;
+        let deadline = next_deadline
+            .take()
+            .unwrap_or_else(|| tokio::time::Instant::now() + limits.idle_timeout);
         let mut first = [0u8; 1];
         let n = tokio::select! {
             biased;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -683,6 +683,37 @@ async fn shutdown_closes_idle_dot_and_doh_connections_without_waiting_out_the_id
     );
     let ended = tokio::time::timeout(Duration::from_secs(5), http).await;
     assert!(ended.is_ok(), "the HTTP connection ended");
+}
+
+/// The handshake and the first query share one idle timeout from the accept: a DoT client that
+/// dawdles through its handshake and then trickles its query is closed at that timeout, not
+/// at nearly twice it (a fresh timeout for the query after a slow handshake).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dot_client_dawdling_through_handshake_and_query_is_closed_at_one_idle_timeout() {
+    let srvd = start(|config| config.tcp.idle_timeout = Duration::from_secs(2)).await;
+    let tcp = TcpStream::connect(srvd.dot).await.unwrap();
+    let connected = Instant::now();
+    // Most of the timeout passes before the ClientHello (the dawdling is the behaviour under
+    // test, not a wait for the server)...
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let connector = tokio_rustls::TlsConnector::from(client_config(&srvd.ca, b"dot"));
+    let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    // ...then the first byte of a query's length, and nothing more.
+    stream.write_all(&[0]).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+    let closed = connected.elapsed();
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "closed, not answered: {read:?}"
+    );
+    // 2 s from the accept, with room for a slow machine; a fresh timeout would be 3.6 s or more.
+    assert!(
+        closed < Duration::from_millis(3400),
+        "closed {closed:?} after the accept with a 2 s idle timeout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
