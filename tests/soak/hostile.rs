@@ -2,7 +2,8 @@
 //! 30 s of names outside every zone, 10,000 idle connections with slowloris clients (one byte
 //! every 3 s) against the release binary, and SIGTERM under load from 500 connections. The fast
 //! versions are in tests/it/hostile.rs; the workloads in tests/it/support/hostile.rs.
-//! `SOAK_SECONDS` shortens the UDP blasts (a smaller proof run).
+//! `SRVD_SOAK_SECONDS` [30] sets the length of each UDP blast and `SRVD_SOAK_IDLE` [10000] the
+//! number of idle connections (smaller for a proof run).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,7 +28,7 @@ fn shipped(args: &[&str]) -> SrvdProcess {
 
 fn blast_seconds() -> Duration {
     Duration::from_secs(
-        std::env::var("SOAK_SECONDS")
+        std::env::var("SRVD_SOAK_SECONDS")
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(30),
@@ -96,7 +97,7 @@ async fn hostile_udp_outside_every_zone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_tcp_ten_thousand_idle_and_slowloris() {
     let files = load::raise_open_files();
-    let idle = std::env::var("SOAK_IDLE")
+    let idle = std::env::var("SRVD_SOAK_IDLE")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
