@@ -544,11 +544,9 @@ impl Syncer {
                 "etcd reachable again; resuming the watch"
             );
         }
-        if !health.too_large() {
-            // The next break starts backing off from the beginning; a response too large would
-            // break it again at once, so then the backoff stays where it is.
-            *backoff = BACKOFF_START;
-        }
+        // The next break starts backing off from the beginning. (A response too large to
+        // decode never comes back here: it is a re-read.)
+        *backoff = BACKOFF_START;
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -632,9 +630,9 @@ impl Trouble {
     }
 }
 
-/// What the log has said about the sync's trouble: each kind is logged once per outage, and a
-/// watch that etcd confirms and then breaks on the same oversized response is no recovery (etcd
-/// answers, yet nothing moves), so it does not log "reachable again" and the warning every retry.
+/// What the log has said about the sync's trouble: each kind is logged once per outage. A
+/// listing that keeps meeting one key too large to decode is no recovery when etcd answers
+/// something else in between, so only progress ends a "too large" outage.
 #[derive(Debug, Default)]
 struct Health {
     trouble: Option<Trouble>,
@@ -663,10 +661,6 @@ impl Health {
     /// whether that ended one.
     fn progressed(&mut self) -> bool {
         self.trouble.take().is_some()
-    }
-
-    fn too_large(&self) -> bool {
-        self.trouble == Some(Trouble::TooLarge)
     }
 }
 

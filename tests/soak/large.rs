@@ -1,7 +1,7 @@
-//! Large data at full size (issue 16): transactions of 100,000 keys, live and in a fragmented
+//! Large data at full size (issue 16): transactions of 100,000 keys, live and in a
 //! catch-up, and a prefix of 1,000,000 keys read at start. The fast versions are in
 //! `tests/it/etcd/huge.rs`. Sizes can be lowered for a trial run with `SRVD_SOAK_TXN_KEYS` and
-//! `SRVD_SOAK_KEYS`.
+//! `SRVD_SOAK_PREFIX_KEYS`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -134,8 +134,8 @@ async fn transactions_of_a_hundred_thousand_keys_live_and_in_a_catch_up_publish_
         &[
             "--max-txn-ops",
             &keys.to_string(),
-            // etcd's recommended maximum; fragments are then up to 10.5 MiB, under srvd's
-            // default decode limit of 16 MiB.
+            // etcd's recommended maximum; one transaction's watch response then stays under
+            // srvd's default decode limit of 16 MiB.
             "--max-request-bytes",
             "10485760",
             "--quota-backend-bytes",
@@ -161,7 +161,8 @@ async fn transactions_of_a_hundred_thousand_keys_live_and_in_a_catch_up_publish_
          after the write returned"
     );
 
-    // Cut off while two more land: the catch-up carries both, about twice etcd's fragment size.
+    // Cut off while two more land: the catch-up carries both in one response (a full re-read
+    // when that is larger than srvd's decode limit).
     proxy.cut();
     write_generation(&mut client, keys, 2).await;
     let last = write_generation(&mut client, keys, 3).await;
@@ -234,7 +235,7 @@ async fn load(url: &str, keys: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefix_of_a_million_keys_is_read_whole_with_bounded_memory() {
-    let keys = size("SRVD_SOAK_KEYS", 1_000_000);
+    let keys = size("SRVD_SOAK_PREFIX_KEYS", 1_000_000);
     let etcd = EtcdServer::start_with_flags(
         EtcdOptions::default(),
         &[

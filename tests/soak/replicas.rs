@@ -7,9 +7,9 @@
 //!
 //! Environment (defaults in brackets):
 //! - `SRVD_SOAK_REPLICAS` [10]: replicas directly and again as many through the proxy.
-//! - `SRVD_SOAK_KEYS` [10000,100000]: key counts at which a fresh replica's read is measured.
+//! - `SRVD_SOAK_REPLICA_KEYS` [10000,100000]: key counts at which a fresh replica's read is measured.
 //!
-//! Run: `scripts/soak replicas` (or, smaller, `SRVD_SOAK_REPLICAS=3 SRVD_SOAK_KEYS=2000
+//! Run: `scripts/soak replicas` (or, smaller, `SRVD_SOAK_REPLICAS=3 SRVD_SOAK_REPLICA_KEYS=2000
 //! scripts/soak replicas`).
 
 use std::net::Ipv4Addr;
@@ -83,10 +83,10 @@ fn futures_batches(from: u32, total: u32) -> Vec<(u32, u32)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_at_fleet_size_share_the_cluster_and_stay_equal_to_etcd() {
     let n: usize = env_or("SRVD_SOAK_REPLICAS", 10);
-    let key_counts: Vec<u32> = std::env::var("SRVD_SOAK_KEYS")
+    let key_counts: Vec<u32> = std::env::var("SRVD_SOAK_REPLICA_KEYS")
         .unwrap_or_else(|_| "10000,100000".into())
         .split(',')
-        .map(|v| v.trim().parse().expect("SRVD_SOAK_KEYS: numbers"))
+        .map(|v| v.trim().parse().expect("SRVD_SOAK_REPLICA_KEYS: numbers"))
         .collect();
     let mut cluster = EtcdCluster::start().await;
     let mut client = cluster.client(0).await;

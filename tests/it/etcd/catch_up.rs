@@ -238,7 +238,8 @@ async fn large_values_before_start_during_the_watch_and_while_cut_off_are_synced
     }
     server.wait_for_revision(last).await;
 
-    // While cut off: the catch-up holds 7.2 MB of values and must arrive in fragments.
+    // While cut off: the catch-up holds 7.2 MB of values, more than one response may carry
+    // (srvd does not ask for fragments): it is replaced by a full re-read, whose pages fit.
     proxy.cut();
     for i in 20..26u8 {
         client

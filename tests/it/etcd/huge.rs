@@ -1,7 +1,6 @@
 //! Data at etcd's own limits (issue 16, "large data"): values just under etcd's default
-//! `--max-request-bytes` (1.5 MiB), valid and garbage, and one transaction of 20,000 keys whose
-//! watch response is larger than etcd's fragment size and than srvd's decode limit, so it only
-//! arrives in fragments. (`large.rs` has 10,000 small records under one name; `catch_up.rs` has
+//! `--max-request-bytes` (1.5 MiB), valid and garbage, and transactions of 20,000 keys, live and
+//! in a catch-up larger than srvd's decode limit (which is a full re-read). (`large.rs` has 10,000 small records under one name; `catch_up.rs` has
 //! 1.2 MB values in a listing and a catch-up. `tests/soak/large.rs` runs the 100,000-key
 //! transaction and the million-key prefix.)
 
