@@ -83,7 +83,7 @@ impl Mirror {
             revision,
             serials: Arc::new(zone_paths.iter().map(|p| (p.clone(), 0)).collect()),
             registry: RegistryMirror::default(),
-            changes: ChangeLog::new(revision),
+            changes: ChangeLog::new(),
         }
     }
 
@@ -126,7 +126,7 @@ impl Mirror {
                     key
                 }
             };
-            self.changes.touch(&key, revision);
+            self.changes.touch(&key);
             touched.push(key);
         }
         if touched
@@ -159,10 +159,19 @@ impl Mirror {
         &self.changes
     }
 
-    /// Records a change to the registry-layout keys at `revision` (their own mirror keeps no
-    /// change table: registry answers depend on the registry as a whole).
-    pub fn touch_registry(&mut self, revision: Revision) {
-        self.changes.touch_registry(revision);
+    /// Records a change to the registry-layout keys (their own mirror keeps no change table:
+    /// registry answers depend on the registry as a whole).
+    pub fn touch_registry(&mut self) {
+        self.changes.touch_registry();
+    }
+
+    /// The copy to publish: the change log starts a new epoch first (see `index::changes`), so
+    /// every change applied to `self` afterwards drops the responses built from the copy that
+    /// read it. Publish only such copies.
+    #[must_use]
+    pub fn snapshot(&mut self) -> Self {
+        self.changes.seal();
+        self.clone()
     }
 
     /// The registry-layout keys.
@@ -303,7 +312,7 @@ impl Listed {
             revision,
             serials: Arc::new(Vec::new()),
             registry: RegistryMirror::default(),
-            changes: ChangeLog::new(revision),
+            changes: ChangeLog::new(),
         };
         let mut serials = self.serials;
         if let Some(previous) = previous {

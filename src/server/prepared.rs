@@ -21,12 +21,12 @@
 //!   clock (leases: `Answer::clocked`), one that would not fit whole, and every query while the
 //!   query log is on (it logs the parsed message).
 //! - **Invalidation by the keys a change touches.** An entry records what it was built from:
-//!   the snapshot's zone generation, the mirror's lineage and revision, and the hashes of the
-//!   etcd paths its answer read (`Answer::deps`). It is sent only while the zones are the same
-//!   ones, the mirror descends from the same listing, and none of those paths changed after the
-//!   revision it was built at (`index::changes`): a write storm on some keys leaves every other
-//!   prepared response in place. "Nothing changed at all" is the change log's count, never the
-//!   mirror's revision, which a change in a prefix ahead of the others leaves where it was. A stale entry is rebuilt by the next query that meets it.
+//!   the snapshot's zone generation, the mirror's lineage and change-log epoch, and the hashes
+//!   of the etcd paths its answer read (`Answer::deps`). It is sent only while the zones are
+//!   the same ones, the mirror descends from the same listing, and none of those paths changed
+//!   since the snapshot it was built from (`index::changes` dates changes by publish epoch,
+//!   never by etcd revision): a write storm on some keys leaves every other prepared response
+//!   in place. A stale entry is rebuilt by the next query that meets it.
 //! - **Bounded.** At most `budget` bytes per handler, split evenly over the shards; a shard
 //!   that would overflow is emptied first. An entry costs its one allocation (key, path
 //!   hashes, pieces, records), its map slot and the allocator's header.
@@ -44,7 +44,6 @@ use super::wire::{self, Response, Transport};
 use crate::answer::Answer;
 use crate::dnssd::srv_order::order_by_priority_weight;
 use crate::index::Index;
-use crate::index::mirror::{Mirror, Revision};
 
 /// Shards of the cache: a read takes one shard's lock, so two loops rarely meet on one.
 const SHARDS: usize = 64;
@@ -56,8 +55,9 @@ struct Origin {
     generation: u64,
     /// `ChangeLog::lineage` of the mirror (0: no mirror).
     lineage: u64,
-    /// The mirror's revision: a change to a path an entry read after it makes the entry stale.
-    built: Revision,
+    /// The mirror's change-log epoch: a change to a path the entry read, dated this epoch or
+    /// later, makes the entry stale.
+    epoch: u64,
     /// `ChangeLog::recorded`: while it is unchanged, so is every path.
     recorded: u64,
 }
@@ -68,7 +68,7 @@ impl Origin {
         Self {
             generation: index.generation(),
             lineage: mirror.map_or(0, |m| m.changes().lineage()),
-            built: mirror.map_or(0, Mirror::revision),
+            epoch: mirror.map_or(0, |m| m.changes().epoch()),
             recorded: mirror.map_or(0, |m| m.changes().recorded()),
         }
     }
@@ -459,7 +459,7 @@ impl Stored {
             .is_some_and(|mirror| {
                 mirror
                     .changes()
-                    .unchanged_since(self.deps(), self.origin.built)
+                    .unchanged_since(self.deps(), self.origin.epoch)
             })
     }
 

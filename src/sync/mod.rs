@@ -278,11 +278,12 @@ impl Syncer {
             return;
         };
         mirror.set_revision(reached);
+        let published = mirror.snapshot();
         let mirror = &*mirror;
         self.base.publish(
             &self.handle,
             EtcdData {
-                mirror: Some(mirror.clone()),
+                mirror: Some(published),
                 root: self.root.clone(),
                 leases: self.leases.clone(),
             },
@@ -503,7 +504,7 @@ impl Syncer {
             .as_ref()
             .map(|e| e.lease)
             .filter(|l| self.lease_used(*l));
-        mirror.touch_registry(revision);
+        mirror.touch_registry();
         let registry = mirror.registry_mut();
         let old = match new_entry {
             Some(entry) => registry.put(entry, revision),
