@@ -785,6 +785,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         backend: backend.clone(),
         sync: sync_metrics.clone(),
     });
+    crate::server::raise_open_files_limit(config.tcp.max_connections);
     let mut running = Running {
         addrs: Vec::new(),
         http_addrs: Vec::new(),

@@ -163,7 +163,6 @@ pub struct Server {
 impl Server {
     /// No loops yet; `shutdown` stops every loop the server ever starts.
     pub fn new(limits: TcpLimits, shutdown: CancellationToken) -> Self {
-        raise_open_files_limit(limits.max_connections);
         Self {
             limits,
             shutdown,
@@ -500,8 +499,9 @@ const RESERVED_FILES: u64 = 64;
 /// Raises the soft limit on open files to the hard one, as every Go program (CoreDNS among
 /// them) does at start: the usual soft limit, 1024, is below what a bound of thousands of TCP
 /// connections needs. Warns when the limit in force cannot hold `max_connections`; past it
-/// the accept loop closes the quietest connection as it does at the bound.
-fn raise_open_files_limit(max_connections: usize) {
+/// the accept loop closes the quietest connection as it does at the bound. A process-wide
+/// change, so the daemon makes it at start, not `Server::new` (a library call).
+pub(crate) fn raise_open_files_limit(max_connections: usize) {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
