@@ -27,12 +27,7 @@ fn shipped(args: &[&str]) -> SrvdProcess {
 }
 
 fn blast_seconds() -> Duration {
-    Duration::from_secs(
-        std::env::var("SRVD_SOAK_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(30),
-    )
+    Duration::from_secs(crate::knob("SRVD_SOAK_SECONDS", 30))
 }
 
 async fn requests_total(srvd: &SrvdProcess) -> u64 {
@@ -97,10 +92,7 @@ async fn hostile_udp_outside_every_zone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_tcp_ten_thousand_idle_and_slowloris() {
     let files = load::raise_open_files();
-    let idle = std::env::var("SRVD_SOAK_IDLE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000);
+    let idle: usize = crate::knob("SRVD_SOAK_IDLE", 10_000);
     assert!(files > idle as u64 + 1000, "RLIMIT_NOFILE {files} too low");
     // srvd's bound at the attack's size: srvd itself must hold 10,000 descriptors (it raises
     // its soft limit), and the attack still exceeds the bound.

@@ -17,13 +17,6 @@ use crate::support::srvd::SrvdProcess;
 const ZONE: &str = "soak.test.";
 const PREFIX: &str = "/skydns/test/soak/";
 
-fn size(var: &str, default: u32) -> u32 {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// The srvd binary for `etcd`, with metrics; returns it and its metrics address.
 fn srvd(dir: &std::path::Path, etcd: &str) -> (SrvdProcess, SocketAddr) {
     let srvd = crate::support::srvd::spawn_binary_logging(
@@ -128,7 +121,7 @@ async fn until_generation(addr: SocketAddr, keys: u32, generation: u32) -> Durat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_of_a_hundred_thousand_keys_live_and_in_a_catch_up_publish_whole() {
-    let keys = size("SRVD_SOAK_TXN_KEYS", 100_000);
+    let keys = crate::knob::<u32>("SRVD_SOAK_TXN_KEYS", 100_000);
     let etcd = EtcdServer::start_with_flags(
         EtcdOptions::default(),
         &[
@@ -235,7 +228,7 @@ async fn load(url: &str, keys: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefix_of_a_million_keys_is_read_whole_with_bounded_memory() {
-    let keys = size("SRVD_SOAK_PREFIX_KEYS", 1_000_000);
+    let keys = crate::knob::<u32>("SRVD_SOAK_PREFIX_KEYS", 1_000_000);
     let etcd = EtcdServer::start_with_flags(
         EtcdOptions::default(),
         &[

@@ -10,6 +10,15 @@
 #[path = "../it/support/mod.rs"]
 mod support;
 
+/// A soak knob: the environment variable `name` parsed as `T`, or `default` when it is unset
+/// (or not a `T`). Each case's file lists its knobs.
+fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 mod hostile;
 mod large;
 mod replicas;

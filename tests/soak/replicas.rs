@@ -20,13 +20,6 @@ use etcd_client::{CompactionOptions, Txn, TxnOp};
 use crate::support::etcd::{EtcdCluster, EtcdProxy};
 use crate::support::skydns::{Replica, ZONE, etcd_names, key, put_stable, put_via, value};
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// (watchers, watch streams) on each member.
 async fn watch_load(cluster: &EtcdCluster) -> Vec<(u64, u64)> {
     let mut load = Vec::new();
@@ -82,7 +75,7 @@ fn futures_batches(from: u32, total: u32) -> Vec<(u32, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_at_fleet_size_share_the_cluster_and_stay_equal_to_etcd() {
-    let n: usize = env_or("SRVD_SOAK_REPLICAS", 10);
+    let n: usize = crate::knob("SRVD_SOAK_REPLICAS", 10);
     let key_counts: Vec<u32> = std::env::var("SRVD_SOAK_REPLICA_KEYS")
         .unwrap_or_else(|_| "10000,100000".into())
         .split(',')

@@ -16,22 +16,15 @@ use std::time::{Duration, Instant};
 use crate::support::etcd::{EtcdCluster, EtcdProxy};
 use crate::support::skydns::{Probes, Replica, Storm, etcd_names, percentiles};
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_ten_thousand_ops_a_second_leaves_every_mirror_equal_to_etcd() {
     let storm = Storm {
-        writers: env_or("SRVD_SOAK_WRITERS", 3),
-        ops_per_sec: env_or("SRVD_SOAK_RATE", 10_000),
+        writers: crate::knob("SRVD_SOAK_WRITERS", 3),
+        ops_per_sec: crate::knob("SRVD_SOAK_RATE", 10_000),
         per_txn: 100,
         keys: 2_000,
         in_flight: 8,
-        seconds: env_or("SRVD_SOAK_SECONDS", 30.0),
+        seconds: crate::knob("SRVD_SOAK_SECONDS", 30.0),
     };
     let cluster = EtcdCluster::start().await;
     let proxy = EtcdProxy::start(&cluster.urls()).await;
