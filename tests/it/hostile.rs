@@ -7,93 +7,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::hostile::{
-    self, CLIENT_WAIT, MixedTraffic, OutsideTraffic, Siege, SiegeFigures,
+    self, CLIENT_WAIT, MixedTraffic, OutsideTraffic, Siege, blast_and_check, check_siege,
+    report_and_check_sigterm, report_siege, shipped,
 };
-use crate::support::http::{addr_in_log, get};
-use crate::support::load::{self, Tally};
+use crate::support::load;
 use crate::support::shipped_zones;
-use crate::support::srvd::{SrvdProcess, spawn_binary, spawn_binary_with_open_files};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The srvd binary on the shipped zone, with metrics, and `args`.
-fn shipped(args: &[&str]) -> SrvdProcess {
-    let zones = shipped_zones();
-    let mut all = vec![
-        "--zones-dir",
-        zones.to_str().unwrap(),
-        "--metrics",
-        "127.0.0.1:0",
-    ];
-    all.extend_from_slice(args);
-    spawn_binary(&repo(), &all)
-}
-
-async fn requests_total(srvd: &SrvdProcess) -> u64 {
-    let (status, body) = get(addr_in_log(&srvd.log, "metrics"), "/metrics").await;
-    assert_eq!(status, 200);
-    load::requests_total(&body)
-}
-
-/// Blasts `traffic` and checks what srvd promises of every reply; returns the tally and the
-/// queries srvd counted meanwhile.
-pub(crate) async fn blast_and_check<T: load::Traffic>(
-    srvd: &SrvdProcess,
-    traffic: T,
-    senders: usize,
-    duration: Duration,
-    what: &str,
-) -> (Tally, u64) {
-    let (counted_before, drops_before) = (requests_total(srvd).await, load::kernel_udp_drops());
-    let addr = srvd.addr;
-    let tally = tokio::task::spawn_blocking(move || load::blast(addr, traffic, senders, duration))
-        .await
-        .unwrap();
-    let drops = load::kernel_udp_drops() - drops_before;
-    let counted = requests_total(srvd).await - counted_before;
-    let secs = tally.elapsed.as_secs_f64();
-    println!(
-        "figure: {what}: {} packets in {secs:.1} s ({:.0}/s) from {senders} sockets; {} replies \
-         ({:.0}/s); per class sent {:?} replied {:?}; {} expected a reply, {} got none; srvd \
-         counted {counted}; kernel UDP buffer drops (whole namespace) {drops}; reply/request bytes \
-         {} / {} (largest ratio {:.2})",
-        tally.total_sent(),
-        tally.total_sent() as f64 / secs,
-        tally.replies.iter().sum::<u64>(),
-        tally.replies.iter().sum::<u64>() as f64 / secs,
-        tally.sent,
-        tally.replies,
-        tally.expecting,
-        tally.missing(),
-        tally.reply_bytes,
-        tally.request_bytes,
-        tally.largest_ratio,
-    );
-    assert_eq!(
-        tally.wrong, 0,
-        "{what}: wrong replies, e.g. {:#?}",
-        tally.wrong_examples
-    );
-    assert!(tally.answered > 0, "{what}: srvd answered");
-    // srvd counts what it read: never more than was sent, and it answered everything it read.
-    assert!(counted <= tally.expecting, "{what}: {counted} counted");
-    // A packet that deserved a reply may go unanswered only if the kernel dropped it (or its
-    // reply) for want of buffer space, and the kernel counts each such drop.
-    assert!(
-        tally.missing() <= drops,
-        "{what}: {} replies missing, but the kernel dropped only {drops} datagrams",
-        tally.missing()
-    );
-    (tally, counted)
-}
+use crate::support::srvd::spawn_binary_with_open_files;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_valid_packets_half_and_half_at_full_rate_valid_ones_keep_their_answers() {
     let srvd = shipped(&[]);
     let traffic = MixedTraffic::learn(srvd.addr).await;
-    let (tally, _) = blast_and_check(
+    let tally = blast_and_check(
         &srvd,
         traffic,
         2,
@@ -114,7 +39,7 @@ async fn malformed_and_valid_packets_half_and_half_at_full_rate_valid_ones_keep_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_outside_every_zone_at_full_rate_are_refused_without_amplification() {
     let srvd = shipped(&[]);
-    let (tally, _) = blast_and_check(
+    let tally = blast_and_check(
         &srvd,
         OutsideTraffic,
         2,
@@ -127,46 +52,6 @@ async fn names_outside_every_zone_at_full_rate_are_refused_without_amplification
         tally.reply_bytes <= tally.request_bytes && tally.largest_ratio <= 1.0,
         "no amplification: {tally:?}"
     );
-}
-
-fn report_siege(what: &str, figures: &SiegeFigures) {
-    let waits: Vec<_> = figures.client_waits.iter().flatten().collect();
-    println!(
-        "figure: {what}: {} idle connected, {} closed by srvd; slowloris: {} connections, {} \
-         closed by srvd, {} answered; well-behaved clients answered {}/{} (waits {:?}, longest \
-         {:?}); siege took {:.1} s",
-        figures.idle_connected,
-        figures.idle_closed,
-        figures.slowloris_connections,
-        figures.slowloris_closed,
-        figures.slowloris_answered,
-        waits.len(),
-        figures.client_waits.len(),
-        waits,
-        waits.iter().max(),
-        figures.elapsed.as_secs_f64(),
-    );
-}
-
-/// Checks a siege: every well-behaved client answered within [`CLIENT_WAIT`], srvd closed
-/// every idle connection, slowloris clients never got an answer and were closed.
-pub(crate) fn check_siege(srvd: &mut SrvdProcess, figures: &SiegeFigures, idle: usize) {
-    assert_eq!(
-        figures.client_waits.iter().flatten().count(),
-        figures.client_waits.len(),
-        "every well-behaved client is answered within {CLIENT_WAIT:?}: {figures:?}"
-    );
-    assert_eq!(figures.idle_connected, idle, "{figures:?}");
-    assert_eq!(
-        figures.idle_closed, figures.idle_connected,
-        "srvd closes every idle connection: {figures:?}"
-    );
-    assert_eq!(figures.slowloris_answered, 0, "{figures:?}");
-    assert!(figures.slowloris_closed > 0, "{figures:?}");
-    srvd.log_until(Duration::from_secs(5), |log| {
-        log.iter()
-            .any(|l| l.contains("tcp connection limit reached"))
-    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +108,11 @@ async fn out_of_file_descriptors_the_quietest_connection_makes_room() {
 #[test]
 fn srvd_raises_its_soft_open_files_limit_to_the_hard_one() {
     let zones = shipped_zones();
-    let srvd = spawn_binary_with_open_files(&repo(), &["--zones-dir", zones.to_str().unwrap()], 64);
+    let srvd = spawn_binary_with_open_files(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        &["--zones-dir", zones.to_str().unwrap()],
+        64,
+    );
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", srvd.child.id())).unwrap();
     let line = limits
         .lines()
@@ -239,24 +128,7 @@ async fn sigterm_under_query_load_answers_every_query_in_flight_and_exits_zero()
     let mut srvd = shipped(&[]);
     let figures =
         hostile::sigterm_under_load(&mut srvd, 50, 2, 2000, Duration::from_secs(15)).await;
-    println!(
-        "figure: sigterm under load (50 tcp, 2 udp loops): exit {:?} {:.3} s after SIGTERM; tcp \
-         queries sent before it {} (answered {}), after {} (answered {}); udp answered {}",
-        figures.exit_code,
-        figures.exit_after.as_secs_f64(),
-        figures.before,
-        figures.before_answered,
-        figures.after,
-        figures.after_answered,
-        figures.udp_answered,
-    );
-    assert_eq!(figures.exit_code, Some(0), "{figures:?}");
-    assert_eq!(figures.wrong, 0, "{figures:?}");
-    assert!(figures.before > 0, "{figures:?}");
-    assert_eq!(
-        figures.before_answered, figures.before,
-        "every TCP query sent before SIGTERM is answered: {figures:?}"
-    );
+    report_and_check_sigterm("sigterm under load (50 tcp, 2 udp loops)", &figures);
 }
 
 /// The idle timeout bounds the whole query, from the last answer: a slowloris trickling the

@@ -5,72 +5,26 @@
 //! `SRVD_SOAK_SECONDS` [30] sets the length of each UDP blast and `SRVD_SOAK_IDLE` [10000] the
 //! number of idle connections (smaller for a proof run).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::hostile::{self, CLIENT_WAIT, MixedTraffic, OutsideTraffic, Siege};
-use crate::support::http::{addr_in_log, get};
-use crate::support::load::{self, Traffic};
-use crate::support::shipped_zones;
-use crate::support::srvd::{SrvdProcess, spawn_binary};
-
-fn shipped(args: &[&str]) -> SrvdProcess {
-    let zones = shipped_zones();
-    let mut all = vec![
-        "--zones-dir",
-        zones.to_str().unwrap(),
-        "--metrics",
-        "127.0.0.1:0",
-    ];
-    all.extend_from_slice(args);
-    spawn_binary(&PathBuf::from(env!("CARGO_MANIFEST_DIR")), &all)
-}
+use crate::support::hostile::{
+    self, MixedTraffic, OutsideTraffic, Siege, blast_and_check, check_siege,
+    report_and_check_sigterm, report_siege, shipped,
+};
+use crate::support::load::{self, Tally, Traffic};
 
 fn blast_seconds() -> Duration {
     Duration::from_secs(crate::knob("SRVD_SOAK_SECONDS", 30))
 }
 
-async fn requests_total(srvd: &SrvdProcess) -> u64 {
-    let (status, body) = get(addr_in_log(&srvd.log, "metrics"), "/metrics").await;
-    assert_eq!(status, 200);
-    load::requests_total(&body)
-}
-
-async fn blast<T: Traffic>(srvd: &SrvdProcess, traffic: T, what: &str) -> load::Tally {
-    let (counted_before, drops_before) = (requests_total(srvd).await, load::kernel_udp_drops());
-    let (addr, duration) = (srvd.addr, blast_seconds());
+/// One blast at full size: as many senders as cores (at least 2), for `SRVD_SOAK_SECONDS`.
+async fn blast<T: Traffic>(
+    srvd: &crate::support::srvd::SrvdProcess,
+    traffic: T,
+    what: &str,
+) -> Tally {
     let senders = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
-    let tally = tokio::task::spawn_blocking(move || load::blast(addr, traffic, senders, duration))
-        .await
-        .unwrap();
-    let drops = load::kernel_udp_drops() - drops_before;
-    let counted = requests_total(srvd).await - counted_before;
-    let secs = tally.elapsed.as_secs_f64();
-    let replies: u64 = tally.replies.iter().sum();
-    println!(
-        "figure: {what}: sent {} in {secs:.1} s ({:.0}/s) from {senders} sockets; replies {replies} \
-         ({:.0}/s); per class sent {:?} replied {:?}; expected a reply {}, none came {}; srvd \
-         counted {counted}; kernel UDP buffer drops {drops}; reply/request bytes {} / {} \
-         (largest ratio {:.2})",
-        tally.total_sent(),
-        tally.total_sent() as f64 / secs,
-        replies as f64 / secs,
-        tally.sent,
-        tally.replies,
-        tally.expecting,
-        tally.missing(),
-        tally.reply_bytes,
-        tally.request_bytes,
-        tally.largest_ratio,
-    );
-    assert_eq!(tally.wrong, 0, "{what}: {:#?}", tally.wrong_examples);
-    assert!(counted <= tally.expecting);
-    assert!(
-        tally.missing() <= drops,
-        "{what}: {} missing, kernel dropped {drops}",
-        tally.missing()
-    );
-    tally
+    blast_and_check(srvd, traffic, senders, blast_seconds(), what).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -107,30 +61,14 @@ async fn hostile_tcp_ten_thousand_idle_and_slowloris() {
         close_within: Duration::from_secs(30),
     };
     let figures = hostile::siege(srvd.addr, &siege).await;
-    let waits: Vec<_> = figures.client_waits.iter().flatten().collect();
-    println!(
-        "figure: soak tcp siege ({idle} idle, 200 slowloris at 1 byte/3 s, bound {idle}, idle \
-         timeout 10 s): {} idle connected, {} closed by srvd; slowloris {} connections, {} closed, \
-         {} answered; clients answered {}/{} within {CLIENT_WAIT:?}, longest wait {:?}; {:.1} s",
-        figures.idle_connected,
-        figures.idle_closed,
-        figures.slowloris_connections,
-        figures.slowloris_closed,
-        figures.slowloris_answered,
-        waits.len(),
-        figures.client_waits.len(),
-        waits.iter().max(),
-        figures.elapsed.as_secs_f64(),
+    report_siege(
+        &format!(
+            "soak tcp siege ({idle} idle, 200 slowloris at 1 byte/3 s, bound {idle}, idle timeout \
+             10 s)"
+        ),
+        &figures,
     );
-    assert_eq!(waits.len(), figures.client_waits.len(), "{figures:?}");
-    assert_eq!(figures.idle_connected, idle);
-    assert_eq!(figures.idle_closed, figures.idle_connected, "{figures:?}");
-    assert_eq!(figures.slowloris_answered, 0);
-    assert!(figures.slowloris_closed > 0);
-    srvd.log_until(Duration::from_secs(5), |log| {
-        log.iter()
-            .any(|l| l.contains("tcp connection limit reached"))
-    });
+    check_siege(&mut srvd, &figures, idle);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -139,18 +77,5 @@ async fn hostile_sigterm_under_load() {
     let mut srvd = shipped(&[]);
     let figures =
         hostile::sigterm_under_load(&mut srvd, 500, 8, 50_000, Duration::from_secs(30)).await;
-    println!(
-        "figure: soak sigterm under load (500 tcp, 8 udp loops): exit {:?} {:.3} s after SIGTERM; \
-         tcp before {} (answered {}), after {} (answered {}); udp answered {}",
-        figures.exit_code,
-        figures.exit_after.as_secs_f64(),
-        figures.before,
-        figures.before_answered,
-        figures.after,
-        figures.after_answered,
-        figures.udp_answered,
-    );
-    assert_eq!(figures.exit_code, Some(0));
-    assert_eq!(figures.wrong, 0);
-    assert_eq!(figures.before_answered, figures.before, "{figures:?}");
+    report_and_check_sigterm("soak sigterm under load (500 tcp, 8 udp loops)", &figures);
 }

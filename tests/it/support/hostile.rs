@@ -572,3 +572,141 @@ pub async fn sigterm_under_load(
     }
     total
 }
+
+/// The srvd binary on the shipped zone, with metrics, and `args`.
+pub fn shipped(args: &[&str]) -> super::srvd::SrvdProcess {
+    let zones = super::shipped_zones();
+    let mut all = vec![
+        "--zones-dir",
+        zones.to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    all.extend_from_slice(args);
+    super::srvd::spawn_binary(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")), &all)
+}
+
+async fn requests_total(srvd: &super::srvd::SrvdProcess) -> u64 {
+    let metrics = super::http::addr_in_log(&srvd.log, "metrics");
+    let (status, body) = super::http::get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    super::load::requests_total(&body)
+}
+
+/// Blasts `traffic` at srvd from `senders` sockets for `duration`, prints the figures, and
+/// checks what srvd promises of every reply; returns the tally.
+pub async fn blast_and_check<T: Traffic>(
+    srvd: &super::srvd::SrvdProcess,
+    traffic: T,
+    senders: usize,
+    duration: Duration,
+    what: &str,
+) -> super::load::Tally {
+    use super::load;
+    let (counted_before, drops_before) = (requests_total(srvd).await, load::kernel_udp_drops());
+    let addr = srvd.addr;
+    let tally = tokio::task::spawn_blocking(move || load::blast(addr, traffic, senders, duration))
+        .await
+        .unwrap();
+    let drops = load::kernel_udp_drops() - drops_before;
+    let counted = requests_total(srvd).await - counted_before;
+    let secs = tally.elapsed.as_secs_f64();
+    println!(
+        "figure: {what}: {} packets in {secs:.1} s ({:.0}/s) from {senders} sockets; {} replies \
+         ({:.0}/s); per class sent {:?} replied {:?}; {} expected a reply, {} got none; srvd \
+         counted {counted}; kernel UDP buffer drops (whole namespace) {drops}; reply/request bytes \
+         {} / {} (largest ratio {:.2})",
+        tally.total_sent(),
+        tally.total_sent() as f64 / secs,
+        tally.replies.iter().sum::<u64>(),
+        tally.replies.iter().sum::<u64>() as f64 / secs,
+        tally.sent,
+        tally.replies,
+        tally.expecting,
+        tally.missing(),
+        tally.reply_bytes,
+        tally.request_bytes,
+        tally.largest_ratio,
+    );
+    assert_eq!(
+        tally.wrong, 0,
+        "{what}: wrong replies, e.g. {:#?}",
+        tally.wrong_examples
+    );
+    assert!(tally.answered > 0, "{what}: srvd answered");
+    // srvd counts what it read: never more than was sent, and it answered everything it read.
+    assert!(counted <= tally.expecting, "{what}: {counted} counted");
+    // A packet that deserved a reply may go unanswered only if the kernel dropped it (or its
+    // reply) for want of buffer space, and the kernel counts each such drop.
+    assert!(
+        tally.missing() <= drops,
+        "{what}: {} replies missing, but the kernel dropped only {drops} datagrams",
+        tally.missing()
+    );
+    tally
+}
+
+/// Prints a siege's figures.
+pub fn report_siege(what: &str, figures: &SiegeFigures) {
+    let waits: Vec<_> = figures.client_waits.iter().flatten().collect();
+    println!(
+        "figure: {what}: {} idle connected, {} closed by srvd; slowloris: {} connections, {} \
+         closed by srvd, {} answered; well-behaved clients answered {}/{} (waits {:?}, longest \
+         {:?}); siege took {:.1} s",
+        figures.idle_connected,
+        figures.idle_closed,
+        figures.slowloris_connections,
+        figures.slowloris_closed,
+        figures.slowloris_answered,
+        waits.len(),
+        figures.client_waits.len(),
+        waits,
+        waits.iter().max(),
+        figures.elapsed.as_secs_f64(),
+    );
+}
+
+/// Checks a siege: every well-behaved client answered within [`CLIENT_WAIT`], srvd closed
+/// every idle connection, slowloris clients never got an answer and were closed, and srvd
+/// logged reaching its bound.
+pub fn check_siege(srvd: &mut super::srvd::SrvdProcess, figures: &SiegeFigures, idle: usize) {
+    assert_eq!(
+        figures.client_waits.iter().flatten().count(),
+        figures.client_waits.len(),
+        "every well-behaved client is answered within {CLIENT_WAIT:?}: {figures:?}"
+    );
+    assert_eq!(figures.idle_connected, idle, "{figures:?}");
+    assert_eq!(
+        figures.idle_closed, figures.idle_connected,
+        "srvd closes every idle connection: {figures:?}"
+    );
+    assert_eq!(figures.slowloris_answered, 0, "{figures:?}");
+    assert!(figures.slowloris_closed > 0, "{figures:?}");
+    srvd.log_until(Duration::from_secs(5), |log| {
+        log.iter()
+            .any(|l| l.contains("tcp connection limit reached"))
+    });
+}
+
+/// Prints a SIGTERM-under-load run's figures and checks it: exit 0, no wrong answer, and every
+/// TCP query sent before the signal answered.
+pub fn report_and_check_sigterm(what: &str, figures: &ShutdownFigures) {
+    println!(
+        "figure: {what}: exit {:?} {:.3} s after SIGTERM; tcp queries sent before it {} \
+         (answered {}), after {} (answered {}); udp answered {}",
+        figures.exit_code,
+        figures.exit_after.as_secs_f64(),
+        figures.before,
+        figures.before_answered,
+        figures.after,
+        figures.after_answered,
+        figures.udp_answered,
+    );
+    assert_eq!(figures.exit_code, Some(0), "{figures:?}");
+    assert_eq!(figures.wrong, 0, "{figures:?}");
+    assert!(figures.before > 0, "{figures:?}");
+    assert_eq!(
+        figures.before_answered, figures.before,
+        "every TCP query sent before SIGTERM is answered: {figures:?}"
+    );
+}
