@@ -157,13 +157,7 @@ async fn replicas_direct_and_through_a_grpc_proxy_stay_equal_to_etcd_through_fau
         replica.assert_equals(what, revision, &etcd, &gone).await;
     }
     for (what, queries) in [("direct", direct_loop), ("proxied", proxied_loop)] {
-        let (count, failures) = queries.finish().await;
-        assert!(count > 0);
-        assert!(
-            failures.is_empty(),
-            "{what}: {} of {count} queries failed: {failures:#?}",
-            failures.len()
-        );
+        queries.finish_without_failures(what).await;
     }
     let full_reads: Vec<u64> = {
         let mut reads = Vec::new();

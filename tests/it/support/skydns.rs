@@ -120,11 +120,20 @@ impl QueryLoop {
         }
     }
 
-    /// Stops the loop; returns (queries, failures).
-    pub async fn finish(self) -> (u64, Vec<String>) {
+    /// Stops the loop and asserts that it asked something and every answer was right (`what`
+    /// names the loop in the failure and in the `figure:` line); returns how many it asked.
+    pub async fn finish_without_failures(self, what: &str) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         let failures = self.task.await.unwrap();
-        (self.queries.load(Ordering::Relaxed), failures)
+        let count = self.queries.load(Ordering::Relaxed);
+        assert!(count > 0, "{what}: no query asked");
+        assert!(
+            failures.is_empty(),
+            "{what}: {} of {count} queries failed: {failures:#?}",
+            failures.len()
+        );
+        eprintln!("figure: {what}: {count} queries, 0 failed");
+        count
     }
 }
 
