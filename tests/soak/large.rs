@@ -12,6 +12,7 @@ use etcd_client::{Client, GetOptions, Txn, TxnOp};
 
 use crate::support::dns::a_of;
 use crate::support::etcd::{EtcdOptions, EtcdServer};
+use crate::support::http::metric;
 use crate::support::srvd::SrvdProcess;
 
 const ZONE: &str = "soak.test.";
@@ -26,14 +27,6 @@ fn srvd(dir: &std::path::Path, etcd: &str) -> (SrvdProcess, SocketAddr) {
     );
     let metrics = crate::support::http::addr_in_log(&srvd.log, "metrics");
     (srvd, metrics)
-}
-
-/// One value of srvd's `/metrics`.
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let (_, body) = crate::support::http::get(addr, "/metrics").await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 /// srvd's resident and proportional set sizes in KiB (`/proc/<pid>/smaps_rollup`).

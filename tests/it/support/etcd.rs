@@ -761,18 +761,7 @@ impl Drop for EtcdCluster {
 async fn metric_at(url: &str, name: &str) -> f64 {
     let addr = url.trim_start_matches("http://").parse().unwrap();
     let (_, body) = super::http::get(addr, "/metrics").await;
-    sum_samples(&body, name)
-}
-
-/// The sum of the samples of metric `name` in Prometheus text `body` (0 when absent).
-pub fn sum_samples(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    super::http::sum_samples(&body, name)
 }
 
 /// `etcd grpc-proxy start` in front of a cluster's members, on a free loopback port with its

@@ -590,7 +590,7 @@ async fn requests_total(srvd: &super::srvd::SrvdProcess) -> u64 {
     let metrics = super::http::addr_in_log(&srvd.log, "metrics");
     let (status, body) = super::http::get(metrics, "/metrics").await;
     assert_eq!(status, 200);
-    super::load::requests_total(&body)
+    super::http::sum_samples(&body, "coredns_dns_requests_total") as u64
 }
 
 /// Blasts `traffic` at srvd from `senders` sockets for `duration`, prints the figures, and

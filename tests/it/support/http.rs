@@ -1,4 +1,5 @@
-//! A minimal HTTP/1 GET over a real socket (hyper's client), for the ops endpoints.
+//! A minimal HTTP/1 GET over a real socket (hyper's client), for the ops endpoints, and reading
+//! metrics from their Prometheus text.
 
 use std::net::SocketAddr;
 
@@ -35,4 +36,27 @@ pub fn addr_in_log(log: &[String], what: &str) -> SocketAddr {
         .filter(|l| l.contains("serving http") && l.contains(&format!("{what}=true")))
         .find_map(|l| l.split("addr=").nth(1)?.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no `serving http` line for {what}: {log:#?}"))
+}
+
+/// The sum of the samples of metric `name` in Prometheus text `body`: unlabelled, every label
+/// set, or (when `name` carries its labels) that one series. `None` when it has no sample.
+pub fn samples(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
+}
+
+/// [`samples`], 0 when the metric has no sample yet (a counter before its first event).
+pub fn sum_samples(body: &str, name: &str) -> f64 {
+    samples(body, name).unwrap_or(0.0)
+}
+
+/// Scrapes `GET /metrics` from `addr`: [`samples`] of `name`, which must be there.
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, body) = get(addr, "/metrics").await;
+    samples(&body, name).unwrap_or_else(|| panic!("no {name} in /metrics from {addr}: {body}"))
 }

@@ -202,15 +202,6 @@ pub fn kernel_udp_drops() -> u64 {
         .sum()
 }
 
-/// The sum of every `coredns_dns_requests_total` series in a Prometheus text exposition.
-pub fn requests_total(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("coredns_dns_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// Raises this process's soft limit on open files to its hard limit (thousands of client
 /// connections need it); returns the limit now in force.
 pub fn raise_open_files() -> u64 {

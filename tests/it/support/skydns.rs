@@ -13,8 +13,9 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 
 use super::dns::{a_of, query, udp_raw};
-use super::etcd::{EtcdCluster, sum_samples};
+use super::etcd::EtcdCluster;
 use super::eventually;
+use super::http::sum_samples;
 use super::srvd::{SrvdProcess, spawn_binary_logging};
 
 /// The zone every name lives in.
@@ -243,11 +244,7 @@ impl Replica {
     pub async fn progress(&self) -> (i64, u64) {
         let (_, body) = super::http::get(self.metrics, "/metrics").await;
         let revision = sum_samples(&body, "srvd_etcd_mirror_revision") as i64;
-        let keys = body
-            .lines()
-            .find_map(|l| l.strip_prefix(r#"srvd_etcd_keys_mirrored{layout="skydns"} "#))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0) as u64;
+        let keys = sum_samples(&body, r#"srvd_etcd_keys_mirrored{layout="skydns"}"#) as u64;
         (revision, keys)
     }
 
