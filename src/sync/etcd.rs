@@ -14,8 +14,6 @@
 //! a live transaction arrives as one response about the size of its request, and a catch-up
 //! over many revisions as one response that may exceed the limit: that is
 //! [`SyncError::TooLarge`], which the sync task answers with a full re-read (whose pages fit).
-//! Fragments from a server that sends them anyway are held back until their last revision is
-//! complete, so a revision is never applied in part.
 //!
 //! Liveness: HTTP/2 pings bound every call and watch creation against a frozen peer; a watch
 //! stream that stays silent is also asked for an answer on itself (see `LIVENESS_IDLE`), which
@@ -163,7 +161,7 @@ impl RawEvent {
     }
 }
 
-/// What one watch response (or one run of fragments) brings: whole revisions only.
+/// What one watch response brings: whole revisions only.
 #[derive(Debug, Clone, Default)]
 pub struct WatchBatch {
     /// Changes in revision order; every revision present is complete.
@@ -625,7 +623,6 @@ impl Etcd {
                     requester: Some(ProgressRequester(sender)),
                     id: response.watch_id(),
                     pending,
-                    held: Vec::new(),
                     limit,
                     probe_key,
                     probe: Probe::None,
@@ -698,38 +695,17 @@ fn event(event: &etcd_client::Event) -> Option<RawEvent> {
     })
 }
 
-/// Turns one response into whole revisions. `held` carries the events of a fragmented
-/// response's last revision until the fragment after it shows that revision complete.
-fn assemble(
-    events: Vec<RawEvent>,
-    fragment: bool,
-    progress: Option<i64>,
-    held: &mut Vec<RawEvent>,
-) -> Option<WatchBatch> {
+/// Turns one response into a batch: its events (whole revisions, since the watch asks for no
+/// fragments), or the progress an event-less response reports.
+fn assemble(events: Vec<RawEvent>, progress: Option<i64>) -> Option<WatchBatch> {
     if events.is_empty() {
-        // Only a synced watcher gets progress notifications, so nothing can be held then.
-        return progress
-            .filter(|_| held.is_empty())
-            .map(|revision| WatchBatch {
-                progress: Some(revision),
-                ..WatchBatch::default()
-            });
+        return progress.map(|revision| WatchBatch {
+            progress: Some(revision),
+            ..WatchBatch::default()
+        });
     }
-    held.extend(events);
-    let complete = if fragment {
-        let last = held.last().map_or(0, RawEvent::revision);
-        let keep = held
-            .iter()
-            .rev()
-            .take_while(|e| e.revision() == last)
-            .count();
-        let rest = held.split_off(held.len() - keep);
-        std::mem::replace(held, rest)
-    } else {
-        std::mem::take(held)
-    };
-    (!complete.is_empty()).then_some(WatchBatch {
-        events: complete,
+    Some(WatchBatch {
+        events,
         progress: None,
         answered: None,
     })
@@ -836,7 +812,6 @@ pub struct Watch {
     /// This watcher's id on its stream: tells its own progress notifications from answers.
     id: i64,
     pending: Vec<etcd_client::WatchResponse>,
-    held: Vec<RawEvent>,
     limit: usize,
     /// The exact key a liveness probe watches.
     probe_key: Vec<u8>,
@@ -970,10 +945,8 @@ impl Watch {
         );
         let progress = match kind {
             Notice::Answered(revision) => {
-                // A revision still held in fragments is incomplete: vouch only for the one before.
-                let complete = self.held.first().map_or(revision, |e| e.revision() - 1);
                 batches.push(WatchBatch {
-                    answered: Some(revision.min(complete)),
+                    answered: Some(revision),
                     ..WatchBatch::default()
                 });
                 return Ok(());
@@ -982,7 +955,7 @@ impl Watch {
             Notice::None => None,
         };
         let events = response.events().iter().filter_map(event).collect();
-        if let Some(batch) = assemble(events, response.0.fragment, progress, &mut self.held) {
+        if let Some(batch) = assemble(events, progress) {
             batches.push(batch);
         }
         Ok(())
@@ -991,62 +964,26 @@ impl Watch {
 
 #[cfg(test)]
 mod tests {
-    use super::{Notice, Probe, RawEvent, RawKv, assemble, notice, prefix_end, probe_reply};
-
-    fn put(key: &str, revision: i64) -> RawEvent {
-        RawEvent::Put(RawKv {
-            key: key.as_bytes().to_vec(),
-            value: Vec::new(),
-            lease: 0,
-            mod_revision: revision,
-        })
-    }
+    use super::{Notice, Probe, RawEvent, assemble, notice, prefix_end, probe_reply};
 
     fn revisions(events: &[RawEvent]) -> Vec<i64> {
         events.iter().map(RawEvent::revision).collect()
     }
 
     #[test]
-    fn fragments_are_released_a_whole_revision_at_a_time() {
-        let mut held = Vec::new();
-        // Revision 7 is a transaction of three keys, split after its second event.
-        let first = assemble(
-            vec![put("a", 6), put("b", 7), put("c", 7)],
-            true,
-            None,
-            &mut held,
-        )
-        .unwrap();
-        assert_eq!(
-            revisions(&first.events),
-            [6],
-            "7 may continue in the next fragment"
-        );
-        assert_eq!(revisions(&held), [7, 7]);
-        let second = assemble(vec![put("d", 7)], true, None, &mut held);
-        assert!(second.is_none(), "7 is still not known complete");
-        let last = assemble(vec![put("e", 8)], false, None, &mut held).unwrap();
-        assert_eq!(revisions(&last.events), [7, 7, 7, 8]);
-        assert!(held.is_empty());
-    }
-
-    #[test]
     fn only_an_eventless_response_carries_progress() {
-        let mut held = Vec::new();
         let batch = assemble(
             vec![RawEvent::Delete {
                 key: b"a".to_vec(),
                 revision: 4,
             }],
-            false,
             Some(99),
-            &mut held,
         )
         .unwrap();
         assert_eq!((revisions(&batch.events), batch.progress), (vec![4], None));
-        let batch = assemble(Vec::new(), false, Some(99), &mut held).unwrap();
+        let batch = assemble(Vec::new(), Some(99)).unwrap();
         assert_eq!(batch.progress, Some(99));
-        assert!(assemble(Vec::new(), false, None, &mut held).is_none());
+        assert!(assemble(Vec::new(), None).is_none());
     }
 
     #[test]
