@@ -150,7 +150,7 @@ async fn replicas_at_fleet_size_share_the_cluster_and_stay_equal_to_etcd() {
 
     let (revision, etcd) = etcd_names(&mut survivor).await;
     let checked = Instant::now();
-    for (what, replica) in &replicas {
+    for (what, replica) in &mut replicas {
         replica.assert_equals(what, revision, &etcd, &gone).await;
     }
     eprintln!(

@@ -153,7 +153,7 @@ async fn replicas_direct_and_through_a_grpc_proxy_stay_equal_to_etcd_through_fau
         10 + 28 - 8 + 1,
         "stable + written - deleted + re-written"
     );
-    for (what, replica) in &replicas {
+    for (what, replica) in &mut replicas {
         replica.assert_equals(what, revision, &etcd, &gone).await;
     }
     for (what, queries) in [("direct", direct_loop), ("proxied", proxied_loop)] {

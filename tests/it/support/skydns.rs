@@ -254,21 +254,32 @@ impl Replica {
         sum_samples(&body, "srvd_etcd_full_reads_total") as u64
     }
 
-    /// Waits (bounded by `limit`) until the mirror has reached `revision`.
-    pub async fn until_revision(&self, revision: i64, limit: Duration) {
-        eventually(
-            limit,
-            &format!("replica {} at {revision}", self.addr),
-            || async move { (self.progress().await.0 >= revision).then_some(()) },
-        )
-        .await;
+    /// Waits (bounded by `limit`) until the mirror has reached `revision`; on failure the
+    /// message holds the revision reached and the replica's log.
+    pub async fn until_revision(&mut self, revision: i64, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let (reached, keys) = self.progress().await;
+            if reached >= revision {
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "replica {} not at {revision} within {limit:?}: at {reached} with {keys} keys; \
+                     log: {:#?}",
+                    self.addr,
+                    self.srvd.collect_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Asserts that this replica's mirror equals `etcd` (read at `revision`, after the last
     /// write): once it has reached that revision, it holds as many keys as etcd and answers
     /// every name (and each of `gone`) as etcd does.
     pub async fn assert_equals(
-        &self,
+        &mut self,
         what: &str,
         revision: i64,
         etcd: &BTreeMap<String, Ipv4Addr>,

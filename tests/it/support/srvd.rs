@@ -276,6 +276,15 @@ impl SrvdProcess {
         });
     }
 
+    /// Takes every log line written so far into [`SrvdProcess::log`] (no wait): for a failure
+    /// message.
+    pub fn collect_log(&mut self) -> &[String] {
+        if let Some(lines) = &self.lines {
+            self.log.extend(lines.try_iter());
+        }
+        &self.log
+    }
+
     /// Reads stderr on until `done(&log)` holds, for at most `limit`; panics with the log
     /// otherwise.
     pub fn log_until(&mut self, limit: Duration, done: impl Fn(&[String]) -> bool) {
