@@ -111,7 +111,8 @@ pub struct ExitError {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Take the configuration from this Corefile (CoreDNS's format) instead of the flags below
-    /// (the TCP limits, --answer-cache-mib and --etcd-max-response-bytes still apply).
+    /// (the TCP limits, --answer-cache-mib, --etcd-max-response-bytes and --etcd-watch-silence
+    /// still apply).
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "listen", "zones_dir", "etcd", "zones", "etcd_prefix", "min_lease_ttl", "max_lease_ttl",
         "registry", "registry_zone", "registry_ttl",
@@ -157,6 +158,12 @@ pub struct ServeArgs {
     /// larger watch response (a long catch-up) is replaced by a full re-read.
     #[arg(long, value_name = "BYTES", default_value_t = crate::sync::etcd::DEFAULT_MAX_RESPONSE_BYTES)]
     pub etcd_max_response_bytes: usize,
+    /// How long a watch may deliver nothing, not even etcd's periodic progress notification,
+    /// before srvd re-reads everything: etcd sends an idle watch one every one or two
+    /// --experimental-watch-progress-notify-interval (10m by default), so keep this above twice
+    /// that interval.
+    #[arg(long, value_name = "DURATION", default_value = "21m", value_parser = parse_watch_silence)]
+    pub etcd_watch_silence: Duration,
     /// Also serve the service registry under this etcd prefix (`PREFIX/<service>/<instance>`,
     /// e.g. /services) as DNS-SD names; repeat for several [needs --etcd].
     #[arg(long = "registry", value_name = "PREFIX")]
@@ -210,6 +217,7 @@ impl ServeArgs {
     fn with_flags(&self, mut config: Config) -> Config {
         if let Some(etcd) = &mut config.etcd {
             etcd.max_response_bytes = self.etcd_max_response_bytes;
+            etcd.watch_silence = self.etcd_watch_silence;
         }
         config.tcp = TcpLimits {
             idle_timeout: Duration::from_secs(self.tcp_idle_timeout),
@@ -405,6 +413,7 @@ impl ServeArgs {
         }
         let config = EtcdConfig {
             max_response_bytes: self.etcd_max_response_bytes,
+            watch_silence: self.etcd_watch_silence,
             endpoints: endpoints.clone(),
             prefix: self.etcd_prefix.clone(),
             zones,
@@ -1142,6 +1151,16 @@ impl EtcdAccessArgs {
 }
 
 /// Every `--etcd` URL, checked as `srvd serve` and `srvd register` both take them.
+/// `--etcd-watch-silence`: a duration of at least a second (etcd's progress notification
+/// interval cannot be set below one).
+fn parse_watch_silence(text: &str) -> Result<Duration, String> {
+    let silence = duration::parse(text)?;
+    if silence < Duration::from_secs(1) {
+        return Err(format!("{text:?} is under a second"));
+    }
+    Ok(silence)
+}
+
 fn parse_endpoints(urls: &[String]) -> anyhow::Result<Vec<String>> {
     urls.iter()
         .map(|url| parse_endpoint(url))

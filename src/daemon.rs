@@ -885,7 +885,8 @@ async fn connect_sync(etcd: &EtcdConfig) -> Result<Etcd, StartError> {
         etcd.max_response_bytes,
         &etcd.security,
     )
-    .await?;
+    .await?
+    .with_watch_silence(etcd.watch_silence);
     if etcd.security != crate::config::EtcdSecurity::default() {
         match client.probe().await {
             Ok(()) => {}

@@ -52,6 +52,9 @@ pub struct EtcdConfig {
     /// The largest etcd response srvd decodes (`--etcd-max-response-bytes`): at least etcd's
     /// largest key plus framing; listing pages are split to stay below it.
     pub max_response_bytes: usize,
+    /// How long a watch may deliver nothing before srvd re-reads everything
+    /// (`--etcd-watch-silence`).
+    pub watch_silence: std::time::Duration,
     /// Key prefixes in the service-registry layout (`--registry /services`:
     /// `PREFIX/<service>/<id>`), listed and watched beside `prefix` by the same sync task. Empty
     /// by default; prefixes must not overlap each other or `prefix` ([`check_prefixes`]).
@@ -388,6 +391,7 @@ impl EtcdConfig {
             zones: vec![Name::from_ascii(DEFAULT_ETCD_ZONE).unwrap_or_else(|_| Name::root())],
             lease_bounds: LeaseBounds::default(),
             max_response_bytes: crate::sync::etcd::DEFAULT_MAX_RESPONSE_BYTES,
+            watch_silence: crate::sync::etcd::DEFAULT_WATCH_SILENCE,
             registry_prefixes: Vec::new(),
             registry_zone: None,
             registry_ttl: DEFAULT_REGISTRY_TTL,

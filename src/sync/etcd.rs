@@ -70,6 +70,12 @@ const LIVENESS_DEADLINE: Duration = Duration::from_secs(5);
 /// user allowed to watch the prefix may watch it too; nobody writes it (an event on it would be
 /// mirrored as a key srvd skips, and the probe's own events are dropped).
 const PROBE_SUFFIX: &[u8] = b"\0srvd-liveness";
+/// `--etcd-watch-silence` by default: how long a watcher may hear nothing at all before srvd
+/// stops trusting it. etcd (3.4) sends an idle watcher a progress notification on the second
+/// tick of `--experimental-watch-progress-notify-interval` (10 minutes by default) after its
+/// last event, so a served watcher hears something at least every 20 minutes; one that does
+/// not is attached to nothing (see `Etcd::history_kept` for how `etcd grpc-proxy` gets there).
+pub const DEFAULT_WATCH_SILENCE: Duration = Duration::from_secs(21 * 60);
 /// Bound on one unary call (a page, a lease look-up) and on creating a watch (a watch's stream,
 /// once confirmed, has no bound).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,14 +85,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 #[non_exhaustive]
 pub enum SyncError {
     /// The history needed to resume was compacted: relist.
-    #[error(
-        "revision {wanted} was compacted (compaction at {compacted}); reading everything afresh"
-    )]
+    #[error("revision {wanted} was compacted; reading everything afresh")]
     Compacted {
         /// The revision we asked for.
         wanted: i64,
-        /// The compaction revision etcd reported.
-        compacted: i64,
+        /// The compaction revision, when etcd said (a watch's cancellation does, a read's
+        /// refusal does not).
+        compacted: Option<i64>,
     },
     /// etcd answered with an error or could not be reached (shown with its whole chain of
     /// causes: "transport error" alone tells an operator nothing).
@@ -116,6 +121,13 @@ pub enum SyncError {
     /// The watch stream ended or answered unexpectedly.
     #[error("watch: {0}")]
     Watch(String),
+    /// The watcher heard nothing for this long, not even etcd's periodic progress notification,
+    /// while its stream kept answering: nothing upstream is serving it.
+    #[error(
+        "the watch delivered nothing, not even etcd's progress notification, for {0:?} \
+         (--etcd-watch-silence)"
+    )]
+    Silent(Duration),
 }
 
 impl From<etcd_client::Error> for SyncError {
@@ -199,6 +211,8 @@ pub struct Etcd {
     max_response_bytes: usize,
     /// Most keys per page of the listing ([`PAGE_SIZE`] unless a test sets it).
     page_size: i64,
+    /// How long a watcher may hear nothing before it fails with [`SyncError::Silent`].
+    watch_silence: Duration,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -337,6 +351,7 @@ impl Etcd {
             prefix: prefix.as_bytes().to_vec(),
             max_response_bytes,
             page_size: PAGE_SIZE,
+            watch_silence: DEFAULT_WATCH_SILENCE,
         })
     }
 
@@ -381,6 +396,14 @@ impl Etcd {
     #[must_use]
     pub fn with_page_size(mut self, keys: i64) -> Self {
         self.page_size = keys.max(1);
+        self
+    }
+
+    /// The same connection failing a watch that hears nothing for `silence`
+    /// (`--etcd-watch-silence`; [`DEFAULT_WATCH_SILENCE`] otherwise).
+    #[must_use]
+    pub fn with_watch_silence(mut self, silence: Duration) -> Self {
+        self.watch_silence = silence;
         self
     }
 
@@ -571,12 +594,50 @@ impl Etcd {
     /// # Errors
     /// As [`Etcd::watch`].
     pub async fn watch_prefix(&mut self, prefix: &[u8], revision: i64) -> Result<Watch, SyncError> {
+        self.history_kept(prefix, revision).await?;
         // The whole creation, not only the wait for `created`: opening the stream waits for
         // etcd's response headers, and only the keep-alive stands between that and a member
         // (or a proxy in front of one) that answers pings but never the watch.
         tokio::time::timeout(CALL_TIMEOUT, self.create_watch(prefix, revision))
             .await
             .map_err(|_| SyncError::Timeout(CALL_TIMEOUT))?
+    }
+
+    /// Fails with [`SyncError::Compacted`] when etcd no longer holds the history a watch from
+    /// `revision` needs, by reading one exact key at that revision: etcd checks the revision
+    /// before it looks anything up, so the read costs the same however large the prefix.
+    ///
+    /// etcd would refuse such a watch itself, but through `etcd grpc-proxy` (3.4, and still in
+    /// 3.6) that refusal breaks the prefix for everyone: the proxy shares one upstream watch
+    /// among its clients' watches on a range, and the refusal (which carries revision 0) leaves
+    /// that shared watch dead yet still accepting newcomers from any revision, and absorbing the
+    /// proxy's live watches on the range as they deliver. Every replica behind that proxy then
+    /// hears nothing, for as long as the refused watch stays open. So srvd never asks for one.
+    async fn history_kept(&mut self, prefix: &[u8], revision: i64) -> Result<(), SyncError> {
+        if revision <= 1 {
+            return Ok(());
+        }
+        let options = GetOptions::new().with_revision(revision).with_count_only();
+        match bounded(self.kv.get(prefix.to_vec(), Some(options))).await {
+            Ok(_) => Ok(()),
+            // Told apart by etcd's message: the status code is OUT_OF_RANGE from a member, but
+            // `etcd grpc-proxy` passes it on as UNKNOWN.
+            Err(SyncError::Etcd(etcd_client::Error::GRpcStatus(status)))
+                if status.message().contains("required revision") =>
+            {
+                if status.message().contains("compacted") {
+                    Err(SyncError::Compacted {
+                        wanted: revision,
+                        compacted: None,
+                    })
+                } else {
+                    // "required revision is a future revision": nothing written since the
+                    // revision srvd holds, so there is no history to lose.
+                    Ok(())
+                }
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Opens the stream and waits for etcd to confirm the watch (unbounded: see `watch_prefix`).
@@ -628,6 +689,8 @@ impl Etcd {
                     probe: Probe::None,
                     heard: Instant::now(),
                     asked: None,
+                    silence: self.watch_silence,
+                    own_heard: Instant::now(),
                 });
             }
             pending.push(response);
@@ -656,7 +719,7 @@ fn cancel_error(response: &etcd_client::WatchResponse, wanted: i64) -> SyncError
     if response.compact_revision() > 0 {
         SyncError::Compacted {
             wanted,
-            compacted: response.compact_revision(),
+            compacted: Some(response.compact_revision()),
         }
     } else if reason.contains("permission denied") || reason.contains("auth token") {
         // etcd 3.4 cancels a watch created with an expired or unknown token as "permission
@@ -820,6 +883,11 @@ pub struct Watch {
     heard: Instant,
     /// When a liveness probe was asked for, if nothing has been heard since.
     asked: Option<Instant>,
+    /// How long the watcher itself may hear nothing (see [`SyncError::Silent`]).
+    silence: Duration,
+    /// When the watcher itself last heard something: its creation, events or etcd's progress
+    /// notification (the stream's other traffic proves the stream, not the watcher).
+    own_heard: Instant,
 }
 
 impl Watch {
@@ -852,19 +920,24 @@ impl Watch {
     }
 
     /// The next response; after `LIVENESS_IDLE` of silence asks for one (a liveness probe), and
-    /// fails when that goes unanswered for `LIVENESS_DEADLINE`. A response that is already in
-    /// counts even when srvd comes back late (the timeout polls the stream first).
+    /// fails when that goes unanswered for `LIVENESS_DEADLINE`, or when the watcher itself has
+    /// heard nothing for its `silence`. A response that is already in counts even when srvd
+    /// comes back late (the timeout polls the stream first).
     async fn next_response(&mut self) -> Result<etcd_client::WatchResponse, SyncError> {
         loop {
-            let deadline = match self.asked {
+            let probe = match self.asked {
                 Some(at) => at + LIVENESS_DEADLINE,
                 None => self.heard + LIVENESS_IDLE,
             };
-            match tokio::time::timeout_at(deadline.into(), self.stream.message()).await {
+            let silent = self.own_heard + self.silence;
+            match tokio::time::timeout_at(probe.min(silent).into(), self.stream.message()).await {
                 Ok(next) => {
                     return next
                         .map_err(|e| watch_error(e, self.limit))?
                         .ok_or_else(|| SyncError::Watch("stream closed".into()));
+                }
+                Err(_) if Instant::now() >= silent => {
+                    return Err(SyncError::Silent(self.silence));
                 }
                 Err(_) if self.asked.is_some() => {
                     return Err(SyncError::Watch(format!(
@@ -929,6 +1002,9 @@ impl Watch {
     ) -> Result<(), SyncError> {
         if response.canceled() {
             return Err(cancel_error(response, 0));
+        }
+        if response.watch_id() == self.id {
+            self.own_heard = Instant::now();
         }
         let kind = notice(
             self.id,

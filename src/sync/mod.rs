@@ -753,10 +753,23 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
                 );
                 need_list = true;
             }
+            // A watcher nothing serves (its stream still answers): what it missed cannot be
+            // known, so read everything, as after a compaction. Warned each time: it takes
+            // --etcd-watch-silence to happen again.
+            Err(SyncError::Silent(silence)) => {
+                warn!(
+                    ?silence,
+                    revision = syncer.reached(),
+                    "an etcd watch delivered nothing, not even etcd's progress notification, for \
+                     --etcd-watch-silence; re-reading everything"
+                );
+                need_list = true;
+            }
             Err(SyncError::Compacted { wanted, compacted }) => {
                 info!(
                     wanted,
-                    compacted, "etcd history compacted past our revision; re-reading everything"
+                    compacted = %compacted.map_or_else(|| "unknown".into(), |c| c.to_string()),
+                    "etcd history compacted past our revision; re-reading everything"
                 );
                 need_list = true;
             }

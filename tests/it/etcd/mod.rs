@@ -5,6 +5,7 @@ mod cluster;
 mod huge;
 mod large;
 mod leases;
+mod proxy;
 mod registry;
 mod registry_answers;
 mod replicas;
