@@ -18,7 +18,15 @@
 //! Liveness: HTTP/2 pings bound every call and watch creation against a frozen peer; a watch
 //! stream that stays silent is also asked for an answer on itself (see `LIVENESS_IDLE`), which
 //! keeps `etcd grpc-proxy`'s stricter ping policy from cutting it.
+//!
+//! Endpoints: every call and watch goes to one endpoint at a time (a random one of those given
+//! at first, so a fleet started from one configuration spreads over the members), and the sync
+//! task moves everything to the next after a failure ([`Etcd::rotate`]). A balancer picking
+//! per call would keep handing a frozen member (which still completes TCP connects) a share of
+//! the retries, each costing the keep-alive's 9 s.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -194,8 +202,8 @@ pub struct Listing {
     pub kvs: Vec<RawKv>,
 }
 
-/// A connection to an etcd cluster (lazy: nothing is contacted until the first call; every
-/// endpoint given is used, and calls fail over between them).
+/// A connection to an etcd cluster (lazy: nothing is contacted until the first call), to one
+/// of the endpoints given at a time ([`Etcd::rotate`] moves it to the next).
 #[derive(Clone)]
 pub struct Etcd {
     /// Kept for authenticating again (its clones share the token with `kv`, `watch`, `lease`).
@@ -204,6 +212,10 @@ pub struct Etcd {
     user: Option<(String, crate::config::Secret)>,
     /// The endpoints, for messages.
     endpoints: String,
+    /// Every endpoint given; the connection holds one of them at a time.
+    all_endpoints: Arc<[String]>,
+    /// Index in `all_endpoints` of the one in use; shared by every clone.
+    in_use: Arc<AtomicUsize>,
     kv: KvClient,
     watch: WatchClient,
     lease: LeaseClient,
@@ -336,10 +348,33 @@ impl Etcd {
         if security.user.is_some() {
             options = options.with_auto_token_refresh(true);
         }
-        let client = Client::connect(endpoints, Some(options)).await?;
+        // One member named twice (even spelled differently) is one endpoint: the connection
+        // knows endpoints by URI, and moving from one to "another" that is the same would
+        // remove the only one it has.
+        let mut distinct: Vec<String> = Vec::new();
+        for endpoint in endpoints {
+            let uri = endpoint.parse::<hyper::Uri>().ok();
+            let same = |other: &String| {
+                other == endpoint || (uri.is_some() && other.parse::<hyper::Uri>().ok() == uri)
+            };
+            if !distinct.iter().any(same) {
+                distinct.push(endpoint.clone());
+            }
+        }
+        let endpoints = distinct;
+        if endpoints.is_empty() {
+            return Err(SyncError::Watch("no etcd endpoint given".into()));
+        }
+        let first = {
+            use rand::{Rng, SeedableRng};
+            rand::rngs::SmallRng::from_os_rng().random_range(0..endpoints.len())
+        };
+        let client = Client::connect(&endpoints[first..=first], Some(options)).await?;
         Ok(Self {
             user: security.user.clone(),
             endpoints: endpoints.join(","),
+            all_endpoints: endpoints.clone().into(),
+            in_use: Arc::new(AtomicUsize::new(first)),
             kv: client
                 .kv_client()
                 .max_decoding_message_size(max_response_bytes),
@@ -358,6 +393,39 @@ impl Etcd {
     /// The endpoints, comma-separated, for messages.
     pub fn endpoints(&self) -> &str {
         &self.endpoints
+    }
+
+    /// The endpoint every call and watch goes to now.
+    pub fn endpoint(&self) -> &str {
+        &self.all_endpoints[self.in_use.load(Ordering::Relaxed)]
+    }
+
+    /// Moves every call and watch (of every clone) to the next endpoint, after a failure on this
+    /// one. The next is in the order given, so a dead or frozen member costs one failure per
+    /// round, whatever the others do. Nothing with a single endpoint.
+    pub async fn rotate(&self) {
+        let count = self.all_endpoints.len();
+        if count < 2 {
+            return;
+        }
+        let from = self.in_use.load(Ordering::Relaxed);
+        let to = (from + 1) % count;
+        // Added before the other is removed: a connection without an endpoint would hold
+        // every request until one came.
+        let moved = async {
+            self.client.add_endpoint(&self.all_endpoints[to]).await?;
+            self.client.remove_endpoint(&self.all_endpoints[from]).await
+        };
+        // The change is queued to the connection, which takes it at its next request: bounded
+        // so a full queue can never hold the sync task.
+        match tokio::time::timeout(Duration::from_secs(1), moved).await {
+            Ok(Ok(())) => {
+                self.in_use.store(to, Ordering::Relaxed);
+                tracing::debug!(endpoint = %self.all_endpoints[to], "etcd endpoint in use");
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "moving to the next etcd endpoint failed"),
+            Err(_) => tracing::debug!("moving to the next etcd endpoint timed out"),
+        }
     }
 
     /// Whether srvd authenticates to etcd as a user.

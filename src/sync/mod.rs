@@ -542,6 +542,7 @@ impl Syncer {
         if health.answered() {
             info!(
                 revision = self.reached(),
+                endpoint = self.etcd.endpoint(),
                 "etcd reachable again; resuming the watch"
             );
         }
@@ -728,7 +729,10 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
                 syncer.metrics.contact();
                 need_list = false;
                 if health.progressed() {
-                    info!("etcd reachable again; mirror re-read");
+                    info!(
+                        endpoint = syncer.etcd.endpoint(),
+                        "etcd reachable again; mirror re-read"
+                    );
                 }
                 backoff = BACKOFF_START;
             })
@@ -760,10 +764,12 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
                 warn!(
                     ?silence,
                     revision = syncer.reached(),
+                    endpoint = syncer.etcd.endpoint(),
                     "an etcd watch delivered nothing, not even etcd's progress notification, for \
                      --etcd-watch-silence; re-reading everything"
                 );
                 need_list = true;
+                syncer.etcd.rotate().await;
             }
             Err(SyncError::Compacted { wanted, compacted }) => {
                 info!(
@@ -805,6 +811,7 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
                         if health.failed(Trouble::of(&error)).is_some() {
                             warn!(%error, "etcd refused the watch's auth token and authenticating again failed; answering from the last snapshot, retrying");
                         }
+                        syncer.etcd.rotate().await;
                     }
                 }
                 tokio::select! {
@@ -823,10 +830,15 @@ pub async fn run(setup: SyncSetup, status: watch::Sender<SyncStatus>, shutdown: 
                     Some(Trouble::Refused) => {}
                     Some(Trouble::Unreachable) => warn!(
                         %error,
+                        endpoint = syncer.etcd.endpoint(),
                         "etcd unreachable; answering from the last snapshot until it is back"
                     ),
-                    None => debug!(%error, "etcd sync still failing"),
+                    None => {
+                        debug!(%error, endpoint = syncer.etcd.endpoint(), "etcd sync still failing")
+                    }
                 }
+                // The next try goes to the next endpoint (nothing with one).
+                syncer.etcd.rotate().await;
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(backoff) => {}

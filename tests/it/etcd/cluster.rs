@@ -429,3 +429,56 @@ async fn an_idle_watch_keeps_its_connection_directly_and_through_a_grpc_proxy() 
         assert!(troubles.is_empty(), "through {url}: {troubles:#?}");
     }
 }
+
+/// Endpoints that complete TCP connects and then answer nothing (listening sockets nobody
+/// accepts from: a frozen member looks the same) are each tried once, never again before the
+/// live one: srvd moves to the next endpoint after a failure instead of letting a balancer pick
+/// again, so each costs one keep-alive (9 s), not a share of every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_that_answer_nothing_are_tried_once_each_before_the_live_one() {
+    let etcd = crate::support::etcd::EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    for i in 0..STABLE {
+        client
+            .put(key(&format!("s{i}")), value(stable_ip(i)), None)
+            .await
+            .unwrap();
+    }
+    let holes: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let hole_urls: Vec<String> = holes
+        .iter()
+        .map(|h| format!("http://{}", h.local_addr().unwrap()))
+        .collect();
+    let endpoints = format!("{},{},{}", hole_urls[0], hole_urls[1], etcd.url);
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut srvd = spawn_binary_logging(
+        dir.path(),
+        &["--etcd", &endpoints, "--zone", "skydns.test."],
+        "srvd=debug",
+    );
+    srvd.until_etcd_synced(Duration::from_secs(40));
+    eprintln!(
+        "figure: two endpoints answering nothing before the live one: first read after {:?}",
+        started.elapsed()
+    );
+    let failed: Vec<&String> = srvd
+        .log
+        .iter()
+        .take_while(|l| !l.contains("initial sync complete"))
+        .filter(|l| l.contains("etcd unreachable") || l.contains("etcd sync still failing"))
+        .collect();
+    let tried: Vec<&str> = failed
+        .iter()
+        .filter_map(|l| hole_urls.iter().find(|u| l.contains(u.as_str())))
+        .map(String::as_str)
+        .collect();
+    let distinct: std::collections::HashSet<&str> = tried.iter().copied().collect();
+    assert!(
+        tried.len() == failed.len() && distinct.len() == tried.len() && tried.len() <= 2,
+        "each silent endpoint tried at most once, the live one never failing: {failed:#?}"
+    );
+    drop(holes);
+}
