@@ -97,7 +97,18 @@ async fn replicas_at_fleet_size_share_the_cluster_and_stay_equal_to_etcd() {
         replica.srvd.until_etcd_synced(Duration::from_secs(60));
         replicas.push((format!("direct replica {i}"), replica));
     }
-    let direct = watch_load(&cluster).await;
+    // Each replica watches right after its first read: wait (bounded) for every watcher.
+    let watching = before.iter().map(|l| l.0).sum::<u64>() + n as u64;
+    let cluster_ref = &cluster;
+    let direct = crate::support::eventually(
+        Duration::from_secs(10),
+        "a watcher per direct replica",
+        || async move {
+            let load = watch_load(cluster_ref).await;
+            (load.iter().map(|l| l.0).sum::<u64>() >= watching).then_some(load)
+        },
+    )
+    .await;
     eprintln!(
         "figure: {n} replicas directly: (watchers, watch streams) per member {direct:?} (before: {before:?})"
     );
