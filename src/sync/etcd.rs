@@ -312,7 +312,41 @@ async fn get_page(
     if revision > 0 {
         options = options.with_revision(revision);
     }
-    bounded(kv.get(from, Some(options))).await
+    match bounded(kv.get(from, Some(options))).await {
+        // Compacted between pages: the listing starts afresh (the caller reads again).
+        Err(SyncError::Etcd(error)) if past_revision(&error) == Some(PastRevision::Compacted) => {
+            Err(SyncError::Compacted {
+                wanted: revision,
+                compacted: None,
+            })
+        }
+        result => result,
+    }
+}
+
+/// A read at a revision etcd no longer holds, or does not hold yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PastRevision {
+    /// "required revision has been compacted".
+    Compacted,
+    /// "required revision is a future revision".
+    Future,
+}
+
+/// Which of etcd's two revision refusals `error` is, if either. Told apart by etcd's message:
+/// the status code is OUT_OF_RANGE from a member, but `etcd grpc-proxy` passes it on as UNKNOWN.
+fn past_revision(error: &etcd_client::Error) -> Option<PastRevision> {
+    let etcd_client::Error::GRpcStatus(status) = error else {
+        return None;
+    };
+    let message = status.message();
+    if message.contains("required revision has been compacted") {
+        Some(PastRevision::Compacted)
+    } else if message.contains("required revision is a future revision") {
+        Some(PastRevision::Future)
+    } else {
+        None
+    }
 }
 
 impl Etcd {
@@ -480,8 +514,9 @@ impl Etcd {
     /// each page that fits.
     ///
     /// # Errors
-    /// etcd unreachable, the revision compacted between pages (the caller retries), or one key
-    /// larger than the decode limit ([`SyncError::TooLarge`], naming the key).
+    /// etcd unreachable, [`SyncError::Compacted`] when the revision is compacted between pages
+    /// (the caller reads again), or one key larger than the decode limit
+    /// ([`SyncError::TooLarge`], naming the key).
     pub async fn list(&mut self) -> Result<Listing, SyncError> {
         let prefix = self.prefix.clone();
         self.list_prefix(&prefix, 0).await
@@ -688,22 +723,15 @@ impl Etcd {
         let options = GetOptions::new().with_revision(revision).with_count_only();
         match bounded(self.kv.get(prefix.to_vec(), Some(options))).await {
             Ok(_) => Ok(()),
-            // Told apart by etcd's message: the status code is OUT_OF_RANGE from a member, but
-            // `etcd grpc-proxy` passes it on as UNKNOWN.
-            Err(SyncError::Etcd(etcd_client::Error::GRpcStatus(status)))
-                if status.message().contains("required revision") =>
-            {
-                if status.message().contains("compacted") {
-                    Err(SyncError::Compacted {
-                        wanted: revision,
-                        compacted: None,
-                    })
-                } else {
-                    // "required revision is a future revision": nothing written since the
-                    // revision srvd holds, so there is no history to lose.
-                    Ok(())
-                }
-            }
+            Err(SyncError::Etcd(error)) => match past_revision(&error) {
+                Some(PastRevision::Compacted) => Err(SyncError::Compacted {
+                    wanted: revision,
+                    compacted: None,
+                }),
+                // Nothing written since the revision srvd holds: no history to lose.
+                Some(PastRevision::Future) => Ok(()),
+                None => Err(SyncError::Etcd(error)),
+            },
             Err(error) => Err(error),
         }
     }

@@ -6,6 +6,8 @@
 //! else, for as long as the refused watch stays open. srvd must neither cause that (it checks
 //! the history before it watches) nor stay stale behind it (a watcher that hears nothing, not
 //! even etcd's progress notification, for `--etcd-watch-silence` is replaced by a re-read).
+//! The proxy also passes etcd's OUT_OF_RANGE on as UNKNOWN, so srvd tells etcd's revision
+//! refusals apart by their message, for the listing too.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -164,4 +166,66 @@ async fn a_replica_cut_off_past_a_compaction_re_reads_without_watching_the_lost_
         "{:#?}",
         srvd.log
     );
+}
+
+/// A compaction between two pages of a listing is reported as a compaction, directly and through
+/// the proxy (which passes etcd's OUT_OF_RANGE on as UNKNOWN): the sync task then reads again at
+/// once, and does not log an outage and back off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_between_listing_pages_is_a_compaction_directly_and_through_the_proxy() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    for i in 0..40u8 {
+        client
+            .put(
+                key(&format!("k{i}")),
+                value(Ipv4Addr::new(10, 8, 1, i)),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let proxy = EtcdProxy::start(std::slice::from_ref(&etcd.url)).await;
+    for url in [&etcd.url, &proxy.url] {
+        let mut lister = srvd::sync::etcd::Etcd::connect(
+            std::slice::from_ref(url),
+            "/skydns/",
+            1 << 22,
+            &Default::default(),
+        )
+        .await
+        .unwrap()
+        .with_page_size(7);
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let first = &first;
+        let writer = &client;
+        // After the first page, etcd moves on and compacts past the listing's revision; the
+        // pages asked for after that are refused.
+        let result = lister
+            .list_prefix_pages(b"/skydns/", 0, |_page| {
+                let mut writer = writer.clone();
+                async move {
+                    if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        let revision = writer
+                            .put("/elsewhere", "x", None)
+                            .await
+                            .unwrap()
+                            .header()
+                            .unwrap()
+                            .revision();
+                        writer
+                            .compact(revision, Some(CompactionOptions::new().with_physical()))
+                            .await
+                            .unwrap();
+                    }
+                    true
+                }
+            })
+            .await;
+        assert!(
+            matches!(result, Err(srvd::sync::etcd::SyncError::Compacted { .. })),
+            "through {url}: {result:?}"
+        );
+    }
+    drop(client);
 }
