@@ -787,6 +787,7 @@ impl Etcd {
                     asked: None,
                     silence: self.watch_silence,
                     own_heard: Instant::now(),
+                    next: revision,
                 });
             }
             pending.push(response);
@@ -984,6 +985,9 @@ pub struct Watch {
     /// When the watcher itself last heard something: its creation, events or etcd's progress
     /// notification (the stream's other traffic proves the stream, not the watcher).
     own_heard: Instant,
+    /// The revision this watch delivers next (its start, then past each event or progress
+    /// notification): what a cancellation for compaction says was wanted.
+    next: i64,
 }
 
 impl Watch {
@@ -1097,7 +1101,7 @@ impl Watch {
         batches: &mut Vec<WatchBatch>,
     ) -> Result<(), SyncError> {
         if response.canceled() {
-            return Err(cancel_error(response, 0));
+            return Err(cancel_error(response, self.next));
         }
         if response.watch_id() == self.id {
             self.own_heard = Instant::now();
@@ -1126,7 +1130,11 @@ impl Watch {
             Notice::Progress(revision) => Some(revision),
             Notice::None => None,
         };
-        let events = response.events().iter().filter_map(event).collect();
+        let events: Vec<RawEvent> = response.events().iter().filter_map(event).collect();
+        let reached = events.iter().map(RawEvent::revision).chain(progress).max();
+        if let Some(reached) = reached {
+            self.next = self.next.max(reached + 1);
+        }
         if let Some(batch) = assemble(events, progress) {
             batches.push(batch);
         }
