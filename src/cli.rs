@@ -1150,7 +1150,6 @@ impl EtcdAccessArgs {
     }
 }
 
-/// Every `--etcd` URL, checked as `srvd serve` and `srvd register` both take them.
 /// `--etcd-watch-silence`: a duration of at least a second (etcd's progress notification
 /// interval cannot be set below one).
 fn parse_watch_silence(text: &str) -> Result<Duration, String> {
@@ -1161,6 +1160,7 @@ fn parse_watch_silence(text: &str) -> Result<Duration, String> {
     Ok(silence)
 }
 
+/// Every `--etcd` URL, checked as `srvd serve` and `srvd register` both take them.
 fn parse_endpoints(urls: &[String]) -> anyhow::Result<Vec<String>> {
     urls.iter()
         .map(|url| parse_endpoint(url))

@@ -210,9 +210,7 @@ pub struct Etcd {
     client: Client,
     /// The user srvd authenticates as, if etcd has auth enabled.
     user: Option<(String, crate::config::Secret)>,
-    /// The endpoints, for messages.
-    endpoints: String,
-    /// Every endpoint given; the connection holds one of them at a time.
+    /// Every endpoint given (once each); the connection holds one of them at a time.
     all_endpoints: Arc<[String]>,
     /// Index in `all_endpoints` of the one in use; shared by every clone.
     in_use: Arc<AtomicUsize>,
@@ -312,16 +310,41 @@ async fn get_page(
     if revision > 0 {
         options = options.with_revision(revision);
     }
-    match bounded(kv.get(from, Some(options))).await {
-        // Compacted between pages: the listing starts afresh (the caller reads again).
-        Err(SyncError::Etcd(error)) if past_revision(&error) == Some(PastRevision::Compacted) => {
-            Err(SyncError::Compacted {
+    // Compacted between pages: the listing starts afresh (the caller reads again).
+    bounded(kv.get(from, Some(options)))
+        .await
+        .map_err(|e| compaction(e, revision))
+}
+
+/// `error` as [`SyncError::Compacted`] when it is etcd refusing a read at `revision` for
+/// compaction; otherwise unchanged.
+fn compaction(error: SyncError, revision: i64) -> SyncError {
+    match error {
+        SyncError::Etcd(error) if past_revision(&error) == Some(PastRevision::Compacted) => {
+            SyncError::Compacted {
                 wanted: revision,
                 compacted: None,
-            })
+            }
         }
-        result => result,
+        error => error,
     }
+}
+
+/// `endpoints` without repeats, in their order. One member named twice (even spelled
+/// differently) is one endpoint: the connection knows endpoints by URI, and moving from one to
+/// "another" that is the same would remove the only one it has.
+fn distinct(endpoints: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    endpoints
+        .iter()
+        .filter(|e| {
+            seen.insert(
+                e.parse::<hyper::Uri>()
+                    .map_or_else(|_| e.to_string(), |u| u.to_string()),
+            )
+        })
+        .cloned()
+        .collect()
 }
 
 /// A read at a revision etcd no longer holds, or does not hold yet.
@@ -382,20 +405,7 @@ impl Etcd {
         if security.user.is_some() {
             options = options.with_auto_token_refresh(true);
         }
-        // One member named twice (even spelled differently) is one endpoint: the connection
-        // knows endpoints by URI, and moving from one to "another" that is the same would
-        // remove the only one it has.
-        let mut distinct: Vec<String> = Vec::new();
-        for endpoint in endpoints {
-            let uri = endpoint.parse::<hyper::Uri>().ok();
-            let same = |other: &String| {
-                other == endpoint || (uri.is_some() && other.parse::<hyper::Uri>().ok() == uri)
-            };
-            if !distinct.iter().any(same) {
-                distinct.push(endpoint.clone());
-            }
-        }
-        let endpoints = distinct;
+        let endpoints = distinct(endpoints);
         if endpoints.is_empty() {
             return Err(SyncError::Watch("no etcd endpoint given".into()));
         }
@@ -406,8 +416,7 @@ impl Etcd {
         let client = Client::connect(&endpoints[first..=first], Some(options)).await?;
         Ok(Self {
             user: security.user.clone(),
-            endpoints: endpoints.join(","),
-            all_endpoints: endpoints.clone().into(),
+            all_endpoints: endpoints.into(),
             in_use: Arc::new(AtomicUsize::new(first)),
             kv: client
                 .kv_client()
@@ -425,8 +434,8 @@ impl Etcd {
     }
 
     /// The endpoints, comma-separated, for messages.
-    pub fn endpoints(&self) -> &str {
-        &self.endpoints
+    pub fn endpoints(&self) -> String {
+        self.all_endpoints.join(",")
     }
 
     /// The endpoint every call and watch goes to now.
@@ -722,17 +731,11 @@ impl Etcd {
         }
         let options = GetOptions::new().with_revision(revision).with_count_only();
         match bounded(self.kv.get(prefix.to_vec(), Some(options))).await {
-            Ok(_) => Ok(()),
-            Err(SyncError::Etcd(error)) => match past_revision(&error) {
-                Some(PastRevision::Compacted) => Err(SyncError::Compacted {
-                    wanted: revision,
-                    compacted: None,
-                }),
-                // Nothing written since the revision srvd holds: no history to lose.
-                Some(PastRevision::Future) => Ok(()),
-                None => Err(SyncError::Etcd(error)),
-            },
-            Err(error) => Err(error),
+            // Nothing written since the revision srvd holds: no history to lose.
+            Err(SyncError::Etcd(error)) if past_revision(&error) == Some(PastRevision::Future) => {
+                Ok(())
+            }
+            result => result.map(|_| ()).map_err(|e| compaction(e, revision)),
         }
     }
 
@@ -825,6 +828,15 @@ fn cancel_error(response: &etcd_client::WatchResponse, wanted: i64) -> SyncError
     } else {
         SyncError::Watch(format!("canceled: {}", response.cancel_reason()))
     }
+}
+
+/// What the stream's next message was: a response, or why there is none (broken or closed).
+fn delivered(
+    next: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
+    limit: usize,
+) -> Result<etcd_client::WatchResponse, SyncError> {
+    next.map_err(|e| watch_error(e, limit))?
+        .ok_or_else(|| SyncError::Watch("stream closed".into()))
 }
 
 /// A broken watch stream; "too large" is told apart so the log can say which flag to raise.
@@ -1011,9 +1023,7 @@ impl Watch {
             self.receive(&next, &mut batches).await?;
         }
         while let Some(next) = self.stream.message().now_or_never() {
-            let next = next
-                .map_err(|e| watch_error(e, self.limit))?
-                .ok_or_else(|| SyncError::Watch("stream closed".into()))?;
+            let next = delivered(next, self.limit)?;
             self.receive(&next, &mut batches).await?;
         }
         Ok(batches)
@@ -1031,11 +1041,7 @@ impl Watch {
             };
             let silent = self.own_heard + self.silence;
             match tokio::time::timeout_at(probe.min(silent).into(), self.stream.message()).await {
-                Ok(next) => {
-                    return next
-                        .map_err(|e| watch_error(e, self.limit))?
-                        .ok_or_else(|| SyncError::Watch("stream closed".into()));
-                }
+                Ok(next) => return delivered(next, self.limit),
                 Err(_) if Instant::now() >= silent => {
                     return Err(SyncError::Silent(self.silence));
                 }
@@ -1144,7 +1150,7 @@ impl Watch {
 
 #[cfg(test)]
 mod tests {
-    use super::{Notice, Probe, RawEvent, assemble, notice, prefix_end, probe_reply};
+    use super::{Notice, Probe, RawEvent, assemble, distinct, notice, prefix_end, probe_reply};
 
     fn revisions(events: &[RawEvent]) -> Vec<i64> {
         events.iter().map(RawEvent::revision).collect()
@@ -1219,6 +1225,19 @@ mod tests {
             None,
             "the watcher's own cancel still ends the watch"
         );
+    }
+
+    #[test]
+    fn an_endpoint_named_twice_is_one_endpoint() {
+        let given: Vec<String> = [
+            "http://10.0.0.1:2379",
+            "http://10.0.0.2:2379",
+            "http://10.0.0.1:2379/",
+            "http://10.0.0.2:2379",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(distinct(&given), given[..2]);
     }
 
     #[test]
