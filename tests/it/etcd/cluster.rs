@@ -3,14 +3,14 @@
 //! mirror equals a full read of etcd key for key. Figures (time to notice, time to the first
 //! update after the fault) are printed for the report; no test asserts a speed.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use crate::support::dns::a_of;
 use crate::support::etcd::EtcdCluster;
 use crate::support::eventually;
 use crate::support::skydns::{
-    QueryLoop, STABLE, assert_mirror_equals_etcd, key, put_via, stable_ip, value,
+    QueryLoop, arrives, assert_mirror_equals_etcd, key, put_stable, put_via, stable_ip, value,
 };
 use crate::support::srvd::{SrvdProcess, spawn_binary_logging};
 
@@ -19,12 +19,7 @@ use crate::support::srvd::{SrvdProcess, spawn_binary_logging};
 async fn cluster_and_srvd(dir: &std::path::Path) -> (EtcdCluster, SrvdProcess) {
     let cluster = EtcdCluster::start().await;
     let mut client = cluster.client(0).await;
-    for i in 0..STABLE {
-        client
-            .put(key(&format!("s{i}")), value(stable_ip(i)), None)
-            .await
-            .unwrap();
-    }
+    put_stable(&mut client).await;
     let endpoints = cluster.urls().join(",");
     let srvd = spawn_binary_logging(
         dir,
@@ -58,23 +53,6 @@ async fn watching_member(cluster: &EtcdCluster) -> usize {
         },
     )
     .await
-}
-
-/// Waits (bounded) until `name` answers `ip`; returns how long after `since` it did.
-async fn arrives(
-    addr: SocketAddr,
-    name: &str,
-    ip: Ipv4Addr,
-    limit: Duration,
-    since: Instant,
-) -> Duration {
-    let fqdn = format!("{name}.skydns.test.");
-    let fqdn = &fqdn;
-    eventually(limit, &format!("{name} arrives"), || async move {
-        (a_of(addr, fqdn).await == Some(vec![ip])).then_some(())
-    })
-    .await;
-    since.elapsed()
 }
 
 fn survivor(not: &[usize]) -> usize {
@@ -217,12 +195,7 @@ async fn a_frozen_member_is_noticed_served_around_and_loses_no_update() {
 async fn a_replica_started_while_a_member_is_frozen_reads_and_watches_through_the_others() {
     let cluster = EtcdCluster::start().await;
     let mut client = cluster.client(1).await;
-    for i in 0..STABLE {
-        client
-            .put(key(&format!("s{i}")), value(stable_ip(i)), None)
-            .await
-            .unwrap();
-    }
+    put_stable(&mut client).await;
     let mut cluster = cluster;
     // Member 0 (first in srvd's list) accepts TCP connects but answers nothing.
     cluster.freeze(0);
@@ -257,12 +230,7 @@ async fn a_replica_started_while_a_member_is_frozen_reads_and_watches_through_th
 async fn the_only_member_frozen_past_the_keep_alive_is_noticed_once_and_resumed_after() {
     let etcd = crate::support::etcd::EtcdServer::start().await;
     let mut client = etcd.client().await;
-    for i in 0..STABLE {
-        client
-            .put(key(&format!("s{i}")), value(stable_ip(i)), None)
-            .await
-            .unwrap();
-    }
+    put_stable(&mut client).await;
     let dir = tempfile::tempdir().unwrap();
     let mut srvd = spawn_binary_logging(
         dir.path(),
@@ -438,12 +406,7 @@ async fn an_idle_watch_keeps_its_connection_directly_and_through_a_grpc_proxy() 
 async fn endpoints_that_answer_nothing_are_tried_once_each_before_the_live_one() {
     let etcd = crate::support::etcd::EtcdServer::start().await;
     let mut client = etcd.client().await;
-    for i in 0..STABLE {
-        client
-            .put(key(&format!("s{i}")), value(stable_ip(i)), None)
-            .await
-            .unwrap();
-    }
+    put_stable(&mut client).await;
     let holes: Vec<std::net::TcpListener> = (0..2)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();

@@ -12,23 +12,11 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use etcd_client::{CompactionOptions, WatchOptions};
+use etcd_client::WatchOptions;
 
-use crate::support::dns::a_of;
-use crate::support::etcd::{EtcdOptions, EtcdProxy, EtcdServer};
-use crate::support::eventually;
-use crate::support::skydns::{key, put_stable, value};
+use crate::support::etcd::{EtcdOptions, EtcdProxy, EtcdServer, compact_to_now};
+use crate::support::skydns::{arrives, key, put_stable, value};
 use crate::support::srvd::spawn_binary_logging;
-
-/// Waits (bounded by `limit`) until the srvd at `addr` answers `name` with `ip`.
-async fn answers(addr: std::net::SocketAddr, name: &str, ip: Ipv4Addr, limit: Duration) {
-    let fqdn = format!("{name}.skydns.test.");
-    let fqdn = &fqdn;
-    eventually(limit, &format!("{addr} answers {name}"), || async move {
-        (a_of(addr, fqdn).await == Some(vec![ip])).then_some(())
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_the_proxy_never_serves_is_replaced_by_a_re_read_within_the_silence_bound() {
@@ -40,17 +28,7 @@ async fn a_watch_the_proxy_never_serves_is_replaced_by_a_re_read_within_the_sile
     .await;
     let mut client = etcd.client().await;
     put_stable(&mut client).await;
-    let revision = client
-        .get("x", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
-    client
-        .compact(revision, Some(CompactionOptions::new().with_physical()))
-        .await
-        .unwrap();
+    compact_to_now(&mut client).await;
     let proxy = EtcdProxy::start(std::slice::from_ref(&etcd.url)).await;
 
     // Another client of the proxy asks for compacted history on srvd's prefix and keeps its
@@ -92,12 +70,11 @@ async fn a_watch_the_proxy_never_serves_is_replaced_by_a_re_read_within_the_sile
     let written = Instant::now();
     let ip = Ipv4Addr::new(10, 8, 0, 1);
     client.put(key("late"), value(ip), None).await.unwrap();
-    answers(direct.addr, "late", ip, Duration::from_secs(5)).await;
+    arrives(direct.addr, "late", ip, Duration::from_secs(5), written).await;
     // The proxied replica's watch joined the dead one: only the re-read brings the write.
-    answers(proxied.addr, "late", ip, Duration::from_secs(20)).await;
+    let after = arrives(proxied.addr, "late", ip, Duration::from_secs(20), written).await;
     eprintln!(
-        "figure: behind a dead proxy watch, a write arrived after {:?} (--etcd-watch-silence 5s)",
-        written.elapsed()
+        "figure: behind a dead proxy watch, a write arrived after {after:?} (--etcd-watch-silence 5s)"
     );
     let silent = |log: &[String]| {
         log.iter()
@@ -138,20 +115,18 @@ async fn a_replica_cut_off_past_a_compaction_re_reads_without_watching_the_lost_
         .await
         .unwrap();
     // Compacted past the first write too: the history after srvd's revision is gone.
-    let revision = client
-        .put(key("after"), value(ip), None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
-    client
-        .compact(revision, Some(CompactionOptions::new().with_physical()))
-        .await
-        .unwrap();
+    client.put(key("after"), value(ip), None).await.unwrap();
+    compact_to_now(&mut client).await;
     proxy.restart().await;
 
-    answers(srvd.addr, "while-away", ip, Duration::from_secs(20)).await;
+    arrives(
+        srvd.addr,
+        "while-away",
+        ip,
+        Duration::from_secs(20),
+        Instant::now(),
+    )
+    .await;
     let rereads: Vec<String> = srvd
         .collect_log()
         .iter()
@@ -206,17 +181,8 @@ async fn a_compaction_between_listing_pages_is_a_compaction_directly_and_through
                 let mut writer = writer.clone();
                 async move {
                     if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                        let revision = writer
-                            .put("/elsewhere", "x", None)
-                            .await
-                            .unwrap()
-                            .header()
-                            .unwrap()
-                            .revision();
-                        writer
-                            .compact(revision, Some(CompactionOptions::new().with_physical()))
-                            .await
-                            .unwrap();
+                        writer.put("/elsewhere", "x", None).await.unwrap();
+                        compact_to_now(&mut writer).await;
                     }
                     true
                 }

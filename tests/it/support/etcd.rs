@@ -449,6 +449,26 @@ impl EtcdServer {
     }
 }
 
+/// Compacts etcd (physically: the history is gone when this returns) at its current revision,
+/// which it returns: a watch or read from any earlier revision is refused afterwards.
+pub async fn compact_to_now(client: &mut Client) -> i64 {
+    let revision = client
+        .get("/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    client
+        .compact(
+            revision,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .unwrap();
+    revision
+}
+
 impl Drop for EtcdServer {
     fn drop(&mut self) {
         if std::thread::panicking() {

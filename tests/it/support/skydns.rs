@@ -51,6 +51,24 @@ pub async fn put_stable(client: &mut Client) {
     }
 }
 
+/// Waits (bounded) until the srvd at `addr` answers `name` (under the test zone) with `ip`;
+/// returns how long after `since` it did.
+pub async fn arrives(
+    addr: SocketAddr,
+    name: &str,
+    ip: Ipv4Addr,
+    limit: Duration,
+    since: Instant,
+) -> Duration {
+    let fqdn = format!("{name}.{ZONE}");
+    let fqdn = &fqdn;
+    eventually(limit, &format!("{name} arrives"), || async move {
+        (a_of(addr, fqdn).await == Some(vec![ip])).then_some(())
+    })
+    .await;
+    since.elapsed()
+}
+
 /// Writes through member `via`, retrying (bounded) while the cluster elects a new leader.
 pub async fn put_via(cluster: &EtcdCluster, via: usize, name: &str, ip: Ipv4Addr) -> i64 {
     eventually(
